@@ -29,6 +29,11 @@ def _sin(x: np.ndarray) -> np.ndarray:
     return np.array([math.sin(float(t)) for t in np.ravel(x)]).reshape(np.shape(x))
 
 
+def _clip(x, lo, hi):
+    """np.clip without its Python-level overhead (it dominates on tiny arrays)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _mix(a, b, t: float) -> np.ndarray:
     return np.asarray(a, np.float32) * np.float32(1 - t) + np.asarray(b, np.float32) * np.float32(t)
 
@@ -50,26 +55,32 @@ class Head:
         self.chin = p["chin_len"]                                     # chin height below eyes
         self.top = -1.45                                              # top of the skull
 
+        # a(v) is evaluated hundreds of times per portrait: tabulate it once, interpolate.
+        self._v_table = np.linspace(self.top, 3.0, 512)
+        self._a_table = self._half_width(self._v_table)
+
     # -- profile of the head: half-width a(v), half-depth c(v), forward offset w0(v) ------
-    def a(self, v: np.ndarray) -> np.ndarray:
-        v = np.asarray(v, np.float64)
-        cran = self.fw * 1.02 * np.sqrt(np.clip(1 - ((v + 0.05) / (self.top + 0.05)) ** 2, 0, 1))
-        t = np.clip(v / self.chin, 0, 1)
+    def a(self, v):
+        return np.interp(v, self._v_table, self._a_table)
+
+    def _half_width(self, v: np.ndarray) -> np.ndarray:
+        cran = self.fw * 1.02 * np.sqrt(_clip(1 - ((v + 0.05) / (self.top + 0.05)) ** 2, 0, 1))
+        t = _clip(v / self.chin, 0, 1)
         pw = self.p["jaw_power"]
         cw = self.p["chin_width"]
-        lower = cw + (self.fw - cw) * np.clip(1 - t ** pw, 0, 1) ** (1 / pw)
+        lower = cw + (self.fw - cw) * _clip(1 - t ** pw, 0, 1) ** (1 / pw)
         return np.where(v < -0.05, cran, np.where(v < 0, self.fw * 1.02 + (self.fw - self.fw * 1.02) * (v + 0.05) / 0.05, lower))
 
     def c(self, v):
         return 0.85 * self.a(v) + 0.05
 
     def w0(self, v):
-        return 0.12 * np.clip(np.asarray(v, np.float64) / self.chin, 0, 1)
+        return 0.12 * _clip(np.asarray(v, np.float64) / self.chin, 0, 1)
 
     def surface_w(self, u, v):
         """Depth of the face surface at (u, v)."""
         a = np.maximum(self.a(v), 1e-3)
-        return self.w0(v) + self.c(v) * np.sqrt(np.clip(1 - (np.asarray(u) / a) ** 2, 0, 1))
+        return self.w0(v) + self.c(v) * np.sqrt(_clip(1 - (np.asarray(u) / a) ** 2, 0, 1))
 
     # -- projection --------------------------------------------------------------------
     def xy(self, x, y) -> np.ndarray:
@@ -179,7 +190,7 @@ class Painter:
         style = p["bg_style"]
         if style == "radial":
             d2 = (t[None, :] - 0.5) ** 2 + (t[:, None] - 0.4) ** 2
-            m = np.clip(d2 * 2.2, 0, 1)
+            m = _clip(d2 * 2.2, 0, 1)
         elif style == "wall":
             m = np.full((S, S), 0.15, np.float32) + 0.12 * cv.noise["blotch"]
         else:
@@ -196,7 +207,7 @@ class Painter:
         h, p = self.h, self.p
 
         def side(v):
-            below = np.clip((v - 0.2) / 2.0, 0, None)
+            below = np.maximum((v - 0.2) / 2.0, 0)
             extra = side_flare * below
             if wavy:
                 extra = extra + p["wave_amp"] * _sin(v * p["wave_freq"]) * (0.4 + below)
@@ -219,9 +230,9 @@ class Painter:
         x = np.abs(u) / aw
         v = -0.88 + 0.46 * x ** 2
         if receding:
-            v = v - 0.3 * np.clip(1 - ((x - 0.6) / 0.4) ** 2, 0, 1) ** 2 - 0.1
+            v = v - 0.3 * _clip(1 - ((x - 0.6) / 0.4) ** 2, 0, 1) ** 2 - 0.1
         part = self.p["hair_part"]
-        v = v - 0.05 * np.clip(1 - ((u - part * aw) / 0.25) ** 2, 0, 1)
+        v = v - 0.05 * _clip(1 - ((u - part * aw) / 0.25) ** 2, 0, 1)
         return h.proj(u, v), temple
 
     def hair_layers(self, front: bool):
@@ -257,7 +268,7 @@ class Painter:
         v_end = temple + 0.25 if tucked else (length if style in ("long", "curly") else min(length, 1.0))
         outer = self.hair_outer(v_end, 0.05 if style != "curly" else 0.3, vol, wavy)
         vs = np.linspace(temple, v_end, 14)
-        inset = np.where(vs < 0.55, 0.16 * np.clip(1 - (vs - temple) / 1.0, 0.2, 1), 0.0)
+        inset = np.where(vs < 0.55, 0.16 * _clip(1 - (vs - temple) / 1.0, 0.2, 1), 0.0)
         if not tucked:
             # Below the jaw the curtain falls outside the neck, in front of the shoulders.
             neck = p["neck_w"] + 0.08
@@ -286,7 +297,7 @@ class Painter:
         sw, style = p["shoulder_w"], p["cloth_style"]
         top = 1.47
         xs = np.linspace(nw * 0.9, sw, 8)
-        shoulder_r = np.stack([shift + xs, top + 0.22 * np.clip((xs - nw) / (sw - nw), 0, 1) ** 1.5], -1)
+        shoulder_r = np.stack([shift + xs, top + 0.22 * _clip((xs - nw) / (sw - nw), 0, 1) ** 1.5], -1)
         depth = {"crew": 0.12, "vneck": 0.45, "collar": 0.3, "scoop": 0.35, "turtleneck": -0.6}[style]
         nl = np.linspace(-1, 1, 11)
         if style == "vneck" or style == "collar":
@@ -340,7 +351,10 @@ class Painter:
         out = []
         for side, cls in ((+1, C["l_ear"]), (-1, C["r_ear"])):
             att = float(side * float(h.a(ve)) * h.cos_y + (-0.12) * h.sin_y)
-            cx = att + side * 0.1
+            # The far ear slips behind the cheek as the head turns: gone past 20 degrees of yaw.
+            far = side * p["yaw"] > 0
+            hide = _clip((abs(p["yaw"]) - 8.0) / 12.0, 0.0, 1.0) if far else 0.0
+            cx = att + side * (0.1 - 0.32 * hide)
             pts = ellipse(cx, ve, 0.16, 0.3, 20)
             px = h.xy(pts[:, 0], pts[:, 1])
             cov = cv.fill([px], lambda roi: self.skin_field(roi, 0.92), cls)
@@ -442,7 +456,7 @@ class Painter:
         rv = np.array([-0.08, 0.15, nl * 0.62, nl * 0.8, nl * 0.92, nl * 1.02, nl * 1.06])
         u = np.concatenate([-ru[::-1], ru])
         v = np.concatenate([rv[::-1], rv])
-        prot = nd * np.clip(v / nl, 0, 1) ** 1.4 * (1 - 0.5 * np.abs(u) / nw)
+        prot = nd * _clip(v / nl, 0, 1) ** 1.4 * (1 - 0.5 * np.abs(u) / nw)
         pts = h.proj(u, v, h.surface_w(u, v) + prot)
         region = cv.fill([pts], lambda roi: self.skin_field(roi, 0.97), C["nose"])
         # Modelling: a shadow down the side away from the light, nostrils, a highlight on the tip.
@@ -450,7 +464,7 @@ class Painter:
         side = -1 if lx > 0 else 1
         su = side * np.array([0.06, 0.08, nw * 0.8, nw * 0.9])
         sv = np.array([0.0, nl * 0.6, nl * 0.85, nl * 0.98])
-        self.stroke(h.proj(su, sv, h.surface_w(su, sv) + nd * np.clip(sv / nl, 0, 1) ** 1.4 * 0.6), 0.05, self.skin * 0.7, 0.35, clip=region)
+        self.stroke(h.proj(su, sv, h.surface_w(su, sv) + nd * _clip(sv / nl, 0, 1) ** 1.4 * 0.6), 0.05, self.skin * 0.7, 0.35, clip=region)
         for s in (1, -1):
             c = h.proj(s * nw * 0.45, nl * 0.97, h.surface_w(s * nw * 0.45, nl) + nd * 0.6)
             cv.fill([ellipse(c[0], c[1], 0.055 * h.R * (0.6 + 0.4 * h.cos_y), 0.028 * h.R + 0.3, 12)], self.skin * 0.35, None, 0.85, clip=region)
@@ -493,7 +507,7 @@ class Painter:
             # Brow: thick at the inner end, tapering to the tail, arched toward the outside.
             bs = np.linspace(0, 1, 10)
             bu = side * (es - ew * 1.05 + bs * ew * 2.4)
-            arch = p["brow_arch"] * np.clip(1 - np.abs(bs - 0.62) / 0.62, 0, 1) * 1.6 + 0.03 * bs
+            arch = p["brow_arch"] * _clip(1 - np.abs(bs - 0.62) / 0.62, 0, 1) * 1.6 + 0.03 * bs
             bv = p["brow_y"] - arch + 0.02 * bs ** 2
             th = p["brow_thick"] * (1 - 0.6 * bs ** 1.5)
             brow = np.concatenate([h.proj(bu, bv - th / 2), h.proj(bu[::-1], (bv + th / 2)[::-1])])
@@ -506,7 +520,7 @@ class Painter:
         u = s * mw
         line = my - p["smile"] * s * s + p["smile"] * 0.3
         gap = p["mouth_open"] * (1 - s * s) ** 0.7
-        bow = 0.015 * np.clip(1 - np.abs(s) / 0.18, 0, 1)
+        bow = 0.015 * _clip(1 - np.abs(s) / 0.18, 0, 1)
         top = line - gap / 2 - ul * (1 - s * s) ** 0.55 + bow
         bottom = line + gap / 2 + ll * (1 - s * s) ** 0.6
         inner_top, inner_bot = line - gap / 2, line + gap / 2
