@@ -399,8 +399,8 @@ class Painter:
                 cv.blob(cheek[0], cheek[1], 0.24 * h.R, 0.18 * h.R, (0.85, 0.3, 0.32), amount, clip=skin)
         if A["5_o_Clock_Shadow"]:
             region = self.beard_region(0.0)
-            shadow = self.skin * np.float32(0.55) + np.float32(0.05)
-            cv.fill([region], lambda roi: cv.field(roi, shadow, self.shade, "fine", 0.4), None, 0.45, clip=skin)
+            shadow = self.skin * np.float32(0.6) + np.float32(0.04)
+            cv.fill([region], lambda roi: cv.field(roi, shadow, self.shade, "fine", 0.25), None, 0.3, clip=skin)
         if not A["Young"]:
             for side in (1, -1):   # nasolabial folds and crow's feet
                 u = side * np.linspace(p["nose_w"] * 1.1, p["mouth_w"] + 0.06, 7)

@@ -139,7 +139,7 @@ def sample_params(rng: np.random.Generator) -> dict:
         "skin_tone": int(tone), "skin_tone_name": SKIN_TONE_NAMES[tone],
         "skin": [float(v) for v in np.clip(skin, 0, 1)],
         "hair_color": hair_color, "hair_texture": hair_texture, "hair_style": style,
-        "hair_volume": float(rng.uniform(0.06, 0.2) + (0.12 if style == "curly" else 0.0)),
+        "hair_volume": float(rng.uniform(0.1, 0.26) + (0.12 if style == "curly" else 0.0)),
         "hair_length": float(rng.uniform(1.9, 3.2) if style == "long" else rng.uniform(1.0, 1.4)
                              if style in ("medium", "bob", "curly") else 0.6),
         "hair_part": float(rng.uniform(-0.45, 0.45)) if u() < 0.7 else 0.0,
