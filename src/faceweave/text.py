@@ -577,9 +577,16 @@ def _strip_article(phrase: str) -> str:
     return re.sub(r"^(?:a|an) ", "", phrase)
 
 
+@functools.lru_cache(maxsize=4096)
+def _meaning(phrase: str) -> tuple[tuple[str, int], ...]:
+    """parse_prompt of a writer's phrase, cached: the writer asks about the same few phrases
+    for every caption of every sample."""
+    return tuple(parse_prompt(phrase).items())
+
+
 def _implies(phrase: str, attributes: Mapping[str, int]) -> dict[str, int] | None:
     """What `phrase` reads as, or None when that contradicts (or goes beyond) `attributes`."""
-    meaning = parse_prompt(phrase)
+    meaning = dict(_meaning(phrase))
     return meaning if all(attributes.get(k) == v for k, v in meaning.items()) else None
 
 
@@ -593,6 +600,12 @@ def _is_plain(words: str) -> bool:
     """Words with no grammar of their own (no negation, no clause break) that are safe to insert."""
     return bool(re.fullmatch(r"[a-z]+(?:[ -][a-z]+)*", words)) and not (
         _NEGATOR.search(words) or _SCOPE_END.search(words))
+
+
+@functools.lru_cache(maxsize=None)
+def _sayable(attribute: str, value: int) -> tuple:
+    """The phrases the writer may use for one attribute value (the table never changes)."""
+    return tuple(w for w in ATTRIBUTE_PHRASES[attribute].get(value, ()) if w.say and w.slot)
 
 
 def _mentions(attributes: dict[str, int], extras: Mapping[str, str], rng: np.random.Generator,
@@ -615,7 +628,7 @@ def _mentions(attributes: dict[str, int], extras: Mapping[str, str], rng: np.ran
         condition = MENTION_ONLY_IF.get((attribute, value))
         if condition and attributes.get(condition[0]) != condition[1]:
             continue
-        words = tuple(w for w in by_value.get(value, ()) if w.say and w.slot)
+        words = _sayable(attribute, value)
         if hair_colour_meaning == {attribute: 1}:       # "platinum blond", "white", "dark brown"
             words += (Words("hair", say=(hair_colour,)),)
         if attribute == "Wearing_Hat" and value == 1 and extras.get("hat_style"):

@@ -50,7 +50,12 @@ class Head:
         self.cos_y, self.sin_y = math.cos(yaw), math.sin(yaw)
         roll = math.radians(p["roll"])
         self.cos_r, self.sin_r = math.cos(roll), math.sin(roll)
-        self.pivot = (self.cx, self.cy + 1.2 * self.R)               # roll about the neck
+        # head units -> pixels: scale by R about (cx, cy), then roll about a pivot at the neck
+        px, py = self.cx, self.cy + 1.2 * self.R
+        cr, sr = self.cos_r, self.sin_r
+        ox, oy = self.cx - px, self.cy - py
+        self._affine = ((self.R * cr, -self.R * sr, px + ox * cr - oy * sr),
+                        (self.R * sr, self.R * cr, py + ox * sr + oy * cr))
         self.fw = p["face_width"]                                     # cheek half-width
         self.chin = p["chin_len"]                                     # chin height below eyes
         self.top = -1.45                                              # top of the skull
@@ -79,17 +84,19 @@ class Head:
 
     def surface_w(self, u, v):
         """Depth of the face surface at (u, v)."""
-        a = np.maximum(self.a(v), 1e-3)
-        return self.w0(v) + self.c(v) * np.sqrt(_clip(1 - (np.asarray(u) / a) ** 2, 0, 1))
+        a = self.a(v)
+        ratio = np.asarray(u) / np.maximum(a, 1e-3)
+        return self.w0(v) + (0.85 * a + 0.05) * np.sqrt(np.maximum(1 - ratio * ratio, 0))
 
     # -- projection --------------------------------------------------------------------
     def xy(self, x, y) -> np.ndarray:
         """Already-turned head coordinates (x, y) -> pixel points (N, 2), with roll."""
-        X = self.cx + self.R * np.asarray(x, np.float64)
-        Y = self.cy + self.R * np.asarray(y, np.float64)
-        px, py = self.pivot
-        dx, dy = X - px, Y - py
-        return np.stack([px + dx * self.cos_r - dy * self.sin_r, py + dx * self.sin_r + dy * self.cos_r], -1)
+        x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
+        (a, b, c), (d, e, f) = self._affine
+        out = np.empty(x.shape + (2,))
+        out[..., 0] = a * x + b * y + c
+        out[..., 1] = d * x + e * y + f
+        return out
 
     def proj(self, u, v, w=None, lift: float = 0.0) -> np.ndarray:
         """Points on (or `lift` in front of) the face surface -> pixels."""
@@ -452,7 +459,7 @@ class Painter:
     def nose(self):
         p, h, cv = self.p, self.h, self.cv
         nl, nw, nd = p["nose_len"], p["nose_w"], p["nose_depth"]
-        ru = np.array([0.07, 0.075, 0.09, nw * 0.85, nw, nw * 0.75, 0.3 * nw])
+        ru = np.array([0.1, 0.1, 0.12, nw * 0.85, nw, nw * 0.75, 0.3 * nw])
         rv = np.array([-0.08, 0.15, nl * 0.62, nl * 0.8, nl * 0.92, nl * 1.02, nl * 1.06])
         u = np.concatenate([-ru[::-1], ru])
         v = np.concatenate([rv[::-1], rv])
