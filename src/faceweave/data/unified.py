@@ -223,6 +223,12 @@ class UnifiedWriter:
 
 def read_records(path: Path) -> list[dict]:
     """captions.jsonl -> records, each checked; errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        where = path.parent
+        what = "does not exist" if not where.exists() else f"has no {path.name}"
+        raise FaceweaveError(f"{where} {what}: not a unified data folder (make one with "
+                             "`faceweave data synth` or `faceweave data prepare`)")
     records, seen = [], set()
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
