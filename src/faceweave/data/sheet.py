@@ -10,8 +10,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from ..conditions import colorize_mask
 from ..errors import FaceweaveError
-from ..io import read_image, read_mask, read_sketch, resize_image, resize_mask, write_png
-from .unified import read_records
+from ..io import read_image, read_mask, resize_image, resize_mask, write_png
+from .unified import read_records, read_stored_sketch
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -38,7 +38,7 @@ def contact_sheet(root: str | os.PathLike, n: int = 8, cell: int = 128, columns:
         blank = np.full((cell, cell, 3), 255, np.uint8)
         panels.append(colorize_mask(resize_mask(read_mask(mask_path), cell)) if mask_path.exists() else blank)
         if sketch_path.exists():
-            panels.append(np.repeat(255 - read_sketch(sketch_path, size=cell)[..., None], 3, axis=2))
+            panels.append(np.repeat(255 - read_stored_sketch(sketch_path, cell)[..., None], 3, axis=2))
         else:
             panels.append(blank)
         caption = (rec.get("captions") or [""])[0]

@@ -268,7 +268,7 @@ def _modality(root: Path, sub: str, files: list[str]) -> bool:
     return True
 
 
-def _read_stored_sketch(path: Path, size: int | None) -> np.ndarray:
+def read_stored_sketch(path: Path, size: int | None) -> np.ndarray:
     """The exact inverse of io.write_sketch (black on white -> lines 255 on 0).
 
     io.read_sketch guesses polarity and stretches contrast, right for a user's drawing but
@@ -327,7 +327,7 @@ class UnifiedDataset(Dataset):
         if self.size is not None and image.shape[:2] != (self.size, self.size):
             image = io.resize_image(image, self.size)
         mask = io.read_mask(self.root / MASKS / file, size=self.size) if self.has_mask else None
-        sketch = _read_stored_sketch(self.root / SKETCHES / file, self.size) if self.has_sketch else None
+        sketch = read_stored_sketch(self.root / SKETCHES / file, self.size) if self.has_sketch else None
         return to_sample(image, mask, sketch, record["attributes"], record["captions"], file)
 
 
