@@ -1,0 +1,1 @@
+"""Diffusion schedules, samplers (pure functions), guidance and inversion."""
