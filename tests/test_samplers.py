@@ -82,3 +82,17 @@ def test_bad_arguments():
     with pytest.raises(FaceweaveError, match="unknown sampler"):
         get_sampler("plms")
     assert set(SAMPLERS) == {"euler", "heun", "dpmpp_2m", "ddim"}
+
+
+def test_inversion_round_trip():
+    from faceweave.diffusion.inversion import invert
+    from faceweave.diffusion.samplers import sample_heun
+
+    g = torch.Generator().manual_seed(3)
+    x0 = MU + S * torch.randn(2048, dtype=torch.float64, generator=g)
+    sigmas = karras_sigmas(40)
+    x_t = invert(denoise, x0, sigmas)
+    exact = MU + (x0 - MU) * math.sqrt(S ** 2 + 80.0 ** 2) / S
+    assert ((x_t - exact).abs() / (exact - MU).abs()).max() < 0.01
+    back = sample_heun(denoise, x_t, sigmas)
+    assert (back - x0).abs().max() < 0.01 * S
