@@ -4,6 +4,8 @@
                              "family": "parser", "config": {every constructor argument},
                              ...extra keys (metrics, training recipe, step)}
     DIR/model.safetensors   the weights (fp16 for bundled models, fp32 while training)
+    DIR/NAME.safetensors    optional further tensor files written in the same atomic step
+                            (training checkpoints keep the optimizer state in optimizer.safetensors)
 
 Writes are atomic: the folder is written under a temporary name beside the target and
 renamed into place, so a crash leaves the previous checkpoint intact. Loading checks the
@@ -57,8 +59,13 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
 
 
 def save(path: str | os.PathLike, family: str, config: dict[str, Any], state: dict[str, torch.Tensor],
-         dtype: torch.dtype | None = None, **extra: Any) -> Path:
-    """Write a checkpoint folder atomically. `dtype` casts floating tensors (fp16 for shipping)."""
+         dtype: torch.dtype | None = None, extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None,
+         **extra: Any) -> Path:
+    """Write a checkpoint folder atomically. `dtype` casts floating tensors (fp16 for shipping).
+
+    extra_tensors: {NAME: tensors} written as NAME.safetensors beside the weights, never cast
+    (e.g. {"optimizer": ...} for resuming training); read back with `load_tensors`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -71,6 +78,11 @@ def save(path: str | os.PathLike, family: str, config: dict[str, Any], state: di
                 v = v.to(dtype)
             tensors[k] = v.contiguous()
         save_file(tensors, str(tmp / WEIGHTS), metadata={"family": family})
+        for name, more in (extra_tensors or {}).items():
+            if f"{name}.safetensors" == WEIGHTS or not name.isidentifier():
+                raise ValueError(f"extra tensor file name {name!r} must be an identifier other than 'model'")
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in more.items()},
+                      str(tmp / f"{name}.safetensors"), metadata={"family": family})
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "family": family,
                 "config": config, **extra}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
@@ -110,6 +122,17 @@ def read_config(path: str | os.PathLike, family: str | None = None) -> dict[str,
     return meta
 
 
+def update_config(path: str | os.PathLike, **extra: Any) -> dict[str, Any]:
+    """Add or replace top-level keys of a checkpoint's config.json (e.g. measured metrics), atomically."""
+    meta = read_config(path)
+    folder = Path(meta.pop("path"))
+    meta.update(extra)
+    tmp = folder / f".{CONFIG}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, folder / CONFIG)
+    return meta
+
+
 def load(path: str | os.PathLike, family: str | None = None) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config.json contents, state dict) of a checkpoint folder or bundled model name."""
     meta = read_config(path, family)
@@ -122,6 +145,19 @@ def load(path: str | os.PathLike, family: str | None = None) -> tuple[dict[str, 
         raise FaceweaveError(f"{weights} is not a readable safetensors file ({exc}); "
                              "the checkpoint is damaged, re-export or retrain it") from None
     return meta, state
+
+
+def load_tensors(path: str | os.PathLike, name: str) -> dict[str, torch.Tensor]:
+    """NAME.safetensors of a checkpoint folder (written by save(extra_tensors=...))."""
+    path = resolve(path)
+    file = path / f"{name}.safetensors"
+    if not file.exists():
+        raise FaceweaveError(f"{path} has no {file.name}; the checkpoint is incomplete")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise FaceweaveError(f"{file} is not a readable safetensors file ({exc}); "
+                             "the checkpoint is damaged") from None
 
 
 def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str = "checkpoint") -> None:

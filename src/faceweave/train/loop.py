@@ -1,0 +1,353 @@
+"""One training loop for every model family (HF accelerate: CPU here, GPUs and bf16 elsewhere).
+
+    faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
+    # several GPUs: accelerate launch --num_processes 4 -m faceweave.cli train parser ...
+
+What a family contributes is a task object (`tasks.TASKS`): model builder, batch loss,
+validation metrics and named presets. Everything else lives here, once:
+
+    OUT/run.json         the resolved config (preset + overrides + data + command), rewritten on resume
+    OUT/metrics.jsonl    one JSON object per line: {"kind": "train", "step", "loss", "lr", ...}
+                         every log_every steps and {"kind": "val", "step", "score", ...} per validation
+    OUT/last/            checkpoint every ckpt_every steps: config.json (model config, image_size,
+                         step), model.safetensors, optimizer.safetensors (AdamW moments); atomic
+    OUT/best/            the weights with the best validation score so far
+
+`--resume` reloads OUT/last (weights, optimizer moments, step) and continues to max_steps;
+the data order after a resume is a fresh shuffle (seeded by seed and step), not a replay.
+The learning rate is a pure function of the step (linear warmup, cosine decay), so it needs
+no state of its own. `export` turns a run into a small shippable fp16 checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from .. import checkpoint
+from ..data import collate, open_dataset
+from ..data.unified import UnifiedDataset
+from ..errors import FaceweaveError
+from .tasks import COMMON_DEFAULTS, TASKS, model_config
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.jsonl"
+LAST, BEST = "last", "best"
+OPTIMIZER = "optimizer"
+
+
+def resolve_config(family: str, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """COMMON_DEFAULTS <- the family's preset <- overrides (None values are ignored)."""
+    if family not in TASKS:
+        raise FaceweaveError(f"unknown model family {family!r}; trainable families: {', '.join(TASKS)}")
+    task = TASKS[family]
+    if preset not in task.presets:
+        raise FaceweaveError(f"{family} has no preset {preset!r}; presets: {', '.join(task.presets)}")
+    cfg = {**COMMON_DEFAULTS, **task.presets[preset], "family": family, "preset": preset}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key not in cfg and key != "model":
+            raise FaceweaveError(f"unknown training setting {key!r}; settings: {', '.join(sorted(cfg))}")
+        cfg[key] = value
+    if "model" not in cfg:                              # an explicit model config wins over "arch"
+        if cfg.get("arch") not in task.architectures:
+            raise FaceweaveError(f"{family} has no architecture {cfg.get('arch')!r}; "
+                                 f"known: {', '.join(task.architectures)}")
+        cfg["model"] = model_config(task, cfg["arch"])
+    _check_numbers(cfg)
+    return cfg
+
+
+def _check_numbers(cfg: dict) -> None:
+    for key in ("batch_size", "max_steps"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise FaceweaveError(f"{key} must be a positive integer, got {cfg[key]!r}")
+    if not (isinstance(cfg["lr"], (int, float)) and 0 < cfg["lr"] < 1):
+        raise FaceweaveError(f"lr must be a number between 0 and 1, got {cfg['lr']!r}")
+    for key in ("ckpt_every", "eval_every", "log_every", "warmup_steps", "workers"):
+        if not isinstance(cfg[key], int) or cfg[key] < 0:
+            raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
+
+
+def lr_at(step: int, cfg: dict) -> float:
+    """Linear warmup to cfg["lr"], then cosine decay to lr * min_lr_ratio at max_steps."""
+    peak, warm, total = cfg["lr"], cfg["warmup_steps"], cfg["max_steps"]
+    if warm and step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    floor = peak * cfg["min_lr_ratio"]
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# --- data ---------------------------------------------------------------------------------
+
+def _splits(spec: str, size: int, val_n: int) -> tuple[Dataset, Dataset | None]:
+    """(train, val) data sets for a spec: FaceSynth's own splits, or a folder's "split" labels."""
+    if not Path(spec).expanduser().is_dir():           # facesynth:SIZE[...]: disjoint seed ranges
+        train = open_dataset(spec, size=size, split="train")
+        val = open_dataset(spec, size=size, split="val")
+        return train, Subset(val, range(min(val_n, len(val))))
+    folder = UnifiedDataset(spec, size=size)
+    splits = {r.get("split") for r in folder.records}
+    if "train" in splits:
+        train = UnifiedDataset(spec, size=size, split="train")
+        val = UnifiedDataset(spec, size=size, split="val") if "val" in splits else None
+    else:
+        train, val = folder, None                       # no labels: all of it trains, no validation
+    return train, (None if val is None else Subset(val, range(min(val_n, len(val)))))
+
+
+def _check_keys(dataset: Dataset, needs: tuple[str, ...], family: str, spec: str) -> None:
+    sample = dataset[0]
+    missing = [k for k in needs if k not in sample]
+    if missing:
+        raise FaceweaveError(f"data {spec!r} has no {', '.join(missing)}, which {family} training needs; "
+                             f"use a folder with {'/'.join(missing)} (e.g. `faceweave data synth`)")
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)                            # a render worker must not fight the trainer
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    out = {}
+    for key, value in batch.items():
+        if torch.is_tensor(value):
+            value = value.to(device, non_blocking=True)
+            if channels_last and value.ndim == 4:
+                value = value.contiguous(memory_format=torch.channels_last)
+        out[key] = value
+    return out
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """AdamW state as flat safetensors-ready tensors + JSON-able param groups."""
+    sd = optimizer.state_dict()
+    tensors = {f"{pid}.{key}": value for pid, state in sd["state"].items()
+               for key, value in state.items() if torch.is_tensor(value)}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as exc:
+        raise FaceweaveError(f"the saved optimizer state does not fit this model ({exc}); "
+                             "resume with the run's own settings or start a new --out") from None
+
+
+def _save(path: Path, family: str, cfg: dict, model: torch.nn.Module, step: int,
+          optimizer: torch.optim.Optimizer | None = None, **extra: Any) -> None:
+    more = None
+    if optimizer is not None:
+        tensors, groups = _optimizer_tensors(optimizer)
+        more, extra = {OPTIMIZER: tensors}, {**extra, "optimizer_param_groups": groups}
+    checkpoint.save(path, family, cfg["model"], model.state_dict(), extra_tensors=more,
+                    image_size=cfg["size"], step=step, **extra)
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+def _check_out(out: Path, resume: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FaceweaveError(f"--out {out} is a file; give a folder for the run")
+    has_run = (out / RUN_FILE).exists() or (out / LAST).exists()
+    if resume and not (out / LAST / checkpoint.CONFIG).exists():
+        raise FaceweaveError(f"nothing to resume in {out} (no {LAST}/ checkpoint); drop --resume to start a run")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        what = "a run" if has_run else "other files"
+        raise FaceweaveError(f"--out {out} already holds {what}; pass --resume to continue it or choose another --out")
+
+
+def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume: bool = False,
+          overrides: dict[str, Any] | None = None, progress: bool = True,
+          command: str | None = None) -> dict[str, Any]:
+    """Train `family` with `preset` on data spec `data` into folder `out`; returns the last metrics.
+
+    overrides: any preset key, e.g. {"max_steps": 100, "batch_size": 8, "lr": 1e-3}.
+    """
+    from accelerate import Accelerator  # imported here: heavy, and only training needs it
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    out = Path(out).expanduser()
+    _check_out(out, resume)
+    if family not in TASKS:
+        raise FaceweaveError(f"unknown model family {family!r}; trainable families: {', '.join(TASKS)}")
+    task = TASKS[family]
+    if resume:
+        if not (out / RUN_FILE).is_file():
+            raise FaceweaveError(f"{out} has a checkpoint but no {RUN_FILE}, so its settings are unknown; "
+                                 "start a new run with --data and another --out")
+        stored = json.loads((out / RUN_FILE).read_text())
+        if stored.get("family") != family:
+            raise FaceweaveError(f"{out} is a {stored.get('family')!r} run, not {family!r}; resume it as that family")
+        preset, data = stored["preset"], stored["data"] if data is None else data
+        cfg = resolve_config(family, preset, {**{k: v for k, v in stored.items()
+                                                 if k not in ("family", "preset", "data", "commands")},
+                                              **(overrides or {})})
+        commands = stored.get("commands", [])
+    else:
+        cfg = resolve_config(family, preset, overrides)
+        commands = []
+    commands.append(command or shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+
+    precision = cfg["mixed_precision"]
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "no"
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    set_seed(cfg["seed"])
+
+    train_set, val_set = _splits(data, cfg["size"], cfg["val_n"])
+    _check_keys(train_set, task.needs, family, data)
+    model = task.build(cfg["model"])
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
+                                  weight_decay=cfg["weight_decay"])
+    step = 0
+    if resume:
+        meta, state = checkpoint.load(out / LAST, family)
+        checkpoint.load_into(model, state, where=str(out / LAST))
+        _load_optimizer(optimizer, checkpoint.load_tensors(out / LAST, OPTIMIZER),
+                        meta.get("optimizer_param_groups", []))
+        step = int(meta.get("step", 0))
+
+    per_process = max(1, cfg["batch_size"] // accelerator.num_processes)
+    generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
+    loader = DataLoader(train_set, batch_size=per_process, shuffle=True, generator=generator,
+                        collate_fn=collate, drop_last=len(train_set) >= per_process,
+                        num_workers=cfg["workers"], persistent_workers=cfg["workers"] > 0,
+                        worker_init_fn=_worker_init if cfg["workers"] else None)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    device = accelerator.device
+    val_batches = None
+    if val_set is not None and accelerator.is_main_process:  # rendered once, kept in memory
+        val_batches = [_to_device(b, device, cfg["channels_last"])
+                       for b in DataLoader(val_set, batch_size=max(per_process, 32), collate_fn=collate)]
+
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"family": family, "preset": preset, "data": data, **{k: v for k, v in cfg.items()
+                                                                       if k not in ("family", "preset")},
+                  "commands": commands}
+        (out / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+    log = open(out / METRICS_FILE, "a", encoding="utf-8") if main else None
+
+    def write(entry: dict) -> None:
+        if log is not None:
+            log.write(json.dumps(entry) + "\n")
+            log.flush()
+
+    best_score = -math.inf
+    if (out / BEST / checkpoint.CONFIG).exists():
+        best_score = checkpoint.read_config(out / BEST, family).get("val", {}).get("score", -math.inf)
+    last_val: dict[str, Any] = {}
+
+    def validate() -> None:
+        nonlocal best_score, last_val
+        if val_batches is None:
+            return
+        bare = accelerator.unwrap_model(model)
+        bare.eval()
+        with accelerator.autocast():
+            scores = task.evaluate(bare, val_batches, cfg)
+        bare.train()
+        last_val = {"kind": "val", "step": step, **scores}
+        write(last_val)
+        if scores["score"] > best_score:
+            best_score = scores["score"]
+            _save(out / BEST, family, cfg, bare, step, val=scores)
+
+    def save_last() -> None:
+        accelerator.wait_for_everyone()
+        if main:
+            _save(out / LAST, family, cfg, accelerator.unwrap_model(model), step, optimizer=optimizer,
+                  val=last_val or None)
+
+    sums: dict[str, float] = {}
+    count, tick = 0, time.perf_counter()
+
+    def log_train() -> None:
+        nonlocal sums, count, tick
+        elapsed = time.perf_counter() - tick
+        means = {k: round(v / count, 5) for k, v in sums.items()}
+        write({"kind": "train", "step": step, **means, "lr": lr_at(step - 1, cfg),
+               "img_per_s": round(count * cfg["batch_size"] / elapsed, 2)})
+        bar.set_postfix(loss=f"{means['loss']:.4f}")
+        sums, count, tick = {}, 0, time.perf_counter()
+
+    model.train()
+    bar = tqdm(total=cfg["max_steps"], initial=step, disable=not (progress and main),
+               desc=f"{family}/{preset}", dynamic_ncols=True)
+    while step < cfg["max_steps"]:
+        for batch in loader:
+            if step >= cfg["max_steps"]:
+                break
+            batch = _to_device(batch, device, cfg["channels_last"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, cfg)
+            with accelerator.autocast():
+                loss, parts = task.loss(model, batch, cfg)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if cfg["grad_clip"]:
+                accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+            optimizer.step()
+            step += 1
+            bar.update(1)
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value
+            count += 1
+            if cfg["log_every"] and step % cfg["log_every"] == 0:
+                log_train()
+            if cfg["eval_every"] and step % cfg["eval_every"] == 0 and main:
+                validate()
+            if cfg["ckpt_every"] and step % cfg["ckpt_every"] == 0:
+                save_last()
+    if count:                                           # the steps since the last log line
+        log_train()
+    bar.close()
+    if main and last_val.get("step") != step:
+        validate()
+    save_last()
+    if log is not None:
+        log.close()
+    return {"step": step, **{k: v for k, v in last_val.items() if k not in ("kind", "step")}}
+
+
+def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
+           dtype: torch.dtype = torch.float16, **extra: Any) -> Path:
+    """A run's best (or last) weights -> a small checkpoint to ship (fp16, no optimizer state).
+
+    The run's commands, preset, data and step go into config.json under "training"; pass
+    more keys (e.g. metrics=...) as keyword arguments.
+    """
+    run = Path(run).expanduser()
+    source = run / which
+    if not (source / checkpoint.CONFIG).exists():
+        source = run / LAST
+    meta, state = checkpoint.load(source)
+    record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).exists() else {}
+    training = {"commands": record.get("commands"), "preset": record.get("preset"), "data": record.get("data"),
+                "step": meta.get("step"), "checkpoint": source.name, "val": meta.get("val")}
+    return checkpoint.save(dest, meta["family"], meta["config"], state, dtype=dtype,
+                           image_size=meta["image_size"], training=training, **extra)

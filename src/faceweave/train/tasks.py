@@ -1,0 +1,153 @@
+"""Model families as data: what `train/loop.py` needs to know about each one.
+
+A task is a small object with
+    family          the checkpoint family name ("parser", ...)
+    architectures   named model configs (the family's PRESETS in models/)
+    presets         named training recipes: {name: {"arch": ..., "size": ..., "lr": ..., ...}}
+    build(config)   model config dict -> nn.Module
+    loss(model, batch, cfg)        -> (scalar loss, {name: float} to log)
+    evaluate(model, batches, cfg)  -> {name: float}; `score` (higher is better) picks `best/`
+    needs           sample keys the data set must provide
+A new family (diffusion, vae, stylegan2) adds one class and one entry in TASKS; the loop,
+checkpoints, resume and logging stay as they are. Every key of a preset can be overridden
+(`train(..., overrides={...})`, the CLI's --batch-size/--lr/--max-steps).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..conditions import ATTRIBUTE_INDEX
+from ..eval.metrics import attribute_accuracy, mask_scores
+from ..models import classifier as classifier_models
+from ..models import parser as parser_models
+
+# What every recipe has; a family's presets override these.
+COMMON_DEFAULTS: dict[str, Any] = {
+    "batch_size": 32,         # images per optimizer step (all processes together)
+    "lr": 1e-3,               # peak AdamW learning rate, reached after warmup_steps
+    "min_lr_ratio": 0.05,     # cosine decay from lr to lr * min_lr_ratio at max_steps
+    "weight_decay": 1e-4,     # AdamW decoupled weight decay
+    "betas": [0.9, 0.999],    # AdamW betas
+    "warmup_steps": 200,      # linear warmup from 0
+    "max_steps": 10_000,      # total optimizer steps (a resumed run continues up to this)
+    "grad_clip": 1.0,         # max global gradient norm (0: off)
+    "ckpt_every": 500,        # write OUT/last every N steps (and at the end)
+    "eval_every": 500,        # validate every N steps (and at the end); 0: only at the end
+    "log_every": 50,          # one metrics.jsonl line every N steps
+    "val_n": 256,             # validation images (FaceSynth val split, or a folder's "val" split)
+    "workers": 1,             # DataLoader worker processes (1: render while the main process trains)
+    "seed": 0,                # weight init and data order
+    "channels_last": True,    # NHWC memory layout: faster convolutions on CPUs and tensor cores
+    "mixed_precision": "auto",  # "auto": bf16 on CUDA, fp32 on CPU; or "no" / "bf16" / "fp16"
+}
+
+
+class ParserTask:
+    """19-class face parsing: cross-entropy + soft Dice (Milletari et al. 2016, V-Net eq. 1)."""
+
+    family = "parser"
+    architectures = parser_models.PRESETS
+    needs = ("image", "mask")
+    presets: dict[str, dict] = {
+        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0,
+                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8,
+                 "workers": 0, "dice_weight": 0.5},
+        "s64": {"arch": "s", "size": 64, "batch_size": 32, "lr": 2e-3, "max_steps": 6_000,
+                "dice_weight": 0.5},
+        "s128": {"arch": "s128", "size": 128, "batch_size": 16, "lr": 1.5e-3, "max_steps": 6_000,
+                 "dice_weight": 0.5},
+    }
+
+    def build(self, config: dict) -> nn.Module:
+        return parser_models.FaceParser.from_config(config)
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["image"]).float()
+        target = batch["mask"]
+        ce = F.cross_entropy(logits, target)
+        # soft Dice over the classes present in the batch (absent ones would only add noise)
+        probs = logits.softmax(1)
+        onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+        inter = (probs * onehot).sum((0, 2, 3))
+        total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+        present = onehot.sum((0, 2, 3)) > 0
+        dice = 1.0 - (2 * inter[present] + 1.0) / (total[present] + 1.0)
+        dice = dice.mean()
+        w = float(cfg.get("dice_weight", 0.0))
+        return ce + w * dice, {"ce": float(ce.detach()), "dice": float(dice.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        preds, targets = [], []
+        for batch in batches:
+            preds.append(model(batch["image"]).argmax(1).cpu().numpy().astype(np.uint8))
+            targets.append(batch["mask"].cpu().numpy().astype(np.uint8))
+        scores = mask_scores(np.concatenate(preds), np.concatenate(targets))
+        return {"score": scores["miou"], "miou": scores["miou"], "pixel_acc": scores["pixel_acc"]}
+
+
+class ClassifierTask:
+    """Multi-label attributes: binary cross-entropy over the known labels (-1 = unknown is masked)."""
+
+    family = "classifier"
+    architectures = classifier_models.PRESETS
+    needs = ("image", "attributes")
+    presets: dict[str, dict] = {
+        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0,
+                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8,
+                 "workers": 0},
+        "s64": {"arch": "s", "size": 64, "batch_size": 64, "lr": 2e-3, "weight_decay": 5e-4,
+                "max_steps": 3_000},
+    }
+
+    def build(self, config: dict) -> nn.Module:
+        return classifier_models.AttributeClassifier.from_config(config)
+
+    def _targets(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """The model's attribute columns of the (N, 40) CelebA-order label vector."""
+        cols = torch.tensor([ATTRIBUTE_INDEX[a] for a in model.attributes], device=batch["attributes"].device)
+        return batch["attributes"].index_select(1, cols)
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = model(batch["image"]).float()
+        target = self._targets(_unwrap(model), batch)
+        known = (target >= 0).float()
+        bce = F.binary_cross_entropy_with_logits(logits, target.clamp(min=0), weight=known,
+                                                 reduction="sum") / known.sum().clamp(min=1)
+        acc = (((logits > 0).float() == target) * known).sum() / known.sum().clamp(min=1)
+        return bce, {"bce": float(bce.detach()), "acc": float(acc)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        probs, targets = [], []
+        for batch in batches:
+            probs.append(torch.sigmoid(model(batch["image"]).float()).cpu().numpy())
+            targets.append(self._targets(_unwrap(model), batch).cpu().numpy())
+        scores = attribute_accuracy(np.concatenate(probs), np.concatenate(targets),
+                                    names=list(_unwrap(model).attributes))
+        known = [v for v in scores["per_attribute"].values() if v is not None]
+        mean = float(np.mean(known)) if known else float("nan")
+        return {"score": mean, "mean_attr_acc": mean, "attr_acc": scores["attr_acc"]}
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside a DistributedDataParallel / compiled wrapper."""
+    while hasattr(model, "module"):
+        model = model.module
+    return getattr(model, "_orig_mod", model)
+
+
+TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask()}
+
+
+def model_config(task, arch: str | dict) -> dict:
+    """An architecture name (or an explicit dict) -> the constructor arguments as a plain dict."""
+    if isinstance(arch, dict):
+        return dict(arch)
+    return dataclasses.asdict(task.architectures[arch])

@@ -1,0 +1,149 @@
+"""The training loop and tasks: loss goes down, checkpoints, resume, export, CLI, bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from faceweave import checkpoint
+from faceweave.cli import main
+from faceweave.data import collate, open_dataset
+from faceweave.errors import FaceweaveError
+from faceweave.ruler import load_classifier, load_parser
+from faceweave.train import TASKS, export, lr_at, resolve_config, train
+
+QUIET = {"progress": False}
+
+
+@pytest.mark.parametrize("family", ["parser", "classifier"])
+def test_a_few_steps_lower_the_loss_on_a_fixed_batch(family):
+    torch.manual_seed(0)
+    task, cfg = TASKS[family], resolve_config(family, "tiny")
+    model = task.build(cfg["model"])
+    data = open_dataset("facesynth:32", split="train")
+    batch = collate([data[i] for i in range(4)])
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(8):
+        loss, parts = task.loss(model, batch, cfg)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+        assert all(np.isfinite(v) for v in parts.values())
+    assert losses[-1] < 0.9 * losses[0] and losses[-1] == min(losses), losses
+
+
+def test_classifier_loss_ignores_unknown_labels():
+    task, cfg = TASKS["classifier"], resolve_config("classifier", "tiny")
+    model = task.build(cfg["model"])
+    batch = collate([open_dataset("facesynth:32")[i] for i in range(2)])
+    loss, _ = task.loss(model, batch, cfg)
+    batch["attributes"][:, :] = -1                           # nothing known: nothing to learn
+    empty, parts = task.loss(model, batch, cfg)
+    assert float(empty.detach()) == 0.0 and float(loss.detach()) > 0
+
+
+def test_lr_schedule():
+    cfg = {"lr": 1e-3, "warmup_steps": 10, "max_steps": 110, "min_lr_ratio": 0.1}
+    assert lr_at(0, cfg) == pytest.approx(1e-4) and lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(0.55e-3) and lr_at(110, cfg) == pytest.approx(1e-4)
+
+
+def test_train_checkpoint_resume_export(tmp_path):
+    out = tmp_path / "run"
+    first = train("parser", "tiny", "facesynth:32", out, overrides={"max_steps": 10}, **QUIET)
+    assert first["step"] == 10 and 0 <= first["miou"] <= 1
+    assert {p.name for p in out.iterdir()} == {"run.json", "metrics.jsonl", "last", "best"}
+    assert {p.name for p in (out / "last").iterdir()} == {"config.json", "model.safetensors",
+                                                          "optimizer.safetensors"}
+    meta = checkpoint.read_config(out / "last", "parser")
+    assert meta["step"] == 10 and meta["image_size"] == 32
+    before = checkpoint.load_tensors(out / "last", "optimizer")
+    assert before and all(torch.isfinite(v).all() for v in before.values())
+
+    second = train("parser", "tiny", None, out, resume=True, overrides={"max_steps": 14}, **QUIET)
+    assert second["step"] == 14
+    assert checkpoint.read_config(out / "last")["step"] == 14
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == [5, 10, 14]
+    run = json.loads((out / "run.json").read_text())
+    assert run["max_steps"] == 14 and len(run["commands"]) == 2 and run["data"] == "facesynth:32"
+    after = checkpoint.load_tensors(out / "last", "optimizer")
+    step_key = next(k for k in after if k.endswith(".step"))
+    assert float(after[step_key]) == 14.0                   # AdamW counted on from the saved 10
+
+    # a run's checkpoint is directly a ruler model; export makes the small fp16 copy
+    parser = load_parser(out / "last")
+    shipped = export(out, tmp_path / "shipped", which="last", metrics={"note": "test"})
+    meta = checkpoint.read_config(shipped, "parser")
+    assert meta["training"]["step"] == 14 and meta["metrics"] == {"note": "test"}
+    assert "optimizer.safetensors" not in {p.name for p in shipped.iterdir()}
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    agree = (load_parser(shipped).predict(images) == parser.predict(images)).mean()
+    assert agree > 0.97                                      # fp16 weights, same answers
+
+
+def test_train_on_a_unified_folder_and_the_classifier(tmp_path):
+    folder = tmp_path / "fs"
+    res = CliRunner().invoke(main, ["data", "synth", "--out", str(folder), "--n", "6", "--size", "32"])
+    assert res.exit_code == 0, res.output
+    result = train("classifier", "tiny", str(folder), tmp_path / "clf", overrides={"max_steps": 4}, **QUIET)
+    assert result["step"] == 4 and "mean_attr_acc" not in result          # no "val" split: no validation
+    clf = load_classifier(tmp_path / "clf" / "last")
+    assert clf.predict_proba(np.zeros((32, 32, 3), np.uint8)).shape == (len(clf.attributes),)
+
+
+def test_bad_runs(tmp_path):
+    out = tmp_path / "run"
+    train("parser", "tiny", "facesynth:32", out, overrides={"max_steps": 2}, **QUIET)
+    cases = [
+        (lambda: train("parser", "tiny", "facesynth:32", out, **QUIET), "--resume"),
+        (lambda: train("parser", "tiny", None, tmp_path / "empty", resume=True, **QUIET), "nothing to resume"),
+        (lambda: train("classifier", "tiny", None, out, resume=True, **QUIET), "is a 'parser' run"),
+        (lambda: train("gan", "tiny", "facesynth:32", tmp_path / "a", **QUIET), "unknown model family"),
+        (lambda: train("parser", "xl", "facesynth:32", tmp_path / "b", **QUIET), "no preset 'xl'"),
+        (lambda: train("parser", "tiny", "facesynth:32", tmp_path / "c", overrides={"batch_size": 0}, **QUIET),
+         "batch_size"),
+        (lambda: train("parser", "tiny", "nope:32", tmp_path / "d", **QUIET), "bad data spec"),
+    ]
+    for call, words in cases:
+        with pytest.raises(FaceweaveError, match=words):
+            call()
+
+
+def test_parser_needs_masks(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    for i in range(2):
+        from PIL import Image
+        Image.fromarray(np.full((32, 32, 3), 40 * i, np.uint8)).save(src / f"{i}.png")
+    res = CliRunner().invoke(main, ["data", "prepare", "--layout", "folder", "--src", str(src),
+                                    "--out", str(tmp_path / "u")])
+    assert res.exit_code == 0, res.output
+    with pytest.raises(FaceweaveError, match="has no mask"):
+        train("parser", "tiny", str(tmp_path / "u"), tmp_path / "run", **QUIET)
+
+
+def test_train_command(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "run"
+    res = runner.invoke(main, ["train", "parser", "--preset", "tiny", "--data", "facesynth:32",
+                               "--out", str(out), "--max-steps", "3", "--batch-size", "2", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "finished at step 3" in res.output
+    assert json.loads((out / "run.json").read_text())["batch_size"] == 2
+    res = runner.invoke(main, ["train", "parser", "--preset", "tiny", "--out", str(out), "--resume",
+                               "--max-steps", "5", "--quiet"])
+    assert res.exit_code == 0 and "finished at step 5" in res.output
+    for args, words in ((["--data", "facesynth:32"], "already holds a run"),
+                        ([], "--data is required"),
+                        (["--data", "facesynth:32", "--lr", "5"], "lr must be")):
+        target = out if "already" in words else tmp_path / "other"
+        res = runner.invoke(main, ["train", "parser", "--preset", "tiny", "--out", str(target), *args])
+        assert res.exit_code == 2 and words in res.output, res.output
+        assert len(res.output.strip().splitlines()) == 1
