@@ -192,6 +192,16 @@ def test_fd_too_few_samples_and_small_sample_warning():
         fd_from_features(rng.normal(size=(6, 16)), rng.normal(size=(6, 16)))
 
 
+def test_fd_with_fewer_samples_than_dimensions_matches_the_covariance_route():
+    # below D samples fd_from_features works in sample space (an SVD of A Bᵀ); same number
+    rng = np.random.default_rng(3)
+    for n_a, n_b, d in ((3, 3, 64), (10, 7, 50), (99, 120, 128)):
+        a, b = rng.normal(size=(n_a, d)), rng.normal(1.0, 1.5, size=(n_b, d))
+        with pytest.warns(SmallSampleWarning):
+            fast = fd_from_features(a, b)
+        assert fast == pytest.approx(frechet_distance(*feature_statistics(a), *feature_statistics(b)), rel=1e-6)
+
+
 def test_kid_same_vs_shifted():
     rng = np.random.default_rng(5)
     a, b = rng.normal(size=(600, 16)), rng.normal(size=(600, 16))

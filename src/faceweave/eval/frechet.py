@@ -11,9 +11,10 @@ float64 numpy; inputs may be numpy arrays or CPU/GPU torch tensors.
   (it has the same eigenvalues as Σ1 Σ2), instead of `scipy.linalg.sqrtm(Σ1 Σ2)` of a
   non-symmetric matrix, which goes complex or inaccurate for near-singular covariances
   (the usual case: fewer samples than feature dimensions).
-* `fd_from_features(a, b)`: the same from samples. The estimate is biased upward, by
-  roughly O(D/n) (Chong & Forsyth 2020, "Effectively Unbiased FID"); compare FD values only
-  at the same n and feature extractor.
+* `fd_from_features(a, b)`: the same from samples (with fewer samples than dimensions it
+  works in sample space, an n_a x n_b SVD: exact, and far faster at D = 2048). The estimate
+  is biased upward, by roughly O(D/n) (Chong & Forsyth 2020, "Effectively Unbiased FID");
+  compare FD values only at the same n and feature extractor.
 * `kid(a, b)`: unbiased MMD² with the cubic polynomial kernel k(x, y) = (xᵀy / D + 1)³,
   averaged over random subsets (Bińkowski et al. 2018, "Demystifying MMD GANs"). Unbiased
   at every n, so it is the better number for small evaluations.
@@ -142,7 +143,31 @@ def fd_from_features(a, b, min_samples: int = MIN_FD_SAMPLES) -> float:
             "and FD is biased upward; compare it only with FDs at the same n (or use kid())",
             SmallSampleWarning, stacklevel=2,
         )
+    if n < a.shape[1]:
+        return _fd_in_sample_space(a, b)
     return frechet_distance(*feature_statistics(a), *feature_statistics(b))
+
+
+def _fd_in_sample_space(a: np.ndarray, b: np.ndarray) -> float:
+    """The same Fréchet distance without a D x D matrix, for fewer samples than dimensions.
+
+    With centred samples A (n_a x D), B (n_b x D): Σa = AᵀA / (n_a − 1), Σb = BᵀB / (n_b − 1),
+    and the non-zero eigenvalues of Σa Σb are those of (A Bᵀ)(A Bᵀ)ᵀ / ((n_a − 1)(n_b − 1)), so
+    tr (Σa^½ Σb Σa^½)^½ is the nuclear norm of A Bᵀ over √((n_a − 1)(n_b − 1)). An SVD of an
+    n_a x n_b matrix replaces three D x D eigendecompositions: 500 Inception features take
+    a fraction of a second instead of most of a minute (D = 2048).
+    """
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    centred_a, centred_b = a - mu_a, b - mu_b
+    scale_a, scale_b = a.shape[0] - 1, b.shape[0] - 1
+    nuclear_norm = float(np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum())
+    tr_covmean = nuclear_norm / np.sqrt(scale_a * scale_b)
+    diff = mu_a - mu_b
+    traces = (centred_a ** 2).sum() / scale_a + (centred_b ** 2).sum() / scale_b      # tr Σa + tr Σb
+    fd = float(diff @ diff + traces - 2.0 * tr_covmean)
+    if not np.isfinite(fd):
+        raise FaceweaveError("Fréchet distance came out non-finite; the feature statistics overflow float64")
+    return max(fd, 0.0)
 
 
 def _polynomial_mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, coef0: float) -> float:

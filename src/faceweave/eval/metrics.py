@@ -7,8 +7,10 @@ with nothing to measure (no attribute requested, no pixel outside an edit region
 never a made-up number.
 
     mask_scores          requested mask vs parsed mask: mIoU, pixel accuracy, per-class IoU
+                         (mask_scores_from_confusion: the same from a summed confusion matrix)
     attribute_accuracy   requested attributes vs classifier probabilities
     sketch_fscore        requested sketch vs extracted edges, with a pixel tolerance
+                         (edge_match_counts + fscore_from_counts: the same over batches)
     chamfer_distance     the same, as a symmetric mean distance in pixels
     pairwise_diversity   how different the seeds of one condition are
     psnr, masked_preservation   editing: what should not change, did not
@@ -94,16 +96,7 @@ def mask_scores(pred, target, num_classes: int = NUM_CLASSES, per_image: bool = 
     classes) and "miou_image_mean", their mean; small parts (earrings) weigh more there.
     Target pixels equal to ignore_index (e.g. 255, "unlabelled") are left out.
     """
-    cm = confusion_matrix(pred, target, num_classes, ignore_index)
-    total = int(cm.sum())
-    if total == 0:
-        raise FaceweaveError("every target pixel is ignore_index; nothing to score")
-    iou = _iou_per_class(cm)
-    out = {
-        "miou": float(np.nanmean(iou)),
-        "pixel_acc": float(np.trace(cm) / total),
-        "per_class_iou": [None if math.isnan(v) else float(v) for v in iou],
-    }
+    out = mask_scores_from_confusion(confusion_matrix(pred, target, num_classes, ignore_index))
     if per_image:
         pred_b, target_b = _batch_of_maps("pred", pred), _batch_of_maps("target", target)
         per = []
@@ -114,6 +107,21 @@ def mask_scores(pred, target, num_classes: int = NUM_CLASSES, per_image: bool = 
         out["per_image_miou"] = per
         out["miou_image_mean"] = float(np.mean(scored)) if scored else None
     return out
+
+
+def mask_scores_from_confusion(cm) -> dict:
+    """mask_scores' dataset-level numbers (miou, pixel_acc, per_class_iou) from a confusion
+    matrix, e.g. one summed over batches so thousands of masks need not sit in memory."""
+    cm = np.asarray(cm)
+    total = int(cm.sum())
+    if total == 0:
+        raise FaceweaveError("every target pixel is ignore_index; nothing to score")
+    iou = _iou_per_class(cm)
+    return {
+        "miou": float(np.nanmean(iou)),
+        "pixel_acc": float(np.trace(cm) / total),
+        "per_class_iou": [None if math.isnan(v) else float(v) for v in iou],
+    }
 
 
 # --- attributes -------------------------------------------------------------------------
@@ -178,6 +186,12 @@ def _distance_to_edges(edges: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform((~edges).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
+def sketch_tolerance_px(size: int) -> float:
+    """The edge-matching tolerance faceweave uses at `size` px: 2 px at 64 px, in proportion
+    elsewhere (lines and their placement scale with the face)."""
+    return 2.0 * size / 64
+
+
 def sketch_fscore(pred_edges, target_edges, tolerance_px: float = 2.0) -> dict:
     """Edge agreement with a distance tolerance, as in edge-detection benchmarks (BSDS).
 
@@ -188,6 +202,12 @@ def sketch_fscore(pred_edges, target_edges, tolerance_px: float = 2.0) -> dict:
     mean. With no predicted edges precision is 1 (nothing wrong was drawn); with no target
     edges recall is 1; two empty maps score 1 everywhere.
     """
+    return fscore_from_counts(edge_match_counts(pred_edges, target_edges, tolerance_px))
+
+
+def edge_match_counts(pred_edges, target_edges, tolerance_px: float = 2.0) -> dict[str, int]:
+    """The pooled counts behind sketch_fscore: matched_pred / n_pred (precision) and
+    matched_target / n_target (recall). Sum them over batches, then fscore_from_counts."""
     pred, target = _edge_maps("pred_edges", pred_edges), _edge_maps("target_edges", target_edges)
     _same_shape("pred_edges", pred, "target_edges", target)
     if tolerance_px < 0:
@@ -198,9 +218,14 @@ def sketch_fscore(pred_edges, target_edges, tolerance_px: float = 2.0) -> dict:
             matched_pred += int((_distance_to_edges(t)[p] <= tolerance_px).sum())
         if p.any():
             matched_target += int((_distance_to_edges(p)[t] <= tolerance_px).sum())
-    n_pred, n_target = int(pred.sum()), int(target.sum())
-    precision = matched_pred / n_pred if n_pred else 1.0
-    recall = matched_target / n_target if n_target else 1.0
+    return {"matched_pred": matched_pred, "n_pred": int(pred.sum()),
+            "matched_target": matched_target, "n_target": int(target.sum())}
+
+
+def fscore_from_counts(counts: dict[str, int]) -> dict:
+    """precision, recall and F from edge_match_counts (see sketch_fscore for the empty cases)."""
+    precision = counts["matched_pred"] / counts["n_pred"] if counts["n_pred"] else 1.0
+    recall = counts["matched_target"] / counts["n_target"] if counts["n_target"] else 1.0
     fscore = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "fscore": fscore}
 
@@ -251,12 +276,12 @@ def pairwise_diversity(features_per_condition: Sequence, metric: str = "l2") -> 
         if metric == "cosine":
             norms = np.linalg.norm(x, axis=1, keepdims=True)
             x = x / np.where(norms > 0, norms, 1.0)
-            dist = 1.0 - x @ x.T
-        else:
-            sq = (x * x).sum(1)
-            dist = np.sqrt(np.clip(sq[:, None] + sq[None, :] - 2.0 * x @ x.T, 0.0, None))
+        # Differences of the pairs, not a Gram matrix: identical images score exactly 0
+        # (1 - x.x leaves rounding noise of 1e-17, which reads as a tiny diversity).
         rows, cols = np.triu_indices(x.shape[0], k=1)
-        per_condition.append(float(dist[rows, cols].mean()))
+        gaps = np.linalg.norm(x[rows] - x[cols], axis=1)
+        dist = gaps ** 2 / 2 if metric == "cosine" else gaps          # 1 - cos = |a - b|² / 2 on unit vectors
+        per_condition.append(float(dist.mean()))
     return float(np.mean(per_condition))
 
 
