@@ -19,13 +19,13 @@ be batched, so a partial masks/ folder is an error that lists what is missing.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 from .. import io
 from ..conditions import validate_attributes
 from ..errors import FaceweaveError
 from .source import SourceSample, by_stem, layout_error, list_images, read_text_lines
+from .unified import parse_record
 
 LAYOUT = "folder"
 _CAPTION_KEYS = {"file", "captions", "caption", "attributes"}
@@ -64,12 +64,7 @@ def _read_captions_jsonl(path: Path, photos: dict[str, Path]):
     extras: dict[str, dict] = {}
     for number, line in enumerate(read_text_lines(path), start=1):
         where = f"{path}, line {number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise FaceweaveError(f"{where}: not valid JSON ({exc.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-            raise FaceweaveError(f"{where}: expected an object with a \"file\" name")
+        record = parse_record(line, where)
         stem = _lookup(photos, record["file"], where)
         texts = record.get("captions", [record["caption"]] if "caption" in record else [])
         if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):

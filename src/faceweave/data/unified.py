@@ -221,6 +221,17 @@ class UnifiedWriter:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def parse_record(line: str, where: str) -> dict:
+    """One captions.jsonl line -> its object, which must name a "file"; errors say where."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise FaceweaveError(f"{where}: not valid JSON ({exc.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("file"), str):
+        raise FaceweaveError(f"{where}: expected an object with a \"file\" name")
+    return record
+
+
 def read_records(path: Path) -> list[dict]:
     """captions.jsonl -> records, each checked; errors name the line."""
     path = Path(path)
@@ -235,12 +246,7 @@ def read_records(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FaceweaveError(f"{where}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("file"), str):
-                raise FaceweaveError(f"{where}: expected an object with a \"file\" name")
+            record = parse_record(line, where)
             captions = record.setdefault("captions", [])
             if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
                 raise FaceweaveError(f"{where}: \"captions\" must be a list of strings")
