@@ -179,7 +179,6 @@ class Painter:
         self.skin = np.asarray(p["skin"], np.float32)
         self.hair = np.asarray(HAIR_COLORS[p["hair_color"]][0], np.float32)
         self.sketch_lines: list[tuple[np.ndarray, int | None, bool]] = []   # (points, class, closed)
-        self.px = 1.0 / self.h.R                                           # one pixel in head units
 
     # -- helpers ---------------------------------------------------------------------------
     def lw(self, head_units: float, minimum: float = 0.6) -> float:
@@ -640,7 +639,7 @@ class Painter:
 
     # -- the whole portrait ---------------------------------------------------------------
     def paint(self) -> None:
-        A, p = self.A, self.p
+        A = self.A
         self.background()
         self.hair_layers(front=False)
         self.neck_and_cloth()

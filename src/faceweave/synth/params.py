@@ -113,7 +113,7 @@ def sample_params(rng: np.random.Generator) -> dict:
     a = sample_attributes(rng)
     hair_color, hair_texture = a.pop("_hair_color"), a.pop("_hair_texture")
     u, n = rng.random, rng.normal
-    male, young = a["Male"], a["Young"]
+    male = a["Male"]
 
     skin_w = (0.04, 0.10, 0.18, 0.20, 0.18, 0.12, 0.10, 0.08)
     # Pale_Skin is not sampled on its own: it is the lightest tone (as CelebA uses it).
