@@ -97,8 +97,8 @@ def tiny_checkpoints(tmp_path_factory):
 def test_registry_errors_name_the_available_backends():
     with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: copy"):
         get_backend("nope")
-    with pytest.raises(FaceweaveError, match="'diffusion' is not implemented yet; available backends: copy"):
-        get_backend("diffusion")
+    with pytest.raises(FaceweaveError, match="'gan' is not implemented yet; available backends: copy, diffusion"):
+        get_backend("gan")
     with pytest.raises(FaceweaveError, match="no model"):
         get_backend("copy", model="some/checkpoint")
     with pytest.raises(FaceweaveError, match="bank size"):

@@ -1,6 +1,30 @@
-"""faceweave: multi-modal face generation and editing (text, attributes, masks, sketches)."""
+"""faceweave: multi-modal face generation and editing (text, attributes, masks, sketches).
+
+    import faceweave
+    pipe = faceweave.load("diffusion")          # the bundled default model, or a checkpoint folder
+    out = pipe(prompt="a smiling woman", mask=mask, seeds=[0, 1])
+"""
 from .conditions import CLASSES, CELEBA_ATTRIBUTES, Conditions
 from .errors import FaceweaveError
 
 __version__ = "0.1.0"
-__all__ = ["CLASSES", "CELEBA_ATTRIBUTES", "Conditions", "FaceweaveError", "__version__"]
+__all__ = ["CLASSES", "CELEBA_ATTRIBUTES", "Conditions", "FaceweaveError", "load", "__version__"]
+
+# backend name -> its bundled default checkpoint
+DEFAULT_MODELS = {"diffusion": "diffusion-64"}
+
+
+def load(name_or_path: str = "diffusion", device: str | None = None):
+    """A ready pipeline: a backend name ("diffusion": its bundled default model), a bundled
+    model name ("diffusion-64") or a checkpoint folder. The checkpoint's family picks the
+    pipeline class."""
+    from . import checkpoint
+
+    key = str(name_or_path).strip()
+    meta = checkpoint.read_config(DEFAULT_MODELS.get(key.lower(), key))
+    family = meta["family"]
+    if family == "diffusion":
+        from .backends.diffusion import DiffusionPipeline
+        return DiffusionPipeline.from_pretrained(meta["path"], device=device)
+    raise FaceweaveError(f"{meta['path']} holds a {family!r} model, which is not a generation pipeline; "
+                         "load parsers and classifiers with faceweave.ruler.load_parser / load_classifier")

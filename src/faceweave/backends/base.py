@@ -74,9 +74,10 @@ class Backend(abc.ABC):
 # name -> "module:Class" (imported on first use, so `faceweave --help` stays fast).
 _REGISTRY: dict[str, str] = {
     "copy": "faceweave.backends.copy:CopyBackend",
+    "diffusion": "faceweave.backends.diffusion:DiffusionBackend",
 }
 # Backends of the design that later issues add; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("diffusion", "collab", "gan", "ddgi", "stylize")
+_PLANNED: tuple[str, ...] = ("collab", "gan", "ddgi", "stylize")
 
 
 def available_backends() -> list[str]:

@@ -56,6 +56,17 @@ def contact_sheet(root: str | os.PathLike, n: int = 8, cell: int = 128, columns:
     return np.concatenate([x for c in cols for x in (c, gap)][:-1], axis=1)
 
 
+def image_grid(images: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
+    """Equal-sized H x W x 3 uint8 images in rows of `columns`, white gaps between them."""
+    h, w = images[0].shape[:2]
+    rows = -(-len(images) // columns)
+    out = np.full((rows * (h + pad) - pad, columns * (w + pad) - pad, 3), 255, np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        out[r * (h + pad):r * (h + pad) + h, c * (w + pad):c * (w + pad) + w] = im
+    return out
+
+
 def save_contact_sheet(root, out, **kw) -> Path:
     sheet = contact_sheet(root, **kw)
     out = Path(out)

@@ -1,0 +1,231 @@
+"""The diffusion pipeline and backend on a tiny random model: determinism, batch-vs-single
+identity, save/load, guidance per modality, samplers, editing, bad input, CLI end to end."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import faceweave
+from faceweave import checkpoint
+from faceweave.backends import get_backend
+from faceweave.backends.diffusion import DiffusionPipeline
+from faceweave.cli import main
+from faceweave.conditions import Conditions
+from faceweave.errors import FaceweaveError
+from faceweave.io import write_mask
+from faceweave.models.denoiser import ConditionalDenoiser, DenoiserConfig
+from faceweave.synth import render
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
+FAST = {"num_inference_steps": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = DenoiserConfig(size=32, unet="tiny", patch=8)
+    model = ConditionalDenoiser(config)
+    with torch.no_grad():                   # zero-initialised output layers would hide the conditions
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    checkpoint.save(path, "diffusion", dataclasses.asdict(config), model.state_dict(), image_size=32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model) -> DiffusionPipeline:
+    return faceweave.load(str(tiny_model), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def face():
+    return render(seed=2_000_000, index=0, size=32)
+
+
+def _conditions(face, **kw) -> Conditions:
+    base = dict(prompt=face.captions[0], attributes={"Smiling": 1, "Male": 0}, mask=face.mask,
+                sketch=face.sketch)
+    base.update(kw)
+    return Conditions(**base)
+
+
+def test_same_seed_same_image_and_seeds_differ(pipe, face):
+    cond = _conditions(face)
+    a = pipe(conditions=cond, seeds=[0, 1], **FAST)
+    b = pipe(conditions=cond, seeds=[0], **FAST)
+    assert a.images[0].shape == (32, 32, 3) and a.images[0].dtype == np.uint8
+    assert np.array_equal(a.images[0], b.images[0])
+    assert np.abs(a.images[0].astype(int) - a.images[1]).mean() > 5
+    meta = a.metadata[1]
+    assert meta["seed"] == 1 and meta["steps"] == 3 and meta["conditions"] == cond.digest()
+    assert set(meta["given"]) == {"prompt", "attributes", "mask", "sketch"}
+
+
+def test_batch_equals_single(pipe, face):
+    """Image i depends only on (conditions[i], seeds[i]): mixed modalities and prompt lengths
+    in one batch give the images each would get alone."""
+    other = render(seed=2_000_000, index=1, size=32)
+    conds = [_conditions(face), Conditions(prompt="a man"), _conditions(other, sketch=None, prompt=None),
+             Conditions()]
+    seeds = [3, 4, 5, 6]
+    for scale in (2.0, {"mask": 2.5}):
+        batch = pipe(conditions=conds, seeds=seeds, guidance_scale=scale, **FAST).images
+        for c, s, im in zip(conds, seeds, batch):
+            alone = pipe(conditions=c, seeds=[s], guidance_scale=scale if c.mask is not None or
+                         not isinstance(scale, dict) else 1.0, **FAST).images[0]
+            assert np.abs(alone.astype(int) - im).max() <= 1
+
+
+def test_save_load_round_trip_and_fp16_export(pipe, face, tmp_path):
+    cond = _conditions(face)
+    before = pipe(conditions=cond, seeds=[7], **FAST).images[0]
+    checkpoint.save(tmp_path / "again", "diffusion", dataclasses.asdict(pipe.model.config),
+                    pipe.model.state_dict(), image_size=32)
+    again = faceweave.load(str(tmp_path / "again"))
+    assert np.array_equal(again(conditions=cond, seeds=[7], **FAST).images[0], before)
+    checkpoint.save(tmp_path / "half", "diffusion", dataclasses.asdict(pipe.model.config),
+                    pipe.model.state_dict(), dtype=torch.float16, image_size=32)
+    half = faceweave.load(str(tmp_path / "half"))(conditions=cond, seeds=[7], **FAST).images[0]
+    assert np.abs(half.astype(int) - before).mean() < 2
+
+
+def test_guidance_per_modality_changes_only_with_its_condition(pipe, face):
+    cond = _conditions(face)
+    plain = pipe(conditions=cond, seeds=[0], guidance_scale=1.0, **FAST).images[0].astype(int)
+    by_mask = pipe(conditions=cond, seeds=[0], guidance_scale={"mask": 4.0}, **FAST).images[0]
+    by_text = pipe(conditions=cond, seeds=[0], guidance_scale={"text": 4.0}, **FAST).images[0]
+    assert np.abs(by_mask - plain).mean() > 0.5 and np.abs(by_text - plain).mean() > 0.5
+    assert np.abs(by_mask.astype(int) - by_text).mean() > 0.5
+    unit = pipe(conditions=cond, seeds=[0], guidance_scale={"mask": 1.0, "prompt": 1.0}, **FAST).images[0]
+    assert np.array_equal(unit, plain)                     # scale 1 = conditioned, not guided
+    windowed = pipe(conditions=cond, seeds=[0], guidance_scale=4.0, guidance_window=(0.0, 0.4), **FAST)
+    assert not np.array_equal(windowed.images[0], pipe(conditions=cond, seeds=[0], guidance_scale=4.0,
+                                                       **FAST).images[0])
+
+
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "ddim"])
+def test_every_sampler_runs(pipe, face, sampler):
+    out = pipe(conditions=_conditions(face), seeds=[0, 1], sampler=sampler, **FAST)
+    assert len(out.images) == 2 and out.metadata[0]["sampler"] == sampler
+
+
+def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):
+    a = pipe(prompt="   ", mask=face.mask, seeds=[0], **FAST)
+    b = pipe(mask=face.mask, seeds=[0], **FAST)
+    assert np.array_equal(a.images[0], b.images[0]) and a.metadata[0]["given"] == ["mask"]
+    big = np.kron(face.mask, np.ones((2, 2), np.uint8))
+    c = pipe(mask=big, seeds=[0], **FAST)
+    assert c.metadata[0]["notes"] == ["mask resized from 64x64 to 32x32"]
+    assert np.abs(c.images[0].astype(int) - b.images[0]).mean() < 8
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_inference_steps": 0}, "num_inference_steps must be a whole number from 1 to 1000"),
+    ({"guidance_scale": 500.0}, "guidance scale for all must be a number from 0 to 30"),
+    ({"guidance_scale": {"sketch": 2.0}}, "guidance scale given for 'sketch', but that condition is not given"),
+    ({"guidance_scale": {"colour": 2.0}}, "cannot guide 'colour'"),
+    ({"sampler": "magic"}, "unknown sampler 'magic'"),
+    ({"seeds": [-1]}, "non-negative"),
+    ({"guidance_window": (0.5, 0.2)}, "guidance window"),
+])
+def test_bad_settings_are_one_line_errors(pipe, face, kwargs, message):
+    args = {"prompt": "a woman", "mask": face.mask, **FAST, **kwargs}
+    with pytest.raises(FaceweaveError, match=message):
+        pipe(**args)
+
+
+def test_wrong_family_and_broken_model(pipe, face, tmp_path):
+    with pytest.raises(FaceweaveError, match="holds a 'parser' model, not a 'diffusion' model"):
+        DiffusionPipeline.from_pretrained("parser-64")
+    broken = DiffusionPipeline(ConditionalDenoiser(pipe.model.config), text_encoder=pipe.text_encoder)
+    broken.model.load_state_dict(pipe.model.state_dict())
+    with torch.no_grad():
+        broken.model.denoiser.net.out[-1].weight.fill_(float("nan"))
+    with pytest.raises(FaceweaveError, match="NaN"):
+        broken(prompt="a woman", seeds=[0], **FAST)
+
+
+def test_backend_generate_contract(tiny_model, face):
+    backend = get_backend("diffusion", model=str(tiny_model), steps=2)
+    images = backend.generate([_conditions(face), Conditions()], seeds=[0, 1], size=48)
+    assert [im.shape for im in images] == [(48, 48, 3)] * 2
+    assert backend.describe()["num_inference_steps"] == 2
+
+
+def test_edit_keeps_what_was_not_edited(pipe, face):
+    photo = face.image
+    target = face.mask.copy()
+    target[8:16, 8:16] = 13                                # paint hair into a corner
+    out = pipe.edit(photo, Conditions(mask=face.mask), Conditions(mask=target), num_inference_steps=6,
+                    progress=False)
+    edited = out.images[0].astype(int)
+    changed = (target != face.mask).astype(np.uint8)
+    region = cv2.dilate(changed, np.ones((5, 5), np.uint8)) > 0   # the change, dilated by 2 px
+    assert out.metadata[0]["edited_pixels"] == region.sum() > changed.sum() > 20
+    assert np.abs(edited[~region] - photo[~region]).max() <= 1
+    assert np.abs(edited[region] - photo[region]).mean() > 3
+
+
+def test_inversion_round_trip_is_close(pipe, face):
+    """Invert + regenerate under the same conditions, nothing pinned: a deterministic ODE
+    round trip; its error is discretisation only (a random tiny model is a smooth field)."""
+    recon = pipe.reconstruct(face.image, Conditions(mask=face.mask), num_inference_steps=30)
+    err = np.abs(recon.astype(float) - face.image).mean()
+    assert err < 6.0, err                                  # of 255; the photo's own spread is ~60
+
+
+@pytest.mark.skipif(not (REAL / "pairs").is_dir(), reason="../shared/data/real/pairs not present")
+def test_cli_edit_on_the_real_edited_mask_pair(tiny_model, tmp_path):
+    from faceweave.io import read_image, read_mask
+    photo = REAL / "pairs" / "edit_27044.jpg"
+    mask = REAL / "pairs" / "edit_27044_mask_no_smile_no_earrings.png"
+    out = tmp_path / "edit"
+    result = CliRunner().invoke(main, ["edit", "--image", str(photo), "--mask", str(mask), "--model",
+                                       str(tiny_model), "--steps", "4", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    edited = read_image(out / "edited.png")
+    meta = json.loads((out / "meta.json").read_text())
+    assert edited.shape == (32, 32, 3) and 0 < meta["edited_pixels"] < 32 * 32
+    assert "photo resized from 256x256 to 32x32" in meta["notes"]
+    assert read_image(out / "comparison.png").shape[1] > 4 * 32
+    assert read_mask(mask).shape == (256, 256)
+
+
+def test_cli_generate_end_to_end(tiny_model, face, tmp_path):
+    mask = tmp_path / "mask.png"
+    write_mask(mask, face.mask)
+    out = tmp_path / "gen"
+    args = ["generate", "--prompt", "a smiling woman", "--mask", str(mask), "--attr", "Smiling=1",
+            "--model", str(tiny_model), "--seeds", "0-2", "--steps", "2", "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "grid.png",
+                                                      "meta.json"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert [r["seed"] for r in meta["results"]] == [0, 1, 2] and meta["results"][0]["prompt"] == "a smiling woman"
+    again = CliRunner().invoke(main, args)                 # never overwrite silently
+    assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seeds", "3-1"], "is not a seed list"),
+    (["--attr", "Smiley=1"], "unknown attribute 'Smiley'"),
+    (["--attr", "Smiling=maybe"], "not a valid value"),
+    (["--scale", "mask=2", "--guidance", "3"], "either --guidance"),
+    (["--steps", "0"], "num_inference_steps must be"),
+    (["--mask", "nope.png"], "nope.png"),
+])
+def test_cli_generate_bad_input(tiny_model, tmp_path, extra, message):
+    args = ["generate", "--prompt", "a woman", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--quiet"]
+    result = CliRunner().invoke(main, args + extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
