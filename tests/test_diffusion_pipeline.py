@@ -229,3 +229,17 @@ def test_cli_generate_bad_input(tiny_model, tmp_path, extra, message):
     result = CliRunner().invoke(main, args + extra)
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    args = ["evaluate", "--backend", "diffusion", "--model", str(tiny_model), "--given", "prompt,mask",
+            "--n", "4", "--size", "64", "--seeds-per-condition", "2", "--steps", "2", "--scale", "mask=2",
+            "--out", str(out), "--quiet"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 4 and 0 <= metrics["mask_miou"] <= 1 and metrics["sec_per_image"] > 0
+    assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
+    bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
+    assert bad.exit_code == 2 and "either --guidance" in bad.output

@@ -146,6 +146,9 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, quie
                              "only --resume may leave it out")
     result = train(family, preset, data, out, resume=resume, progress=not quiet,
                    overrides={"max_steps": max_steps, "batch_size": batch_size, "lr": lr})
+    import os
+    if int(os.environ.get("RANK", "0")) != 0:          # one summary line per run, not per process
+        return
     click.echo(f"finished at step {result['step']}: " +
                ", ".join(f"{k}={v:.4f}" for k, v in result.items() if k != "step" and isinstance(v, float)))
 
@@ -457,10 +460,14 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
               help="Classifier checkpoint or bundled name  [default: classifier-SIZE]")
 @click.option("--bank-size", default=None, type=int,
               help="copy backend: training faces to pick from  [default: 1000]")
+@click.option("--steps", default=None, type=int, help="diffusion: sampling steps  [default: 20]")
+@click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
+@click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
+              help="diffusion: per-modality guidance instead of --guidance (repeatable).")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, batch_size, quiet) -> None:
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, batch_size, quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
     Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
@@ -469,6 +476,7 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     \b
     Example:
       faceweave evaluate --backend copy --n 64 --size 64 --out runs/eval_copy
+      faceweave evaluate --backend diffusion --given prompt,mask --n 500 --steps 20 --guidance 2
     """
     from .backends import backend_name
     from .eval.evaluate import METRICS, run_evaluation
@@ -476,12 +484,22 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     backend = backend_name(backend)
     if bank_size is not None and backend != "copy":
         raise FaceweaveError("--bank-size applies to --backend copy only; drop it")
+    options = {} if bank_size is None else {"bank_size": bank_size}
+    if backend == "diffusion":
+        if scales and guidance is not None:
+            raise FaceweaveError("give either --guidance or --scale MODALITY=W, not both")
+        if steps is not None:
+            options["steps"] = steps
+        if scales or guidance is not None:
+            options["guidance"] = _parse_pairs(scales, "--scale", float) if scales else guidance
+    elif steps is not None or guidance is not None or scales:
+        raise FaceweaveError(f"--steps/--guidance/--scale apply to --backend diffusion, not {backend}; drop them")
     out = out or f"runs/eval_{backend}"
     metrics = run_evaluation(
         out, overwrite, backend=backend, model=model, given=given, n=n, size=size,
         seeds_per_condition=seeds_per_condition, parser=parser_model, classifier=classifier_model,
         inception_weights=inception_weights, batch_size=batch_size, progress=not quiet,
-        backend_options=None if bank_size is None else {"bank_size": bank_size})
+        backend_options=options or None)
     for note in metrics["warnings"]:
         click.echo(f"note: {note}", err=True)
     for key in METRICS:

@@ -380,7 +380,7 @@ class DiffusionBackend(Backend):
                  sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False):
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
-        self.options = {"num_inference_steps": steps, "guidance_scale": guidance, "sampler": sampler,
+        self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
                         "batch_size": batch_size, "progress": progress}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
@@ -390,4 +390,5 @@ class DiffusionBackend(Backend):
         return out
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "model": self.pipe.meta.get("path"), **self.options}
+        return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
+                **{k: v for k, v in self.options.items() if k != "progress"}}

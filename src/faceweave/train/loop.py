@@ -1,7 +1,7 @@
 """One training loop for every model family (HF accelerate: CPU here, GPUs and bf16 elsewhere).
 
     faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
-    # several GPUs: accelerate launch --num_processes 4 -m faceweave.cli train parser ...
+    # several GPUs: accelerate launch --multi_gpu --num_processes 4 -m faceweave.cli train parser ...
 
 What a family contributes is a task object (`tasks.TASKS`): model builder, batch loss,
 validation metrics and named presets. Everything else lives here, once:
@@ -11,15 +11,21 @@ validation metrics and named presets. Everything else lives here, once:
                          every log_every steps and {"kind": "val", "step", "score", ...} per validation
     OUT/last/            checkpoint every ckpt_every steps: config.json (model config, image_size,
                          step), model.safetensors, optimizer.safetensors (AdamW moments); atomic
-    OUT/best/            the weights with the best validation score so far
+    OUT/best/            the weights with the best validation score so far (the EMA weights
+                         when ema_decay > 0: those are what validation scores and what ships)
+    OUT/samples/         what the task draws at each validation (a diffusion model's sample grid)
 
 `--resume` reloads OUT/last (weights, optimizer moments, step) and continues to max_steps;
 the data order after a resume is a fresh shuffle (seeded by seed and step), not a replay.
 The learning rate is a pure function of the step (linear warmup, cosine decay), so it needs
-no state of its own. `export` turns a run into a small shippable fp16 checkpoint.
+no state of its own. With ema_decay > 0 an exponential moving average of the weights is kept
+(saved in last/ema.safetensors and resumed); with grad_accum = k each optimizer step
+averages k micro-batches of batch_size / k images (same recipe, 1/k of the memory). `export` turns a run into a small shippable fp16 checkpoint.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import os
@@ -42,6 +48,7 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 LAST, BEST = "last", "best"
 OPTIMIZER = "optimizer"
+EMA = "ema"
 
 
 def resolve_config(family: str, preset: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -73,6 +80,11 @@ def _check_numbers(cfg: dict) -> None:
             raise FaceweaveError(f"{key} must be a positive integer, got {cfg[key]!r}")
     if not (isinstance(cfg["lr"], (int, float)) and 0 < cfg["lr"] < 1):
         raise FaceweaveError(f"lr must be a number between 0 and 1, got {cfg['lr']!r}")
+    if not (isinstance(cfg["ema_decay"], (int, float)) and 0 <= cfg["ema_decay"] < 1):
+        raise FaceweaveError(f"ema_decay must be 0 (off) or a number below 1, got {cfg['ema_decay']!r}")
+    if not isinstance(cfg["grad_accum"], int) or cfg["grad_accum"] < 1 or cfg["batch_size"] % cfg["grad_accum"]:
+        raise FaceweaveError(f"grad_accum must be a positive integer dividing batch_size "
+                             f"({cfg['batch_size']}), got {cfg['grad_accum']!r}")
     for key in ("ckpt_every", "eval_every", "log_every", "warmup_steps", "workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
@@ -152,13 +164,28 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.T
 
 
 def _save(path: Path, family: str, cfg: dict, model: torch.nn.Module, step: int,
-          optimizer: torch.optim.Optimizer | None = None, **extra: Any) -> None:
-    more = None
+          optimizer: torch.optim.Optimizer | None = None, ema: torch.nn.Module | None = None,
+          **extra: Any) -> None:
+    more: dict[str, dict[str, torch.Tensor]] = {}
     if optimizer is not None:
         tensors, groups = _optimizer_tensors(optimizer)
-        more, extra = {OPTIMIZER: tensors}, {**extra, "optimizer_param_groups": groups}
-    checkpoint.save(path, family, cfg["model"], model.state_dict(), extra_tensors=more,
+        more[OPTIMIZER] = tensors
+        extra = {**extra, "optimizer_param_groups": groups}
+    if ema is not None:
+        more[EMA] = ema.state_dict()
+    checkpoint.save(path, family, cfg["model"], model.state_dict(), extra_tensors=more or None,
                     image_size=cfg["size"], step=step, **extra)
+
+
+@torch.no_grad()
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema <- d ema + (1 - d) model, with d ramped up over the first steps ((1 + t) / (10 + t))
+    so the average does not remember the random initialisation."""
+    d = min(decay, (1 + step) / (10 + step))
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1 - d)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -182,7 +209,7 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     overrides: any preset key, e.g. {"max_steps": 100, "batch_size": 8, "lr": 1e-3}.
     """
     from accelerate import Accelerator  # imported here: heavy, and only training needs it
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
     from tqdm import tqdm
 
     out = Path(out).expanduser()
@@ -210,7 +237,10 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     precision = cfg["mixed_precision"]
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "no"
-    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    # A task whose loss may leave parameters without a gradient in a step (the diffusion model's
+    # dropped conditions) needs DDP's unused-parameter search under several processes.
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=bool(getattr(task, "unused_parameters", False)))
+    accelerator = Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
     set_seed(cfg["seed"])
 
     train_set, val_set = _splits(data, cfg["size"], cfg["val_n"])
@@ -220,6 +250,11 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
                                   weight_decay=cfg["weight_decay"])
+    ema = copy.deepcopy(model).eval().requires_grad_(False) if cfg["ema_decay"] else None
+    if accelerator.num_processes > 1:
+        # the same initial weights everywhere (seeded above; DDP also broadcasts rank 0's), but from
+        # here on each process draws its own noise levels, noise and condition dropout
+        set_seed(cfg["seed"], device_specific=True)
     step = 0
     if resume:
         meta, state = checkpoint.load(out / LAST, family)
@@ -227,8 +262,15 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
         _load_optimizer(optimizer, checkpoint.load_tensors(out / LAST, OPTIMIZER),
                         meta.get("optimizer_param_groups", []))
         step = int(meta.get("step", 0))
+        if ema is not None:
+            saved = (checkpoint.load_tensors(out / LAST, EMA) if (out / LAST / f"{EMA}.safetensors").exists()
+                     else state)                         # a run that had no EMA yet starts it here
+            checkpoint.load_into(ema, saved, where=str(out / LAST / EMA))
+    if hasattr(task, "setup"):
+        task.setup(cfg, accelerator.device)               # frozen helpers (e.g. the text encoder)
 
-    per_process = max(1, cfg["batch_size"] // accelerator.num_processes)
+    accum = cfg["grad_accum"]
+    per_process = max(1, cfg["batch_size"] // accelerator.num_processes // accum)
     generator = torch.Generator().manual_seed(cfg["seed"] * 1_000_003 + step)
     loader = DataLoader(train_set, batch_size=per_process, shuffle=True, generator=generator,
                         collate_fn=collate, drop_last=len(train_set) >= per_process,
@@ -236,6 +278,8 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
                         worker_init_fn=_worker_init if cfg["workers"] else None)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     device = accelerator.device
+    if ema is not None:
+        ema.to(device)
     val_batches = None
     if val_set is not None and accelerator.is_main_process:  # rendered once, kept in memory
         val_batches = [_to_device(b, device, cfg["channels_last"])
@@ -265,21 +309,24 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
         if val_batches is None:
             return
         bare = accelerator.unwrap_model(model)
-        bare.eval()
+        judged = ema if ema is not None else bare         # the weights that would ship
+        judged.eval()
         with accelerator.autocast():
-            scores = task.evaluate(bare, val_batches, cfg)
+            scores = task.evaluate(judged, val_batches, cfg)
+            if hasattr(task, "snapshot"):
+                task.snapshot(judged, val_batches, cfg, out / "samples" / f"step_{step:07d}.png")
         bare.train()
         last_val = {"kind": "val", "step": step, **scores}
         write(last_val)
         if scores["score"] > best_score:
             best_score = scores["score"]
-            _save(out / BEST, family, cfg, bare, step, val=scores)
+            _save(out / BEST, family, cfg, judged, step, val=scores)
 
     def save_last() -> None:
         accelerator.wait_for_everyone()
         if main:
             _save(out / LAST, family, cfg, accelerator.unwrap_model(model), step, optimizer=optimizer,
-                  val=last_val or None)
+                  ema=ema, val=last_val or None)
 
     sums: dict[str, float] = {}
     count, tick = 0, time.perf_counter()
@@ -287,6 +334,11 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     def log_train() -> None:
         nonlocal sums, count, tick
         elapsed = time.perf_counter() - tick
+        if accelerator.num_processes > 1:               # every process calls this: average over them
+            keys = sorted(sums)
+            mean = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float32,
+                                                   device=accelerator.device), reduction="mean")
+            sums = dict(zip(keys, mean.tolist()))
         means = {k: round(v / count, 5) for k, v in sums.items()}
         write({"kind": "train", "step": step, **means, "lr": lr_at(step - 1, cfg),
                "img_per_s": round(count * cfg["batch_size"] / elapsed, 2)})
@@ -294,6 +346,8 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
         sums, count, tick = {}, 0, time.perf_counter()
 
     model.train()
+    optimizer.zero_grad(set_to_none=True)
+    micro = 0
     bar = tqdm(total=cfg["max_steps"], initial=step, disable=not (progress and main),
                desc=f"{family}/{preset}", dynamic_ncols=True)
     while step < cfg["max_steps"]:
@@ -307,15 +361,24 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
                 loss, parts = task.loss(model, batch, cfg)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
+            micro += 1
+            last_micro = micro == accum
+            # Gradients are only synchronised across processes on the last micro-batch.
+            with (contextlib.nullcontext() if last_micro else accelerator.no_sync(model)):
+                accelerator.backward(loss / accum)
+            for key, value in {"loss": float(loss.detach()), **parts}.items():
+                sums[key] = sums.get(key, 0.0) + value / accum
+            if not last_micro:
+                continue
+            micro = 0
             if cfg["grad_clip"]:
                 accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                _ema_update(ema, accelerator.unwrap_model(model), cfg["ema_decay"], step)
             step += 1
             bar.update(1)
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value
             count += 1
             if cfg["log_every"] and step % cfg["log_every"] == 0:
                 log_train()
@@ -346,6 +409,8 @@ def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
     if not (source / checkpoint.CONFIG).exists():
         source = run / LAST
     meta, state = checkpoint.load(source)
+    if source.name == LAST and (source / f"{EMA}.safetensors").exists():
+        state = checkpoint.load_tensors(source, EMA)     # best/ already holds the EMA weights
     record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).exists() else {}
     training = {"commands": record.get("commands"), "preset": record.get("preset"), "data": record.get("data"),
                 "step": meta.get("step"), "checkpoint": source.name, "val": meta.get("val")}

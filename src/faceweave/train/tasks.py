@@ -8,6 +8,8 @@ A task is a small object with
     loss(model, batch, cfg)        -> (scalar loss, {name: float} to log)
     evaluate(model, batches, cfg)  -> {name: float}; `score` (higher is better) picks `best/`
     needs           sample keys the data set must provide
+    unused_parameters  (optional, default False) True when a step may leave some parameters
+                    without a gradient; multi-process (DDP) training then looks for them
 A new family (diffusion, vae, stylegan2) adds one class and one entry in TASKS; the loop,
 checkpoints, resume and logging stay as they are. Every key of a preset can be overridden
 (`train(..., overrides={...})`, the CLI's --batch-size/--lr/--max-steps).
@@ -26,6 +28,7 @@ from ..conditions import ATTRIBUTE_INDEX
 from ..eval.metrics import attribute_accuracy, mask_scores
 from ..models import classifier as classifier_models
 from ..models import parser as parser_models
+from ..models.denoiser import DenoiserConfig
 
 # What every recipe has; a family's presets override these.
 COMMON_DEFAULTS: dict[str, Any] = {
@@ -37,6 +40,8 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "warmup_steps": 200,      # linear warmup from 0
     "max_steps": 10_000,      # total optimizer steps (a resumed run continues up to this)
     "grad_clip": 1.0,         # max global gradient norm (0: off)
+    "grad_accum": 1,          # micro-batches per optimizer step (batch_size / grad_accum images each)
+    "ema_decay": 0.0,         # weight EMA (0: off); validation, best/ and exports use the average
     "ckpt_every": 500,        # write OUT/last every N steps (and at the end)
     "eval_every": 500,        # validate every N steps (and at the end); 0: only at the end
     "log_every": 50,          # one metrics.jsonl line every N steps
@@ -136,6 +141,156 @@ class ClassifierTask:
         return {"score": mean, "mean_attr_acc": mean, "attr_acc": scores["attr_acc"]}
 
 
+class DiffusionTask:
+    """The conditional denoiser (Giambi & Lisanti 2023 + text and sketch): EDM denoising loss
+    with a configurable weighting, every modality dropped per sample so one model learns
+    every subset of conditions (and the unconditional model guidance needs).
+
+    Recipe keys beyond COMMON_DEFAULTS:
+        weighting      loss weighting: edm | uniform | p2 | min_snr (diffusion/losses.py)
+        p_mean, p_std  EDM log-normal training noise levels (ln sigma ~ N(p_mean, p_std^2))
+        drop           probability of dropping each modality, independently per sample (0.4:
+                       every subset of the four is seen, prompt-only in ~3.5 % of samples)
+        drop_all       probability of dropping all of them (the unconditional model that a
+                       single guidance scale needs)
+        attr_keep_min  a sample keeps each known attribute with probability q ~ U(attr_keep_min, 1),
+                       so a handful of named attributes at inference is in distribution
+        sample_n, sample_steps   the grid drawn at each validation (OUT/samples/)
+    """
+
+    family = "diffusion"
+    architectures = {
+        "tiny": DenoiserConfig(size=32, unet="tiny", patch=8),
+        "s64": DenoiserConfig(size=64, unet="s", patch=8),
+        "b64": DenoiserConfig(size=64, unet="b", patch=8),
+    }
+    needs = ("image", "attributes", "captions", "mask", "sketch")
+    unused_parameters = True      # a batch with a modality dropped everywhere leaves its encoder idle
+    _DIFFUSION = {"weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "drop": 0.4, "drop_all": 0.1, "attr_keep_min": 0.2,
+                  "sample_n": 8, "sample_steps": 20}
+    presets: dict[str, dict] = {
+        "tiny": {**_DIFFUSION, "arch": "tiny", "size": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0,
+                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 4,
+                 "workers": 0, "sample_n": 4, "sample_steps": 3, "ema_decay": 0.9},
+        # the bundled CPU model: ~2 s per step on 2 cores
+        "s64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
+                "weight_decay": 0.0, "max_steps": 12_000, "ema_decay": 0.999, "ckpt_every": 200,
+                "eval_every": 500, "log_every": 25, "val_n": 64},
+        # GPUs (bf16): the same recipe, a bigger UNet and batch
+        "b64": {**_DIFFUSION, "arch": "b64", "size": 64, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
+                "weight_decay": 0.0, "max_steps": 100_000, "ema_decay": 0.9999, "ckpt_every": 1000,
+                "eval_every": 2500, "val_n": 256, "workers": 6},
+    }
+
+    def __init__(self):
+        self._text = None
+
+    def build(self, config: dict) -> nn.Module:
+        from ..models.denoiser import ConditionalDenoiser
+        return ConditionalDenoiser(DenoiserConfig(**config))
+
+    def setup(self, cfg: dict, device) -> None:
+        from ..models.text_encoder import TextEncoder
+        if self._text is None or self._text.device != torch.device(device):
+            self._text = TextEncoder(device)
+
+    def text(self):
+        if self._text is None:
+            self.setup({}, "cpu")
+        return self._text
+
+    def _conditions(self, batch: dict, cfg: dict, train: bool, generator: torch.Generator | None = None):
+        """Condition tensors for the denoiser: one caption per image (random in training,
+        the first in validation), attributes partly hidden, modalities dropped per sample."""
+        from ..models.conditioner import dropout_masks
+        n, device = batch["image"].shape[0], batch["image"].device
+        captions = batch.get("captions") or [[] for _ in range(n)]
+        if train:
+            present = dropout_masks(n, float(cfg["drop"]), generator=generator)
+            keep_any = torch.rand(n, generator=generator) >= float(cfg["drop_all"])
+            present = {m: p & keep_any for m, p in present.items()}
+            picks = torch.randint(0, 1 << 30, (n,), generator=generator).tolist()
+        else:
+            present = {m: torch.ones(n, dtype=torch.bool) for m in ("text", "attributes", "mask", "sketch")}
+            picks = [0] * n
+        prompts = [c[p % len(c)] if c and present["text"][i] else None
+                   for i, (c, p) in enumerate(zip(captions, picks))]
+        present["text"] &= torch.tensor([p is not None for p in prompts])
+        enc = self.text().encode(prompts, batched=train)
+        attributes = batch["attributes"]
+        if train:
+            q = torch.rand(n, 1, generator=generator) * (1 - cfg["attr_keep_min"]) + cfg["attr_keep_min"]
+            hide = (torch.rand(attributes.shape, generator=generator) >= q).to(device)
+            attributes = attributes.masked_fill(hide, -1.0)
+        present["attributes"] &= (attributes >= 0).any(1).cpu()
+        return {"text": enc.tokens.to(device), "text_mask": enc.mask.to(device), "attributes": attributes,
+                "mask": batch["mask"], "sketch": batch["sketch"],
+                "present": {m: p.to(device) for m, p in present.items()}}
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from ..diffusion.losses import denoising_loss, sample_training_sigmas
+        x0 = batch["image"] * 2 - 1                          # [0, 1] -> [-1, 1]
+        sigma = sample_training_sigmas(x0.shape[0], cfg["p_mean"], cfg["p_std"]).to(x0.device)
+        sd = _unwrap(model).config.sigma_data
+        cond = self._conditions(batch, cfg, train=True)
+        loss = denoising_loss(model, x0, sigma, weighting=cfg["weighting"], sigma_data=sd, **cond)
+        return loss, {}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        """Validation denoising error at fixed noise levels and fixed noise (comparable across
+        steps and weightings: always EDM-weighted), with all conditions and with none."""
+        from ..diffusion.losses import denoising_loss
+        sd = _unwrap(model).config.sigma_data
+        levels = torch.tensor([0.05, 0.2, 0.5, 1.0, 2.0, 5.0])
+        total = {"cond": 0.0, "uncond": 0.0}
+        count = 0
+        for b, batch in enumerate(batches):
+            x0 = batch["image"] * 2 - 1
+            n = x0.shape[0]
+            cond = self._conditions(batch, cfg, train=False)
+            none = {**cond, "present": {m: torch.zeros_like(p) for m, p in cond["present"].items()}}
+            for j, level in enumerate(levels):
+                g = torch.Generator().manual_seed(1000 * b + j)
+                noise = torch.randn(x0.shape, generator=g).to(x0.device)
+                sigma = torch.full((n,), float(level), device=x0.device)
+                for key, c in (("cond", cond), ("uncond", none)):
+                    total[key] += float(denoising_loss(model, x0, sigma, "edm", sd, noise=noise, **c)) * n
+            count += n * len(levels)
+        cond_loss, uncond_loss = total["cond"] / count, total["uncond"] / count
+        return {"score": -cond_loss, "val_loss": cond_loss, "val_loss_uncond": uncond_loss}
+
+    @torch.no_grad()
+    def snapshot(self, model: nn.Module, batches: list[dict], cfg: dict, path) -> None:
+        """A grid of samples for the first validation conditions: mask | sketch | real | sample."""
+        from pathlib import Path
+
+        from ..backends.diffusion import DiffusionPipeline
+        from ..conditions import CELEBA_ATTRIBUTES, Conditions, colorize_mask
+        from ..data.sheet import image_grid
+        from ..io import write_png
+        batch = batches[0]
+        n = min(int(cfg["sample_n"]), batch["image"].shape[0])
+        conds = []
+        for i in range(n):
+            attrs = {a: int(v) for a, v in zip(CELEBA_ATTRIBUTES, batch["attributes"][i].tolist()) if v >= 0}
+            caps = batch.get("captions")
+            conds.append(Conditions(prompt=caps[i][0] if caps and caps[i] else None, attributes=attrs,
+                                    mask=batch["mask"][i].cpu().numpy().astype(np.uint8),
+                                    sketch=(batch["sketch"][i, 0].cpu().numpy() * 255).astype(np.uint8)))
+        pipe = DiffusionPipeline(model, text_encoder=self.text(), device=batch["image"].device)
+        images = pipe(conditions=conds, seeds=list(range(n)), num_inference_steps=int(cfg["sample_steps"]),
+                      guidance_scale=1.0, progress=False).images
+        model.eval()
+        rows = []
+        for i in range(n):
+            real = (batch["image"][i].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            sketch = np.repeat(conds[i].sketch[..., None], 3, 2)
+            rows += [colorize_mask(conds[i].mask), sketch, real, images[i]]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, image_grid(rows, columns=8))
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside a DistributedDataParallel / compiled wrapper."""
     while hasattr(model, "module"):
@@ -143,7 +298,7 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask()}
+TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask(), "diffusion": DiffusionTask()}
 
 
 def model_config(task, arch: str | dict) -> dict:
