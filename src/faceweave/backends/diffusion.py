@@ -147,22 +147,34 @@ class DiffusionPipeline:
         return tensors, notes
 
     def _evaluator(self, tensors: dict[str, Any]) -> Callable:
-        """evaluate(x, sigma, subsets) for guidance: all subsets in one batched network call."""
+        """evaluate(x, sigma, subsets) for guidance: all subsets in one batched network call.
+
+        The condition tokens and spatial channels of a list of subsets do not change from
+        step to step, so the conditioner runs once per list (not once per step)."""
         model = self.model
         dtype = next(model.parameters()).dtype
+        cache: dict[tuple, tuple] = {}
+
+        def conditions_for(subsets: list[frozenset], n: int) -> tuple:
+            key = tuple(subsets)
+            if key not in cache:
+                k = len(subsets)
+                rep = (lambda t: None if t is None else t.repeat(k, *([1] * (t.dim() - 1))))
+                present = {m: torch.cat([tensors["present"][m] & (field in s) for s in subsets])
+                           for field, m in MODALITY.items()}
+                text = tensors["text"]
+                context, context_mask, spatial = model.conditioner(
+                    rep(text).to(dtype) if text is not None else None, rep(tensors["text_mask"]),
+                    rep(tensors["attributes"]), rep(tensors["mask"]), rep(tensors["sketch"]).to(dtype), present)
+                cache[key] = (context, context_mask, None if spatial is None else spatial.to(dtype))
+            return cache[key]
 
         def evaluate(x: torch.Tensor, sigma: float, subsets: list[frozenset]) -> list[torch.Tensor]:
             k, n = len(subsets), x.shape[0]
-            rep = (lambda t: None if t is None else t.repeat(k, *([1] * (t.dim() - 1))))
-            present = {}
-            for field, m in MODALITY.items():
-                flags = [tensors["present"][m] & (field in s) for s in subsets]
-                present[m] = torch.cat(flags)
-            out = model(rep(x).to(dtype), torch.full((k * n,), sigma, device=x.device, dtype=dtype),
-                        text=rep(tensors["text"]).to(dtype) if tensors["text"] is not None else None,
-                        text_mask=rep(tensors["text_mask"]), attributes=rep(tensors["attributes"]),
-                        mask=rep(tensors["mask"]), sketch=rep(tensors["sketch"]).to(dtype), present=present)
-            out = out.float()
+            context, context_mask, spatial = conditions_for(subsets, n)
+            xs = x.repeat(k, 1, 1, 1).to(dtype)
+            out = model.denoiser(xs, torch.full((k * n,), sigma, device=x.device, dtype=dtype),
+                                 context=context, context_mask=context_mask, spatial=spatial).float()
             if not torch.isfinite(out).all():
                 raise FaceweaveError("the model produced NaN or infinite values; the checkpoint is broken "
                                      "(retrain or re-export it) or its dtype overflows (load it in float32)")
@@ -270,9 +282,9 @@ class DiffusionPipeline:
     def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar):
         tensors, notes = self._prepare(conds)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
-        sigmas = sigmas.to(self.device, torch.float32)
+        sigmas = sigmas.to(torch.float64)           # stays on the CPU: samplers read floats from it
         denoise = self._denoiser(tensors, given, scale, window, sigmas)
-        x = self.initial_noise(seeds) * sigmas[0]
+        x = self.initial_noise(seeds) * float(sigmas[0])
 
         def step_callback(i, sigma, xi, denoised):
             if bar is not None:
@@ -309,7 +321,7 @@ class DiffusionPipeline:
             image = resize_image(image, size)
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
         n = num_inference_steps
-        sigmas = _edit_sigmas(n).to(self.device)
+        sigmas = _edit_sigmas(n)
         x0 = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
 
         # 1. the photo's own path: trajectory[k] = x at sigmas[k]; trajectory[n] = the photo
