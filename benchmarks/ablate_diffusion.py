@@ -1,0 +1,129 @@
+"""Ablations of the diffusion backend, scored with the `faceweave evaluate` protocol.
+
+    # guidance on/off per modality, one trained model (minutes on a CPU at --n 200)
+    python benchmarks/ablate_diffusion.py guidance --model diffusion-64 --n 200 --out runs/ablate_guidance
+
+    # design choices, one training run each (a GPU: ~10 min per variant at --steps 3000)
+    python benchmarks/ablate_diffusion.py train --steps 3000 --n 500 --out runs/ablate_train
+
+`guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
+scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
+with one change per variant (mask as tokens / spatial / both; loss weighting edm / uniform
+/ p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
+table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+GUIDANCE = {
+    "off (1.0)": 1.0,
+    "all 2.0": 2.0,
+    "all 4.0": 4.0,
+    "prompt 3.0": {"prompt": 3.0},
+    "mask 3.0": {"mask": 3.0},
+    "prompt 3.0 + mask 2.0": {"prompt": 3.0, "mask": 2.0},
+}
+TRAIN_VARIANTS = {
+    "mask both, edm (default)": {},
+    "mask tokens": {"mask_mode": "tokens"},
+    "mask spatial": {"mask_mode": "spatial"},
+    "uniform weighting": {"weighting": "uniform"},
+    "p2 weighting": {"weighting": "p2"},
+    "min-snr weighting": {"weighting": "min_snr"},
+}
+COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
+
+
+def _table(rows: dict[str, dict], ceiling: dict | None) -> str:
+    lines = ["| setting | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    if ceiling:
+        lines.append("| ceiling (real faces) | " + " | ".join(
+            "—" if ceiling.get(c) is None else f"{ceiling[c]:.4f}" for c in COLUMNS) + " |")
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join("—" if m.get(c) is None else f"{m[c]:.4f}" for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def _instruments(size: int):
+    from faceweave.ruler import load_classifier, load_parser
+    return load_parser(size=size), load_classifier(size=size)
+
+
+def ablate_guidance(args) -> tuple[dict, dict]:
+    from faceweave.backends.diffusion import DiffusionBackend, _normalise_scale
+    from faceweave.eval.evaluate import evaluate
+
+    parser, classifier = _instruments(args.size)
+    backend = DiffusionBackend(args.model, steps=args.steps)
+    rows, ceiling = {}, None
+    for name, scale in GUIDANCE.items():
+        backend.options["guidance_scale"] = _normalise_scale(scale)
+        t0 = time.perf_counter()
+        result = evaluate(backend, given="prompt,mask", n=args.n, size=args.size, seeds_per_condition=4,
+                          parser=parser, classifier=classifier, progress=not args.quiet)
+        rows[name] = {k: result.metrics[k] for k in COLUMNS}
+        ceiling = result.metrics["ceiling"]
+        print(f"{name}: {rows[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows, ceiling
+
+
+def ablate_training(args) -> tuple[dict, dict]:
+    from faceweave.backends.diffusion import DiffusionBackend
+    from faceweave.eval.evaluate import evaluate
+    from faceweave.train import TASKS, export, train
+
+    parser, classifier = _instruments(args.size)
+    arch = dataclasses.asdict(TASKS["diffusion"].architectures["s64"])
+    rows, ceiling = {}, None
+    for name, change in TRAIN_VARIANTS.items():
+        run = args.out / name.split(" (")[0].replace(" ", "_").replace(",", "")
+        model_change = {k: v for k, v in change.items() if k in arch}
+        overrides = {"max_steps": args.steps, **{k: v for k, v in change.items() if k not in arch}}
+        if model_change:
+            overrides["model"] = {**arch, **model_change}
+        if not (run / "last").exists():
+            train("diffusion", "s64", "facesynth:64", run, overrides=overrides, progress=not args.quiet)
+        shipped = export(run, run / "export", dtype=None)
+        result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample), given="prompt,mask",
+                          n=args.n, size=args.size, parser=parser, classifier=classifier, progress=not args.quiet)
+        rows[name] = {k: result.metrics[k] for k in COLUMNS}
+        ceiling = result.metrics["ceiling"]
+        print(f"{name}: {rows[name]}", flush=True)
+    return rows, ceiling
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["guidance", "train"])
+    ap.add_argument("--model", default="diffusion-64", help="guidance: checkpoint folder or bundled name")
+    ap.add_argument("--n", type=int, default=200, help="held-out conditions per setting")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=None,
+                    help="guidance: sampling steps (default 20); train: training steps per variant (default 3000)")
+    ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "guidance":
+        args.steps = args.steps or 20
+        rows, ceiling = ablate_guidance(args)
+    else:
+        args.steps = args.steps or 3000
+        rows, ceiling = ablate_training(args)
+    table = _table(rows, ceiling)
+    print(table)
+    tmp = args.out / "ablation.json.tmp"
+    tmp.write_text(json.dumps({"what": args.what, "n": args.n, "steps": args.steps, "rows": rows,
+                               "ceiling": {k: ceiling.get(k) for k in COLUMNS} if ceiling else None,
+                               "table": table}, indent=1))
+    tmp.replace(args.out / "ablation.json")
+
+
+if __name__ == "__main__":
+    main()
