@@ -61,8 +61,8 @@ def test_two_process_training(tmp_path, kind, family):
     elapsed = time.perf_counter() - start
     log = f"{kind} {family} ({elapsed:.1f} s)\nstdout:\n{proc.stdout[-4000:]}\nstderr:\n{proc.stderr[-8000:]}"
     assert proc.returncode == 0, log
-    # both ranks ran to the end (the CLI line is printed once per process)
-    assert proc.stdout.count(f"finished at step {STEPS}") == 2, log
+    # the run's summary line comes from the main process only, once
+    assert proc.stdout.count(f"finished at step {STEPS}") == 1, log
 
     # one metrics.jsonl, written by the main process only: no line twice, one train and one val line per step
     lines = (out / "metrics.jsonl").read_text().splitlines()

@@ -129,12 +129,17 @@ def data_prepare(layout, src, out, size, limit, overwrite) -> None:
 @click.option("--resume", is_flag=True, help="Continue from OUT/last (weights, optimizer, step).")
 @click.option("--batch-size", type=int, default=None, help="Images per step (overrides the preset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (overrides the preset).")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Any other preset key, e.g. --set ema_decay=0.999 --set weighting=p2 (JSON values).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, quiet) -> None:
-    """Train a model family (parser, classifier) with a named preset.
+def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, quiet) -> None:
+    """Train a model family (parser, classifier, diffusion, vae) with a named preset.
 
     \b
     Example:
+      faceweave train diffusion --preset s64 --data facesynth:64 --out runs/diffusion64
+      faceweave train vae --preset f4 --data facesynth:128 --out runs/vae128
+      faceweave train diffusion --preset s128 --data facesynth:128 --set vae=runs/vae128/best --out runs/d128
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --preset s64 --out runs/parser64 --resume
@@ -144,8 +149,10 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, quie
     if data is None and not resume:
         raise FaceweaveError("--data is required to start a run (e.g. --data facesynth:64); "
                              "only --resume may leave it out")
+    import json
+    extra = _parse_pairs(settings, "--set", lambda v: _json_or_text(json, v))
     result = train(family, preset, data, out, resume=resume, progress=not quiet,
-                   overrides={"max_steps": max_steps, "batch_size": batch_size, "lr": lr})
+                   overrides={**extra, "max_steps": max_steps, "batch_size": batch_size, "lr": lr})
     import os
     if int(os.environ.get("RANK", "0")) != 0:          # one summary line per run, not per process
         return
@@ -244,6 +251,14 @@ def _parse_pairs(values, what: str, cast) -> dict:
         except ValueError:
             raise FaceweaveError(f"{what} {item!r}: {value.strip()!r} is not a valid value") from None
     return out
+
+
+def _json_or_text(json, value: str):
+    """--set values: JSON when they parse (numbers, true, null, lists), else the text itself."""
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _attribute_value(text: str) -> int:

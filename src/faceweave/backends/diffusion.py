@@ -39,6 +39,7 @@ from ..diffusion.samplers import SCHEDULES, get_sampler
 from ..errors import FaceweaveError
 from ..io import _resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
+from ..models.vae import downsample_conditions
 from .base import Backend
 
 FAMILY = "diffusion"
@@ -77,7 +78,7 @@ class DiffusionPipeline:
         self.model.to(self.device)
         self.meta = meta or {}
         self._text_encoder = text_encoder
-        self.size = model.config.size
+        self.size = model.image_size                 # output side; the denoiser's own is model.config.size
 
     # -- loading ----------------------------------------------------------------------------
     @classmethod
@@ -138,6 +139,8 @@ class DiffusionPipeline:
                     sketch = _resize_sketch(sketch, size)
                 sketches[i, 0] = torch.from_numpy(sketch.astype(np.float32) / 255.0)
                 present["sketch"][i] = True
+        # a latent model takes masks and sketches at its own (latent) side
+        masks, sketches = downsample_conditions(masks, sketches, self.model.config.size)
         tensors = {
             "text": enc.tokens if enc is not None else None,
             "text_mask": enc.mask if enc is not None else None,
@@ -274,7 +277,7 @@ class DiffusionPipeline:
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """Unit Gaussian noise, one generator per seed (CPU generators: the same on every device)."""
-        c, s = self.model.config.channels, self.size
+        c, s = self.model.config.channels, self.model.config.size
         return torch.stack([torch.randn(c, s, s, generator=torch.Generator().manual_seed(int(seed)))
                             for seed in seeds]).to(self.device)
 
@@ -297,7 +300,7 @@ class DiffusionPipeline:
         if sampler == "ddim":
             gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
             kwargs["noise"] = lambda i: torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(self.device)
-        return fn(denoise, x, sigmas, callback=step_callback, **kwargs).clamp(-1, 1), notes
+        return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -322,7 +325,9 @@ class DiffusionPipeline:
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
         n = num_inference_steps
         sigmas = _edit_sigmas(n)
-        x0 = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        photo = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        dtype = next(self.model.parameters()).dtype
+        x0 = self.model.space.encode(photo.to(dtype)).float()
 
         # 1. the photo's own path: trajectory[k] = x at sigmas[k]; trajectory[n] = the photo
         src, src_notes = self._prepare([source])
@@ -338,7 +343,9 @@ class DiffusionPipeline:
             region = _changed_region(source.mask, target.mask, size, dilate)
         else:
             region = resize_mask(np.asarray(region).astype(np.uint8), size) > 0
-        keep = torch.from_numpy(~region).to(self.device)[None, None].float()
+        keep_photo = torch.from_numpy(~region).to(self.device)[None, None].float()
+        # in latent space a latent pixel is free when any image pixel it covers is
+        keep = 1 - F.adaptive_max_pool2d(1 - keep_photo, self.model.config.size)
         tgt, tgt_notes = self._prepare([target])
         denoise = self._denoiser(tgt, frozenset(g for g in target.given if g in MODALITY), scale, None, sigmas)
         step = get_sampler("heun")
@@ -347,6 +354,8 @@ class DiffusionPipeline:
         for i in tqdm(range(n), disable=not progress, desc="edit", unit="step", leave=False):
             x = step(denoise, x, sigmas[i:i + 2])
             x = keep * trajectory[i + 1] + (1 - keep) * x
+        # outside the region the photo itself (a VAE's decoder would only approximate it)
+        x = keep_photo * photo + (1 - keep_photo) * self.model.space.decode(x).float().clamp(-1, 1)
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "steps": n, "guidance_scale": scale,
                 "edited_pixels": int(region.sum()), "source": source.digest(), "conditions": target.digest(),
                 "notes": list(dict.fromkeys(notes + src_notes[0] + tgt_notes[0]))}

@@ -1,7 +1,9 @@
 """The conditional denoiser of the `diffusion` backend: Conditioner + UNet + EDM preconditioning.
 
 One model conditioned on text, attributes, mask and sketch at once (Giambi & Lisanti 2023),
-any subset of them present per sample. `DenoiserConfig` holds every constructor argument
+any subset of them present per sample. It works on pixels (64 px) or on the latents of a
+frozen VAE (128 px and up, `DenoiserConfig.vae`); `model.space` encodes and decodes, and
+masks and sketches are given at the model's own (latent) side. `DenoiserConfig` holds every constructor argument
 (what checkpoint config.json stores); `DENOISER_PRESETS` names the sizes.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from torch import nn
 from ..diffusion.precond import EDMPrecond
 from .conditioner import MODALITIES, Conditioner, ConditionerConfig
 from .unet import UNET_PRESETS, UNet, UNetConfig
+from .vae import VAE, LatentSpace, PixelSpace, VAEConfig
 
 
 @dataclasses.dataclass
@@ -27,6 +30,8 @@ class DenoiserConfig:
     sketch_mode: str = "spatial"           # sketch as "tokens", "spatial" or "both"
     modalities: tuple[str, ...] = MODALITIES   # conditions this model accepts
     sigma_data: float = 0.5                # EDM's data standard deviation (images in [-1, 1])
+    vae: dict | None = None                # VAEConfig of a frozen autoencoder: latent diffusion
+                                           # (size and channels are then the latent's)
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
@@ -50,6 +55,21 @@ class ConditionalDenoiser(nn.Module):
         unet = UNet(UNetConfig(in_channels=cfg.channels, out_channels=cfg.channels,
                                spatial_channels=self.conditioner.config.spatial_channels, **unet_kw))
         self.denoiser = EDMPrecond(unet, cfg.sigma_data)
+        # Where the denoiser works: pixels, or the latents of a frozen VAE (saved with the model,
+        # so a checkpoint is self-contained).
+        if cfg.vae is not None:
+            vae = VAE(VAEConfig(**cfg.vae))
+            if vae.config.latent_channels != cfg.channels:
+                raise ValueError(f"channels ({cfg.channels}) must equal the VAE's latent_channels "
+                                 f"({vae.config.latent_channels})")
+            self.space = LatentSpace(vae)
+        else:
+            self.space = PixelSpace()
+
+    @property
+    def image_size(self) -> int:
+        """The side of the images this model makes (config.size times the VAE's factor)."""
+        return self.config.size * self.space.factor
 
     def forward(self, x: torch.Tensor, sigma, text=None, text_mask=None, attributes=None, mask=None,
                 sketch=None, present: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -245,7 +245,8 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
 
     train_set, val_set = _splits(data, cfg["size"], cfg["val_n"])
     _check_keys(train_set, task.needs, family, data)
-    model = task.build(cfg["model"])
+    # a task may complete the model config from other checkpoints (the diffusion model's VAE)
+    model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),

@@ -156,6 +156,8 @@ class DiffusionTask:
         attr_keep_min  a sample keeps each known attribute with probability q ~ U(attr_keep_min, 1),
                        so a handful of named attributes at inference is in distribution
         sample_n, sample_steps   the grid drawn at each validation (OUT/samples/)
+        vae            None (pixels) or a VAE checkpoint (`faceweave train vae`): latent diffusion;
+                       the VAE's weights are copied into the model, so its checkpoints stand alone
     """
 
     family = "diffusion"
@@ -163,11 +165,12 @@ class DiffusionTask:
         "tiny": DenoiserConfig(size=32, unet="tiny", patch=8),
         "s64": DenoiserConfig(size=64, unet="s", patch=8),
         "b64": DenoiserConfig(size=64, unet="b", patch=8),
+        "s128": DenoiserConfig(size=32, channels=4, unet="s", patch=4),   # latents of a factor-4 VAE
     }
     needs = ("image", "attributes", "captions", "mask", "sketch")
     unused_parameters = True      # a batch with a modality dropped everywhere leaves its encoder idle
     _DIFFUSION = {"weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "drop": 0.4, "drop_all": 0.1, "attr_keep_min": 0.2,
-                  "sample_n": 8, "sample_steps": 20}
+                  "sample_n": 8, "sample_steps": 20, "vae": None}
     presets: dict[str, dict] = {
         "tiny": {**_DIFFUSION, "arch": "tiny", "size": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0,
                  "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 4,
@@ -176,6 +179,10 @@ class DiffusionTask:
         "s64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
                 "weight_decay": 0.0, "max_steps": 12_000, "ema_decay": 0.999, "ckpt_every": 200,
                 "eval_every": 500, "log_every": 25, "val_n": 64},
+        # 128 px latent diffusion: give a factor-4 VAE, e.g. --set vae=runs/vae128/best
+        "s128": {**_DIFFUSION, "arch": "s128", "size": 128, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
+                 "weight_decay": 0.0, "max_steps": 20_000, "ema_decay": 0.999, "ckpt_every": 500,
+                 "eval_every": 1000, "val_n": 64},
         # GPUs (bf16): the same recipe, a bigger UNet and batch
         "b64": {**_DIFFUSION, "arch": "b64", "size": 64, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
                 "weight_decay": 0.0, "max_steps": 100_000, "ema_decay": 0.9999, "ckpt_every": 1000,
@@ -188,6 +195,24 @@ class DiffusionTask:
     def build(self, config: dict) -> nn.Module:
         from ..models.denoiser import ConditionalDenoiser
         return ConditionalDenoiser(DenoiserConfig(**config))
+
+    def init_model(self, cfg: dict) -> nn.Module:
+        """The model for a run: with cfg["vae"], the VAE's config goes into the model config
+        (latent side and channels follow from it) and its trained weights into the model."""
+        if not cfg.get("vae"):
+            return self.build(cfg["model"])
+        from .. import checkpoint
+        from ..errors import FaceweaveError
+        meta, state = checkpoint.load(cfg["vae"], "vae")
+        vae_cfg = meta["config"]
+        factor = 2 ** (len(vae_cfg["mults"]) - 1)
+        if cfg["size"] % factor:
+            raise FaceweaveError(f"image size {cfg['size']} is not divisible by the VAE's factor {factor}")
+        cfg["model"] = {**cfg["model"], "vae": vae_cfg, "channels": vae_cfg["latent_channels"],
+                        "size": cfg["size"] // factor}
+        model = self.build(cfg["model"])
+        checkpoint.load_into(model.space.vae, state, where=str(cfg["vae"]))
+        return model
 
     def setup(self, cfg: dict, device) -> None:
         from ..models.text_encoder import TextEncoder
@@ -227,12 +252,22 @@ class DiffusionTask:
                 "mask": batch["mask"], "sketch": batch["sketch"],
                 "present": {m: p.to(device) for m, p in present.items()}}
 
+    @staticmethod
+    def _target(model: nn.Module, batch: dict, cond: dict) -> torch.Tensor:
+        """What the denoiser models: pixels in [-1, 1] or the VAE's scaled latents (and the
+        spatial conditions at that side)."""
+        from ..models.vae import downsample_conditions
+        bare = _unwrap(model)
+        x0 = bare.space.encode(batch["image"] * 2 - 1)
+        cond["mask"], cond["sketch"] = downsample_conditions(cond["mask"], cond["sketch"], bare.config.size)
+        return x0
+
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ..diffusion.losses import denoising_loss, sample_training_sigmas
-        x0 = batch["image"] * 2 - 1                          # [0, 1] -> [-1, 1]
+        cond = self._conditions(batch, cfg, train=True)
+        x0 = self._target(model, batch, cond)
         sigma = sample_training_sigmas(x0.shape[0], cfg["p_mean"], cfg["p_std"]).to(x0.device)
         sd = _unwrap(model).config.sigma_data
-        cond = self._conditions(batch, cfg, train=True)
         loss = denoising_loss(model, x0, sigma, weighting=cfg["weighting"], sigma_data=sd, **cond)
         return loss, {}
 
@@ -246,9 +281,9 @@ class DiffusionTask:
         total = {"cond": 0.0, "uncond": 0.0}
         count = 0
         for b, batch in enumerate(batches):
-            x0 = batch["image"] * 2 - 1
-            n = x0.shape[0]
             cond = self._conditions(batch, cfg, train=False)
+            x0 = self._target(model, batch, cond)
+            n = x0.shape[0]
             none = {**cond, "present": {m: torch.zeros_like(p) for m, p in cond["present"].items()}}
             for j, level in enumerate(levels):
                 g = torch.Generator().manual_seed(1000 * b + j)
@@ -291,6 +326,62 @@ class DiffusionTask:
         write_png(path, image_grid(rows, columns=8))
 
 
+class VAETask:
+    """The latent-diffusion autoencoder: L1 + MSE reconstruction + a small KL term.
+
+    Validation reports PSNR of the posterior-mean reconstruction (the score) and measures
+    the latents' standard deviation; 1 / std becomes the model config's scaling_factor, so
+    the exported VAE hands the denoiser unit-variance latents.
+    """
+
+    family = "vae"
+    needs = ("image",)
+
+    @property
+    def architectures(self):
+        from ..models.vae import VAE_PRESETS, VAEConfig
+        return {name: VAEConfig(**kw) for name, kw in VAE_PRESETS.items()}
+
+    presets: dict[str, dict] = {
+        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 2e-3, "warmup_steps": 0, "max_steps": 20,
+                 "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "kl_weight": 1e-6},
+        "f4": {"arch": "f4", "size": 128, "batch_size": 16, "lr": 5e-4, "max_steps": 20_000, "ckpt_every": 500,
+               "eval_every": 1000, "val_n": 64, "kl_weight": 1e-6},
+        "f8": {"arch": "f8", "size": 256, "batch_size": 8, "lr": 5e-4, "max_steps": 40_000, "ckpt_every": 500,
+               "eval_every": 1000, "val_n": 64, "kl_weight": 1e-6},
+    }
+
+    def build(self, config: dict) -> nn.Module:
+        from ..models.vae import VAE
+        return VAE.from_config(config)
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from ..models.vae import kl_divergence
+        x = batch["image"] * 2 - 1
+        recon, mean, logvar = model(x)
+        l1 = (recon.float() - x).abs().mean()
+        mse = (recon.float() - x).square().mean()
+        kl = kl_divergence(mean.float(), logvar.float())
+        return l1 + mse + float(cfg["kl_weight"]) * kl, {"l1": float(l1.detach()), "kl": float(kl.detach())}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        errors, latents = [], []
+        for batch in batches:
+            x = batch["image"] * 2 - 1
+            mean, _ = model.encode(x)
+            recon = model.decode(mean).float().clamp(-1, 1)
+            errors.append(((recon - x) / 2).square().flatten(1).mean(1).cpu())
+            latents.append(mean.float().flatten().cpu())
+        mse = torch.cat(errors)
+        psnr = float((10 * torch.log10(1.0 / mse.clamp(min=1e-10))).mean())
+        std = float(torch.cat(latents).std())
+        scaling = 1.0 / max(std, 1e-6)
+        cfg["model"]["scaling_factor"] = scaling       # saved with best/ and last/ from here on
+        _unwrap(model).config.scaling_factor = scaling
+        return {"score": psnr, "psnr": psnr, "latent_std": std}
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside a DistributedDataParallel / compiled wrapper."""
     while hasattr(model, "module"):
@@ -298,7 +389,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask(), "diffusion": DiffusionTask()}
+TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask(), "diffusion": DiffusionTask(),
+                         "vae": VAETask()}
 
 
 def model_config(task, arch: str | dict) -> dict:
