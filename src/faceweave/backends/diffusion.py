@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint
-from ..conditions import CELEBA_ATTRIBUTES, Conditions
+from ..conditions import CELEBA_ATTRIBUTES, CLASS_ID, Conditions
 from ..diffusion import guidance as guidance_lib
 from ..diffusion.inversion import invert
 from ..diffusion.samplers import SCHEDULES, get_sampler
@@ -306,13 +306,16 @@ class DiffusionPipeline:
     @torch.no_grad()
     def edit(self, image: np.ndarray, source: Conditions, target: Conditions, *, num_inference_steps: int = 50,
              guidance_scale: float | dict[str, float] = 1.0, region: np.ndarray | None = None,
-             dilate: int = 2, progress: bool = True) -> PipelineOutput:
+             dilate: int = 2, classes: Sequence[str] | None = None, progress: bool = True) -> PipelineOutput:
         """Edit a photo: invert it under `source` (its own conditions), regenerate under `target`.
 
         region: H x W bool, where the edit may change the photo; by default the pixels whose
         class differs between source.mask and target.mask (dilated by `dilate` pixels), or
-        everywhere when the masks are not both given. Outside the region the photo's own
-        inversion trajectory replaces the sample after every step, so it comes back as it was.
+        everywhere when the masks are not both given. `classes` (names, e.g. ["mouth", "ear_r"])
+        narrows that to changes from or to those classes: with a parsed source mask of a real
+        photo, parser mistakes elsewhere then do not count as edits. Outside the region the
+        photo's own inversion trajectory replaces the sample after every step, so it comes
+        back as it was.
         """
         size = self.size
         image = np.asarray(image)
@@ -340,7 +343,7 @@ class DiffusionPipeline:
 
         # 2. regenerate under the target conditions, pinned to that path outside the region
         if region is None:
-            region = _changed_region(source.mask, target.mask, size, dilate)
+            region = changed_region(source.mask, target.mask, size, dilate, classes)
         else:
             region = resize_mask(np.asarray(region).astype(np.uint8), size) > 0
         keep_photo = torch.from_numpy(~region).to(self.device)[None, None].float()
@@ -376,11 +379,21 @@ def _edit_sigmas(steps: int) -> torch.Tensor:
     return SCHEDULES["karras"](steps, sigma_max=20.0)
 
 
-def _changed_region(source: np.ndarray | None, target: np.ndarray | None, size: int, dilate: int) -> np.ndarray:
+def changed_region(source: np.ndarray | None, target: np.ndarray | None, size: int, dilate: int = 2,
+                   classes: Sequence[str] | None = None) -> np.ndarray:
+    """size x size bool: where the class differs between two label maps (only changes from or
+    to `classes`, if given), dilated by `dilate` pixels; everywhere if a mask is missing."""
     if source is None or target is None:
         return np.ones((size, size), dtype=bool)
     a, b = resize_mask(source, size), resize_mask(target, size)
-    changed = torch.from_numpy(a != b)[None, None].float()
+    diff = a != b
+    if classes:
+        unknown = [c for c in classes if c not in CLASS_ID]
+        if unknown:
+            raise FaceweaveError(f"unknown class {unknown[0]!r}; classes are {', '.join(CLASS_ID)}")
+        ids = [CLASS_ID[c] for c in classes]
+        diff &= np.isin(a, ids) | np.isin(b, ids)
+    changed = torch.from_numpy(diff)[None, None].float()
     if dilate > 0:
         changed = F.max_pool2d(changed, 2 * dilate + 1, stride=1, padding=dilate)
     return changed[0, 0].numpy() > 0

@@ -258,7 +258,7 @@ class DiffusionTask:
         spatial conditions at that side)."""
         from ..models.vae import downsample_conditions
         bare = _unwrap(model)
-        x0 = bare.space.encode(batch["image"] * 2 - 1)
+        x0 = bare.space.encode(batch["image"])              # data sets give images in [-1, 1]
         cond["mask"], cond["sketch"] = downsample_conditions(cond["mask"], cond["sketch"], bare.config.size)
         return x0
 
@@ -319,7 +319,7 @@ class DiffusionTask:
         model.eval()
         rows = []
         for i in range(n):
-            real = (batch["image"][i].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            real = ((batch["image"][i].permute(1, 2, 0).cpu().numpy() + 1) * 127.5).round().astype(np.uint8)
             sketch = np.repeat(conds[i].sketch[..., None], 3, 2)
             rows += [colorize_mask(conds[i].mask), sketch, real, images[i]]
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -357,7 +357,7 @@ class VAETask:
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ..models.vae import kl_divergence
-        x = batch["image"] * 2 - 1
+        x = batch["image"]                                  # [-1, 1]
         recon, mean, logvar = model(x)
         l1 = (recon.float() - x).abs().mean()
         mse = (recon.float() - x).square().mean()
@@ -368,7 +368,7 @@ class VAETask:
     def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
         errors, latents = [], []
         for batch in batches:
-            x = batch["image"] * 2 - 1
+            x = batch["image"]                                  # [-1, 1]
             mean, _ = model.encode(x)
             recon = model.decode(mean).float().clamp(-1, 1)
             errors.append(((recon - x) / 2).square().flatten(1).mean(1).cpu())
