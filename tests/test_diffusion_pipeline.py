@@ -191,10 +191,19 @@ def test_cli_edit_on_the_real_edited_mask_pair(tiny_model, tmp_path):
     out = tmp_path / "edit"
     result = CliRunner().invoke(main, ["edit", "--image", str(photo), "--mask", str(mask), "--model",
                                        str(tiny_model), "--steps", "4", "--out", str(out), "--quiet"])
+    narrow = CliRunner().invoke(main, ["edit", "--image", str(photo), "--mask", str(mask), "--model",
+                                       str(tiny_model), "--steps", "4", "--out", str(tmp_path / "narrow"),
+                                       "--classes", "mouth,u_lip,l_lip,ear_r", "--quiet"])
+    assert narrow.exit_code == 0, narrow.output
+    narrow_meta = json.loads((tmp_path / "narrow" / "meta.json").read_text())
+    bad = CliRunner().invoke(main, ["edit", "--image", str(photo), "--mask", str(mask), "--model", str(tiny_model),
+                                    "--out", str(tmp_path / "bad"), "--classes", "moustache", "--quiet"])
+    assert bad.exit_code == 2 and "unknown class 'moustache'" in bad.output
     assert result.exit_code == 0, result.output
     edited = read_image(out / "edited.png")
     meta = json.loads((out / "meta.json").read_text())
     assert edited.shape == (32, 32, 3) and 0 < meta["edited_pixels"] < 32 * 32
+    assert 0 < narrow_meta["edited_pixels"] < meta["edited_pixels"]
     assert "photo resized from 256x256 to 32x32" in meta["notes"]
     assert read_image(out / "comparison.png").shape[1] > 4 * 32
     assert read_mask(mask).shape == (256, 256)

@@ -36,6 +36,14 @@ def test_loss_trains_every_condition_encoder():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
+def test_the_denoiser_models_images_in_minus_one_to_one():
+    task, cfg = TASKS["diffusion"], resolve_config("diffusion", "tiny")
+    model = task.build(cfg["model"])
+    batch = _batch(4)
+    x0 = task._target(model, batch, task._conditions(batch, cfg, train=False))
+    assert x0.min() >= -1 and x0.max() <= 1 and x0.min() < -0.5 and x0.max() > 0.5
+
+
 def test_validation_score_is_deterministic_and_conditions_help_a_trained_model():
     task, cfg = TASKS["diffusion"], resolve_config("diffusion", "tiny")
     torch.manual_seed(0)

@@ -400,12 +400,15 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
 @click.option("--guidance", default=1.0, show_default=True, type=float, help="Guidance scale of the edit.")
 @click.option("--everywhere", is_flag=True,
               help="Let the whole image change (default: only where the mask changed, dilated 2 px).")
+@click.option("--classes", default=None, metavar="NAME,...",
+              help="Count only mask changes from or to these classes as the edit, e.g. mouth,u_lip,l_lip,ear_r "
+                   "(useful when the photo's own mask is parsed and imperfect).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: edited.png, comparison.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, everywhere, out,
-             overwrite, quiet) -> None:
+def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, everywhere, classes,
+             out, overwrite, quiet) -> None:
     """Edit a face photo with a new mask, prompt or attributes, keeping the rest.
 
     The photo is inverted (probability-flow ODE) under its own mask and regenerated under
@@ -416,6 +419,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     Example:
       faceweave parse photo.jpg --out photo_mask.png      # then paint the change into a copy
       faceweave edit --image photo.jpg --mask edited_mask.png --out edits/
+      faceweave edit --image photo.jpg --mask no_smile.png --classes mouth,u_lip,l_lip --out edits2/
     """
     import numpy as np
 
@@ -440,8 +444,9 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
         own = load_parser().predict(photo)
     source = Conditions(mask=own)
     region = np.ones((size, size), bool) if everywhere or target.mask is None else None
+    names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     result = pipe.edit(photo, source, target, num_inference_steps=steps, guidance_scale=guidance,
-                       region=region, progress=not quiet)
+                       region=region, classes=names, progress=not quiet)
     small = io.resize_image(photo, size)
     out = _prepare_out(out, overwrite)
     edited = result.images[0]
