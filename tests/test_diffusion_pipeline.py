@@ -249,6 +249,7 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 4 and 0 <= metrics["mask_miou"] <= 1 and metrics["sec_per_image"] > 0
+    assert metrics["latency_batch1"] > 0 and metrics["peak_memory_mb"] > 100
     assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output

@@ -44,7 +44,8 @@ from ..errors import FaceweaveError
 from ..text import parse_prompt
 from .frechet import SmallSampleWarning, fd_from_features, kid
 from .metrics import (Timer, attribute_accuracy, confusion_matrix, edge_match_counts, fscore_from_counts,
-                      mask_scores_from_confusion, pairwise_diversity, sketch_tolerance_px)
+                      mask_scores_from_confusion, measure_latency, pairwise_diversity, peak_memory_mb,
+                      sketch_tolerance_px)
 
 GIVEN_CHOICES = ("prompt", "attributes", "mask", "sketch")
 DEFAULT_GIVEN = ("prompt", "mask")
@@ -55,6 +56,7 @@ DIVERSITY_SEED_STRIDE = 1_000_000
 MAX_N = DIVERSITY_SEED_STRIDE          # keeps every seed of a run distinct
 MAX_SEEDS_PER_CONDITION = 64
 REPORT_SAMPLES = 8
+LATENCY_REPEATS = 3
 ATTRIBUTE_THRESHOLD = 0.5
 SKETCH_EXTRACTOR = "xdog"
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000
@@ -309,6 +311,10 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
         for i, sample in enumerate(samples[:diverse]):
             sample["outputs"] += extra[i * (seeds_per_condition - 1):(i + 1) * (seeds_per_condition - 1)]
 
+    # Latency: one image alone (what an interactive user waits), after everything above warmed up.
+    first = conditions_of(kept_faces[0], given)
+    latency = measure_latency(lambda: backend.generate([first], [0], size), warmup=0, repeats=LATENCY_REPEATS)
+
     reference = np.concatenate(reference)
     reference_inception = np.concatenate(reference_inception) if inception is not None else None
     run_metrics, run_details = run.result(reference, reference_inception, notes)
@@ -316,6 +322,7 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
     metrics = {
         **{k: run_metrics.get(k) for k in METRICS[:8]},
         "diversity": diversity, "sec_per_image": generate_seconds / generated, "n": n,
+        "latency_batch1": latency["sec_per_call"], "peak_memory_mb": peak_memory_mb(),
         "ceiling": {**{k: ceiling_metrics.get(k) for k in METRICS[:8]},
                     "diversity": None, "sec_per_image": None, "n": n},
         "protocol": _protocol(backend, model, given, n, size, seeds_per_condition, diverse, batch_size,
@@ -356,7 +363,9 @@ def _protocol(backend: Backend, model, given, n, size, seeds_per_condition, dive
         "model": model,
         "batch_size": batch_size,
         "timing": f"sec_per_image: wall clock of generate over every image made (diversity included), "
-                  f"batches of {batch_size}, after one untimed warm-up call; {platform.machine()}, "
+                  f"batches of {batch_size}, after one untimed warm-up call; latency_batch1: median of "
+                  f"{LATENCY_REPEATS} calls with one image; peak_memory_mb: torch's peak CUDA allocation on a "
+                  f"GPU, else the process's peak resident set size; {platform.machine()}, "
                   f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "parser": _instrument_info(parser),

@@ -39,7 +39,10 @@ METRIC_NOTES: dict[str, tuple[str, str, str]] = {
     "kid_inception": ("KID (Inception)", "lower, about 0 at best", "KID on the same Inception features"),
     "diversity": ("diversity", "higher, 0..2",
                   "mean pairwise cosine distance of classifier features between seeds of one condition"),
-    "sec_per_image": ("seconds / image", "lower", "wall-clock time of generate per image"),
+    "sec_per_image": ("seconds / image", "lower", "wall-clock time of generate per image (throughput, batched)"),
+    "latency_batch1": ("latency, 1 image", "lower", "seconds for one image generated alone (median of 3)"),
+    "peak_memory_mb": ("peak memory (MiB)", "lower",
+                       "peak CUDA allocation on a GPU, else the process's peak resident set size"),
     "n": ("n", "", "held-out faces scored"),
 }
 
