@@ -253,3 +253,24 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output
+
+
+def test_hairstyle_edit_only_paints_hair_and_background():
+    from faceweave.eval.editing import HAIR, hairstyle_edit
+    a, b = render(seed=2_000_000, index=0, size=32).mask, render(seed=2_000_000, index=1, size=32).mask
+    target = hairstyle_edit(a, b)
+    touched = target != a
+    assert touched.any() and np.isin(a[touched], [0, HAIR]).all() and np.isin(target[touched], [0, HAIR]).all()
+
+
+def test_cli_evaluate_edit(tiny_model, tmp_path):
+    out = tmp_path / "edit_eval"
+    result = CliRunner().invoke(main, ["evaluate", "--backend", "diffusion", "--model", str(tiny_model), "--edit",
+                                       "--n", "2", "--size", "64", "--steps", "3", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n"] == 2 and metrics["recon_psnr"] > 5 and 0 <= metrics["edit_region_acc"] <= 1
+    assert metrics["edit_mae_outside"] >= 0 and (out / "grid.png").exists()
+    copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--edit", "--n", "2", "--out",
+                                     str(tmp_path / "c"), "--quiet"])
+    assert copy.exit_code == 2 and "cannot edit photos" in copy.output

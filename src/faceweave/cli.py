@@ -485,9 +485,13 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
+@click.option("--edit", "edit_task", is_flag=True,
+              help="Score editing instead (hairstyle edits of held-out faces: reconstruction, preservation "
+                   "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, batch_size, quiet) -> None:
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, batch_size, edit_task,
+                 quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
     Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
@@ -514,6 +518,22 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
             options["guidance"] = _parse_pairs(scales, "--scale", float) if scales else guidance
     elif steps is not None or guidance is not None or scales:
         raise FaceweaveError(f"--steps/--guidance/--scale apply to --backend diffusion, not {backend}; drop them")
+    if edit_task:
+        from .backends import get_backend
+        from .eval.editing import EDIT_STEPS, evaluate_editing, write_editing
+        from .eval.evaluate import check_output_folder
+
+        out = out or f"runs/eval_{backend}_edit"
+        check_output_folder(out, overwrite)
+        edit_steps = options.pop("steps", EDIT_STEPS)
+        metrics, rows = evaluate_editing(get_backend(backend, model, **options), n=n, size=size, steps=edit_steps,
+                                         parser=parser_model, classifier=classifier_model, progress=not quiet)
+        write_editing(metrics, rows, out, overwrite)
+        for key, value in metrics.items():
+            if key != "protocol":
+                click.echo(f"{key:>22}  {value if value is None else round(value, 4)}")
+        click.echo(f"wrote {out}/metrics.json and grid.png")
+        return
     out = out or f"runs/eval_{backend}"
     metrics = run_evaluation(
         out, overwrite, backend=backend, model=model, given=given, n=n, size=size,

@@ -423,6 +423,15 @@ class DiffusionBackend(Backend):
             out = [resize_image(im, size) for im in out]
         return out
 
+    def edit(self, image: np.ndarray, source: Conditions, target: Conditions, steps: int = 50) -> np.ndarray:
+        """The photo edited from its own conditions to the target ones, at the photo's size."""
+        out = self.pipe.edit(image, source, target, num_inference_steps=steps, progress=False).images[0]
+        return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
+
+    def reconstruct(self, image: np.ndarray, conditions: Conditions, steps: int = 50) -> np.ndarray:
+        out = self.pipe.reconstruct(image, conditions, num_inference_steps=steps)
+        return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
                 **{k: v for k, v in self.options.items() if k != "progress"}}
