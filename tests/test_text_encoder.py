@@ -41,3 +41,18 @@ def test_paraphrases_are_closer_than_unrelated(enc):
 def test_single_string_is_an_error(enc):
     with pytest.raises(FaceweaveError, match="list"):
         enc.encode("a face")
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_small_cache_never_evicts_a_prompt_of_the_current_batch(enc, batched):
+    """A full cache evicts the least recently used prompts, never one the batch still needs
+    (a training run once died on that, with thousands of captions through a full cache)."""
+    small = TextEncoder.__new__(TextEncoder)
+    small.__dict__.update(enc.__dict__)
+    small._cache, small._cache_size = type(enc._cache)(), 2
+    first = small.encode(["a man", "a woman"], batched=batched)
+    again = small.encode(["a woman", "a child", "an old man"], batched=batched)   # "a woman" cached, oldest
+    assert len(small._cache) == 3 and list(small._cache)[-3:] == ["a woman", "a child", "an old man"]
+    assert torch.allclose(again.tokens[0][again.mask[0]], first.tokens[1][first.mask[1]], atol=1e-5)
+    small.encode(["a dog"], batched=batched)
+    assert list(small._cache) == ["an old man", "a dog"]

@@ -89,8 +89,11 @@ class TextEncoder:
             self._encode_many(new)
         for prompt in new if not batched else ():
             self._cache[prompt] = self._encode_one(prompt)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        for prompt in clean:                     # this batch's prompts are the most recent ...
+            if prompt is not None:
+                self._cache.move_to_end(prompt)
+        while len(self._cache) > max(self._cache_size, len(clean)):
+            self._cache.popitem(last=False)      # ... so eviction never drops one of them
         lengths = [self._cache[p][0].shape[0] if p is not None else 0 for p in clean]
         L = max(max(lengths, default=0), 1)
         tokens = torch.zeros(len(clean), L, HIDDEN)
@@ -100,7 +103,6 @@ class TextEncoder:
             if p is None:
                 continue
             t, v = self._cache[p]
-            self._cache.move_to_end(p)
             tokens[i, :t.shape[0]] = t
             mask[i, :t.shape[0]] = True
             pooled[i] = v
