@@ -274,3 +274,24 @@ def test_cli_evaluate_edit(tiny_model, tmp_path):
     copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--edit", "--n", "2", "--out",
                                      str(tmp_path / "c"), "--quiet"])
     assert copy.exit_code == 2 and "cannot edit photos" in copy.output
+
+
+def test_cli_invert_writes_noise_and_a_faithful_reconstruction(tiny_model, face, tmp_path):
+    from safetensors.torch import load_file
+
+    from faceweave.io import write_png
+    photo = tmp_path / "face.png"
+    write_png(photo, face.image)
+    mask = tmp_path / "mask.png"
+    write_mask(mask, face.mask)
+    out = tmp_path / "inv"
+    result = CliRunner().invoke(main, ["invert", str(photo), "--mask", str(mask), "--model", str(tiny_model),
+                                       "--steps", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    noise = load_file(str(out / "latent.safetensors"))["noise"]
+    meta = json.loads((out / "meta.json").read_text())
+    assert noise.shape == (1, 3, 32, 32) and float(noise.std()) > 5      # noise at sigma_max = 20
+    assert meta["reconstruction_psnr"] > 25 and meta["sigma_max"] == pytest.approx(20.0)
+    both = CliRunner().invoke(main, ["invert", str(photo), "--mask", str(mask), "--no-mask", "--model",
+                                     str(tiny_model), "--out", str(tmp_path / "x")])
+    assert both.exit_code == 2 and "not both" in both.output

@@ -328,7 +328,7 @@ class DiffusionPipeline:
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
         n = num_inference_steps
         sigmas = _edit_sigmas(n)
-        photo = torch.from_numpy(image).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        photo = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
         dtype = next(self.model.parameters()).dtype
         x0 = self.model.space.encode(photo.to(dtype)).float()
 
@@ -363,6 +363,32 @@ class DiffusionPipeline:
                 "edited_pixels": int(region.sum()), "source": source.digest(), "conditions": target.digest(),
                 "notes": list(dict.fromkeys(notes + src_notes[0] + tgt_notes[0]))}
         return PipelineOutput(_to_uint8(x), [meta])
+
+    @torch.no_grad()
+    def invert(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50
+               ) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
+        """A photo -> (the noise that regenerates it under `conditions`, that regeneration,
+        metadata). The noise is at sigma = sigmas[0] of the editing schedule (Karras, sigma_max
+        20, in the model's image space); `regenerate(noise, ...)` turns it back into a face."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FaceweaveError(f"the photo must be an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
+        self._check(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
+        notes = []
+        if image.shape[:2] != (self.size, self.size):
+            notes.append(f"photo resized from {image.shape[1]}x{image.shape[0]} to {self.size}x{self.size}")
+            image = resize_image(image, self.size)
+        sigmas = _edit_sigmas(num_inference_steps)
+        photo = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        x0 = self.model.space.encode(photo.to(next(self.model.parameters()).dtype)).float()
+        tensors, cond_notes = self._prepare([conditions])
+        denoise = self._denoiser(tensors, frozenset(g for g in conditions.given if g in MODALITY), 1.0, None, sigmas)
+        noise = invert(denoise, x0, sigmas)
+        back = self.model.space.decode(get_sampler("heun")(denoise, noise, sigmas)).clamp(-1, 1)
+        meta = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
+                "sigma_max": float(sigmas[0]), "schedule": "karras", "conditions": conditions.digest(),
+                "given": list(conditions.given), "notes": list(dict.fromkeys(notes + cond_notes[0]))}
+        return noise.cpu(), _to_uint8(back)[0], meta
 
     def reconstruct(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
                     progress: bool = False) -> np.ndarray:
