@@ -26,7 +26,6 @@ GUIDANCE = {
     "all 4.0": 4.0,
     "prompt 3.0": {"prompt": 3.0},
     "mask 3.0": {"mask": 3.0},
-    "prompt 3.0 + mask 2.0": {"prompt": 3.0, "mask": 2.0},
 }
 TRAIN_VARIANTS = {
     "mask both, edm (default)": {},
@@ -64,7 +63,7 @@ def ablate_guidance(args) -> tuple[dict, dict]:
     for name, scale in GUIDANCE.items():
         backend.options["guidance_scale"] = _normalise_scale(scale)
         t0 = time.perf_counter()
-        result = evaluate(backend, given="prompt,mask", n=args.n, size=args.size, seeds_per_condition=4,
+        result = evaluate(backend, given="prompt,mask", n=args.n, size=args.size, seeds_per_condition=2,
                           parser=parser, classifier=classifier, progress=not args.quiet)
         rows[name] = {k: result.metrics[k] for k in COLUMNS}
         ceiling = result.metrics["ceiling"]
