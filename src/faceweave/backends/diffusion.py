@@ -303,6 +303,20 @@ class DiffusionPipeline:
         return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
+    def _photo(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """A uint8 photo -> (pixels in [-1, 1] at the model's size, what the denoiser models of
+        it: the same pixels or their latents, notes such as a resize)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise FaceweaveError(f"the photo must be an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
+        notes = []
+        if image.shape[:2] != (self.size, self.size):
+            notes.append(f"photo resized from {image.shape[1]}x{image.shape[0]} to {self.size}x{self.size}")
+            image = resize_image(image, self.size)
+        photo = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
+        x0 = self.model.space.encode(photo.to(next(self.model.parameters()).dtype)).float()
+        return photo, x0, notes
+
     @torch.no_grad()
     def edit(self, image: np.ndarray, source: Conditions, target: Conditions, *, num_inference_steps: int = 50,
              guidance_scale: float | dict[str, float] = 1.0, region: np.ndarray | None = None,
@@ -318,19 +332,10 @@ class DiffusionPipeline:
         back as it was.
         """
         size = self.size
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise FaceweaveError(f"the photo must be an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
-        notes = []
-        if image.shape[:2] != (size, size):
-            notes.append(f"photo resized from {image.shape[1]}x{image.shape[0]} to {size}x{size}")
-            image = resize_image(image, size)
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
+        photo, x0, notes = self._photo(image)
         n = num_inference_steps
         sigmas = _edit_sigmas(n)
-        photo = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
-        dtype = next(self.model.parameters()).dtype
-        x0 = self.model.space.encode(photo.to(dtype)).float()
 
         # 1. the photo's own path: trajectory[k] = x at sigmas[k]; trajectory[n] = the photo
         src, src_notes = self._prepare([source])
@@ -370,17 +375,9 @@ class DiffusionPipeline:
         """A photo -> (the noise that regenerates it under `conditions`, that regeneration,
         metadata). The noise is at sigma = sigmas[0] of the editing schedule (Karras, sigma_max
         20, in the model's image space); `regenerate(noise, ...)` turns it back into a face."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise FaceweaveError(f"the photo must be an H x W x 3 uint8 RGB image, got {image.dtype} {image.shape}")
         self._check(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
-        notes = []
-        if image.shape[:2] != (self.size, self.size):
-            notes.append(f"photo resized from {image.shape[1]}x{image.shape[0]} to {self.size}x{self.size}")
-            image = resize_image(image, self.size)
+        _, x0, notes = self._photo(image)
         sigmas = _edit_sigmas(num_inference_steps)
-        photo = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float().div(127.5).sub(1).to(self.device)
-        x0 = self.model.space.encode(photo.to(next(self.model.parameters()).dtype)).float()
         tensors, cond_notes = self._prepare([conditions])
         denoise = self._denoiser(tensors, frozenset(g for g in conditions.given if g in MODALITY), 1.0, None, sigmas)
         noise = invert(denoise, x0, sigmas)
