@@ -52,6 +52,10 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "mixed_precision": "auto",  # "auto": bf16 on CUDA, fp32 on CPU; or "no" / "bf16" / "fp16"
 }
 
+# The `tiny` recipe every family has: a few steps on 32 px images, for tests.
+TINY_RUN: dict[str, Any] = {"size": 32, "batch_size": 4, "warmup_steps": 0, "max_steps": 20, "ckpt_every": 10,
+                            "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0}
+
 
 class ParserTask:
     """19-class face parsing: cross-entropy + soft Dice (Milletari et al. 2016, V-Net eq. 1)."""
@@ -60,9 +64,7 @@ class ParserTask:
     architectures = parser_models.PRESETS
     needs = ("image", "mask")
     presets: dict[str, dict] = {
-        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0,
-                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8,
-                 "workers": 0, "dice_weight": 0.5},
+        "tiny": {**TINY_RUN, "arch": "tiny", "lr": 3e-3, "dice_weight": 0.5},
         "s64": {"arch": "s", "size": 64, "batch_size": 32, "lr": 2e-3, "max_steps": 6_000,
                 "dice_weight": 0.5},
         "s128": {"arch": "s128", "size": 128, "batch_size": 16, "lr": 1.5e-3, "max_steps": 6_000,
@@ -104,9 +106,7 @@ class ClassifierTask:
     architectures = classifier_models.PRESETS
     needs = ("image", "attributes")
     presets: dict[str, dict] = {
-        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 3e-3, "warmup_steps": 0,
-                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8,
-                 "workers": 0},
+        "tiny": {**TINY_RUN, "arch": "tiny", "lr": 3e-3},
         "s64": {"arch": "s", "size": 64, "batch_size": 64, "lr": 2e-3, "weight_decay": 5e-4,
                 "max_steps": 3_000},
     }
@@ -172,9 +172,8 @@ class DiffusionTask:
     _DIFFUSION = {"weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "drop": 0.4, "drop_all": 0.1, "attr_keep_min": 0.2,
                   "sample_n": 8, "sample_steps": 20, "vae": None}
     presets: dict[str, dict] = {
-        "tiny": {**_DIFFUSION, "arch": "tiny", "size": 32, "batch_size": 4, "lr": 1e-3, "warmup_steps": 0,
-                 "max_steps": 20, "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 4,
-                 "workers": 0, "sample_n": 4, "sample_steps": 3, "ema_decay": 0.9},
+        "tiny": {**_DIFFUSION, **TINY_RUN, "arch": "tiny", "lr": 1e-3, "val_n": 4, "sample_n": 4,
+                 "sample_steps": 3, "ema_decay": 0.9},
         # the bundled CPU model: ~2 s per step on 2 cores
         "s64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
                 "weight_decay": 0.0, "max_steps": 12_000, "ema_decay": 0.999, "ckpt_every": 200,
@@ -343,8 +342,7 @@ class VAETask:
         return {name: VAEConfig(**kw) for name, kw in VAE_PRESETS.items()}
 
     presets: dict[str, dict] = {
-        "tiny": {"arch": "tiny", "size": 32, "batch_size": 4, "lr": 2e-3, "warmup_steps": 0, "max_steps": 20,
-                 "ckpt_every": 10, "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "kl_weight": 1e-6},
+        "tiny": {**TINY_RUN, "arch": "tiny", "lr": 2e-3, "kl_weight": 1e-6},
         "f4": {"arch": "f4", "size": 128, "batch_size": 16, "lr": 5e-4, "max_steps": 20_000, "ckpt_every": 500,
                "eval_every": 1000, "val_n": 64, "kl_weight": 1e-6},
         "f8": {"arch": "f8", "size": 256, "batch_size": 8, "lr": 5e-4, "max_steps": 40_000, "ckpt_every": 500,
