@@ -88,6 +88,31 @@ def test_train_checkpoint_resume_export(tmp_path):
     assert agree > 0.97                                      # fp16 weights, same answers
 
 
+def test_init_from_another_checkpoint(tmp_path):
+    """--set init=CKPT starts a run (here at another image size) from a checkpoint's weights."""
+    train("parser", "tiny", "facesynth:32", tmp_path / "a", overrides={"max_steps": 3}, **QUIET)
+    start = checkpoint.load(tmp_path / "a" / "last", "parser")[1]
+    # a vanishing learning rate: after one step the weights are still the initial ones
+    train("parser", "tiny", "facesynth:48", tmp_path / "b",
+          overrides={"size": 48, "max_steps": 1, "lr": 1e-12, "init": str(tmp_path / "a" / "last")}, **QUIET)
+    meta, after = checkpoint.load(tmp_path / "b" / "last", "parser")
+    assert meta["image_size"] == 48
+    convs = [k for k in start if k.endswith("weight") and start[k].ndim == 4]
+    assert convs and all(torch.allclose(start[k], after[k], atol=1e-6) for k in convs)
+    fresh = train("parser", "tiny", "facesynth:48", tmp_path / "c", overrides={"size": 48, "max_steps": 1}, **QUIET)
+    assert fresh["step"] == 1
+    fresh_w = checkpoint.load(tmp_path / "c" / "last", "parser")[1]
+    assert not all(torch.allclose(start[k], fresh_w[k], atol=1e-3) for k in convs)
+
+    with pytest.raises(FaceweaveError, match="differs from this run"):
+        train("parser", "tiny", "facesynth:32", tmp_path / "d",
+              overrides={"arch": "s", "init": str(tmp_path / "a" / "last")}, **QUIET)
+    train("classifier", "tiny", "facesynth:32", tmp_path / "clf", overrides={"max_steps": 1}, **QUIET)
+    with pytest.raises(FaceweaveError, match="classifier"):
+        train("parser", "tiny", "facesynth:32", tmp_path / "e",
+              overrides={"init": str(tmp_path / "clf" / "last")}, **QUIET)
+
+
 def test_train_on_a_unified_folder_and_the_classifier(tmp_path):
     folder = tmp_path / "fs"
     res = CliRunner().invoke(main, ["data", "synth", "--out", str(folder), "--n", "6", "--size", "32"])

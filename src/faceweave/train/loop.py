@@ -90,6 +90,18 @@ def _check_numbers(cfg: dict) -> None:
             raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
 
 
+def _init_weights(model: torch.nn.Module, cfg: dict, family: str) -> None:
+    """Start a run from another checkpoint's weights (cfg["init"]: a folder or bundled name)
+    of the same family and architecture, e.g. a 64 px model fine-tuned at 128 px."""
+    where = str(cfg["init"])
+    meta, state = checkpoint.load(where, family)
+    theirs, ours = json.loads(json.dumps(meta["config"])), json.loads(json.dumps(cfg["model"]))
+    if theirs != ours:
+        raise FaceweaveError(f"init={where}: its architecture {theirs} differs from this run's {ours}; "
+                             "pick a preset (or --set arch=...) with the same architecture")
+    checkpoint.load_into(model, state, where=where)
+
+
 def lr_at(step: int, cfg: dict) -> float:
     """Linear warmup to cfg["lr"], then cosine decay to lr * min_lr_ratio at max_steps."""
     peak, warm, total = cfg["lr"], cfg["warmup_steps"], cfg["max_steps"]
@@ -247,6 +259,8 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     _check_keys(train_set, task.needs, family, data)
     # a task may complete the model config from other checkpoints (the diffusion model's VAE)
     model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
+    if cfg.get("init") and not resume:
+        _init_weights(model, cfg, family)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
