@@ -77,3 +77,40 @@ def test_gradient_accumulation_matches_the_step_count(tmp_path):
     result = train("diffusion", "tiny", "facesynth:32", out,
                    overrides={"max_steps": 3, "grad_accum": 2, "ema_decay": 0.0}, **QUIET)
     assert result["step"] == 3 and not (out / "last" / "ema.safetensors").exists()
+
+
+def test_a_uni_modal_model_reads_only_its_modality(tmp_path):
+    """`faceweave train diffusion --modalities mask`: Collaborative Diffusion's uni-modal models."""
+    import pytest
+    from click.testing import CliRunner
+
+    from faceweave import Conditions
+    from faceweave.backends.diffusion import DiffusionPipeline
+    from faceweave.cli import main
+    from faceweave.errors import FaceweaveError
+
+    out = tmp_path / "mask-only"
+    res = CliRunner().invoke(main, ["train", "diffusion", "--preset", "tiny", "--data", "facesynth:32",
+                                    "--out", str(out), "--max-steps", "2", "--modalities", "mask", "--quiet"])
+    assert res.exit_code == 0, res.output
+    meta = checkpoint.read_config(out / "last", "diffusion")
+    assert meta["config"]["modalities"] == ["mask"]
+    assert (out / "samples").is_dir()                     # the snapshot gave it only masks
+    pipe = DiffusionPipeline.from_pretrained(out / "last", device="cpu")
+    assert pipe.modalities == ("mask",)
+    mask = np.zeros((32, 32), np.uint8)
+    assert pipe(mask=mask, seeds=[0], num_inference_steps=2, progress=False).images[0].shape == (32, 32, 3)
+    with pytest.raises(FaceweaveError, match="cannot condition on prompt"):
+        pipe(prompt="a smiling woman", seeds=[0], num_inference_steps=2, progress=False)
+    # a text-only model has no spatial input channels at all
+    text_cfg = resolve_config("diffusion", "tiny", {"modalities": ["prompt"]})
+    text_model = TASKS["diffusion"].init_model(text_cfg)
+    assert text_model.config.modalities == ("text",) and text_model.conditioner.config.spatial_channels == 0
+
+    for bad in (["train", "diffusion", "--preset", "tiny", "--data", "facesynth:32", "--out", str(tmp_path / "x"),
+                 "--modalities", "colour"],
+                ["train", "parser", "--preset", "tiny", "--data", "facesynth:32", "--out", str(tmp_path / "y"),
+                 "--modalities", "mask"]):
+        res = CliRunner().invoke(main, bad)
+        assert res.exit_code != 0 and ("unknown modalities" in res.output or "for diffusion models" in res.output)
+        assert "Traceback" not in res.output

@@ -131,8 +131,10 @@ def data_prepare(layout, src, out, size, limit, overwrite) -> None:
 @click.option("--lr", type=float, default=None, help="Peak learning rate (overrides the preset).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Any other preset key, e.g. --set ema_decay=0.999 --set weighting=p2 (JSON values).")
+@click.option("--modalities", default=None, metavar="LIST",
+              help="diffusion only: the conditions the model reads, e.g. text or mask,sketch (default: all four).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, quiet) -> None:
+def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, modalities, quiet) -> None:
     """Train a model family (parser, classifier, diffusion, vae) with a named preset.
 
     \b
@@ -140,6 +142,7 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train diffusion --preset s64 --data facesynth:64 --out runs/diffusion64
       faceweave train vae --preset f4 --data facesynth:128 --out runs/vae128
       faceweave train diffusion --preset s128 --data facesynth:128 --set vae=runs/vae128/best --out runs/d128
+      faceweave train diffusion --preset uni64 --modalities mask --data facesynth:64 --out runs/uni-mask
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --preset s64 --out runs/parser64 --resume
@@ -151,6 +154,11 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
                              "only --resume may leave it out")
     import json
     extra = _parse_pairs(settings, "--set", lambda v: _json_or_text(json, v))
+    if modalities is not None:
+        if family != "diffusion":
+            raise FaceweaveError(f"--modalities is for diffusion models, not {family}")
+        from .train.tasks import check_modalities
+        extra["modalities"] = check_modalities(modalities)
     result = train(family, preset, data, out, resume=resume, progress=not quiet,
                    overrides={**extra, "max_steps": max_steps, "batch_size": batch_size, "lr": lr})
     import os

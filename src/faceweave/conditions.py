@@ -157,6 +157,13 @@ class Conditions:
                 names.append(name)
         return tuple(names)
 
+    def only(self, fields) -> "Conditions":
+        """A copy keeping only the named fields (e.g. ("prompt", "mask")); the rest absent."""
+        keep = set(fields)
+        return Conditions(prompt=self.prompt if "prompt" in keep else None,
+                          attributes=dict(self.attributes) if "attributes" in keep else {},
+                          **{k: getattr(self, k) if k in keep else None for k in ("mask", "sketch", "image")})
+
     def digest(self) -> str:
         """A short hash of the conditions, written into every result's metadata."""
         h = hashlib.sha256()

@@ -147,6 +147,21 @@ class ClassifierTask:
         return {"score": mean, "mean_attr_acc": mean, "attr_acc": scores["attr_acc"]}
 
 
+def check_modalities(names) -> list[str]:
+    """A list of conditioner modalities ("prompt" is accepted for "text"), in canonical order."""
+    from ..errors import FaceweaveError
+    from ..models.conditioner import MODALITIES
+    if isinstance(names, str):
+        names = names.split(",")
+    wanted = {{"prompt": "text"}.get(str(n).strip().lower(), str(n).strip().lower()) for n in names}
+    wanted.discard("")
+    unknown = sorted(wanted - set(MODALITIES))
+    if unknown or not wanted:
+        raise FaceweaveError(f"unknown modalities {unknown or names!r}; choose from {', '.join(MODALITIES)} "
+                             "(comma-separated, e.g. --modalities text)")
+    return [m for m in MODALITIES if m in wanted]
+
+
 class DiffusionTask:
     """The conditional denoiser (Giambi & Lisanti 2023 + text and sketch): EDM denoising loss
     with a configurable weighting, every modality dropped per sample so one model learns
@@ -164,6 +179,8 @@ class DiffusionTask:
         sample_n, sample_steps   the grid drawn at each validation (OUT/samples/)
         vae            None (pixels) or a VAE checkpoint (`faceweave train vae`): latent diffusion;
                        the VAE's weights are copied into the model, so its checkpoints stand alone
+        modalities     None (all four) or a list, e.g. ["text"]: a model that reads only those
+                       (Collaborative Diffusion's uni-modal models; preset uni64 suits one)
     """
 
     family = "diffusion"
@@ -176,7 +193,7 @@ class DiffusionTask:
     needs = ("image", "attributes", "captions", "mask", "sketch")
     unused_parameters = True      # a batch with a modality dropped everywhere leaves its encoder idle
     _DIFFUSION = {"weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "drop": 0.4, "drop_all": 0.1, "attr_keep_min": 0.2,
-                  "sample_n": 8, "sample_steps": 20, "vae": None}
+                  "sample_n": 8, "sample_steps": 20, "vae": None, "modalities": None}
     presets: dict[str, dict] = {
         "tiny": {**_DIFFUSION, **TINY_RUN, "arch": "tiny", "lr": 1e-3, "val_n": 4, "sample_n": 4,
                  "sample_steps": 3, "ema_decay": 0.9},
@@ -188,6 +205,11 @@ class DiffusionTask:
         "s128": {**_DIFFUSION, "arch": "s128", "size": 128, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
                  "weight_decay": 0.0, "max_steps": 20_000, "ema_decay": 0.999, "ckpt_every": 500,
                  "eval_every": 1000, "val_n": 64},
+        # a uni-modal model (give --modalities): its one condition dropped in 15 % of samples
+        # (the unconditional prediction guidance needs), never all four at once
+        "uni64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
+                  "weight_decay": 0.0, "max_steps": 12_000, "ema_decay": 0.999, "ckpt_every": 200,
+                  "eval_every": 500, "log_every": 25, "val_n": 64, "drop": 0.15, "drop_all": 0.0},
         # GPUs (bf16): the same recipe, a bigger UNet and batch
         "b64": {**_DIFFUSION, "arch": "b64", "size": 64, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
                 "weight_decay": 0.0, "max_steps": 100_000, "ema_decay": 0.9999, "ckpt_every": 1000,
@@ -202,12 +224,15 @@ class DiffusionTask:
         return ConditionalDenoiser(DenoiserConfig(**config))
 
     def init_model(self, cfg: dict) -> nn.Module:
-        """The model for a run: with cfg["vae"], the VAE's config goes into the model config
-        (latent side and channels follow from it) and its trained weights into the model."""
+        """The model for a run: cfg["modalities"] restricts what it reads; with cfg["vae"], the
+        VAE's config goes into the model config (latent side and channels follow from it) and
+        its trained weights into the model."""
+        from ..errors import FaceweaveError
+        if cfg.get("modalities"):
+            cfg["model"] = {**cfg["model"], "modalities": check_modalities(cfg["modalities"])}
         if not cfg.get("vae"):
             return self.build(cfg["model"])
         from .. import checkpoint
-        from ..errors import FaceweaveError
         meta, state = checkpoint.load(cfg["vae"], "vae")
         vae_cfg = meta["config"]
         factor = 2 ** (len(vae_cfg["mults"]) - 1)
@@ -319,7 +344,9 @@ class DiffusionTask:
                                     mask=batch["mask"][i].cpu().numpy().astype(np.uint8),
                                     sketch=(batch["sketch"][i, 0].cpu().numpy() * 255).astype(np.uint8)))
         pipe = DiffusionPipeline(model, text_encoder=self.text(), device=batch["image"].device)
-        images = pipe(conditions=conds, seeds=list(range(n)), num_inference_steps=int(cfg["sample_steps"]),
+        # a uni-modal model is given only its own condition
+        images = pipe(conditions=[c.only(pipe.modalities) for c in conds], seeds=list(range(n)),
+                      num_inference_steps=int(cfg["sample_steps"]),
                       guidance_scale=1.0, progress=False).images
         model.eval()
         rows = []
