@@ -95,9 +95,10 @@ def tiny_checkpoints(tmp_path_factory):
 # --- backends ------------------------------------------------------------------------------
 
 def test_registry_errors_name_the_available_backends():
-    with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: copy"):
+    with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: collab, copy"):
         get_backend("nope")
-    with pytest.raises(FaceweaveError, match="'gan' is not implemented yet; available backends: copy, diffusion"):
+    with pytest.raises(FaceweaveError,
+                       match="'gan' is not implemented yet; available backends: collab, copy, diffusion"):
         get_backend("gan")
     with pytest.raises(FaceweaveError, match="no model"):
         get_backend("copy", model="some/checkpoint")
@@ -251,7 +252,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_checkpoints, tmp_path):
     parser, classifier = tiny_checkpoints
     common = ["--parser", parser, "--classifier", classifier, "--size", SIZE, "--quiet"]
     cases = [
-        (["--backend", "nope", "--out", tmp_path / "a"], "unknown backend 'nope'; available backends: copy"),
+        (["--backend", "nope", "--out", tmp_path / "a"], "unknown backend 'nope'; available backends: collab, copy"),
         (["--backend", "gan", "--out", tmp_path / "a"], "not implemented yet"),
         (["--backend", "copy", "--n", 0, "--out", tmp_path / "a"], "at least 2 per side"),
         (["--backend", "copy", "--given", "prompt,colour", "--out", tmp_path / "a"], "unknown modality 'colour'"),

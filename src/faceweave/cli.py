@@ -133,9 +133,12 @@ def data_prepare(layout, src, out, size, limit, overwrite) -> None:
               help="Any other preset key, e.g. --set ema_decay=0.999 --set weighting=p2 (JSON values).")
 @click.option("--modalities", default=None, metavar="LIST",
               help="diffusion only: the conditions the model reads, e.g. text or mask,sketch (default: all four).")
+@click.option("--collaborators", default=None, metavar="NAME=CKPT,...",
+              help="collab only: the frozen uni-modal models, e.g. text=runs/uni-text/best,mask=runs/uni-mask/best.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, modalities, quiet) -> None:
-    """Train a model family (parser, classifier, diffusion, vae) with a named preset.
+def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, modalities, collaborators,
+              quiet) -> None:
+    """Train a model family (parser, classifier, diffusion, vae, collab) with a named preset.
 
     \b
     Example:
@@ -143,6 +146,8 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train vae --preset f4 --data facesynth:128 --out runs/vae128
       faceweave train diffusion --preset s128 --data facesynth:128 --set vae=runs/vae128/best --out runs/d128
       faceweave train diffusion --preset uni64 --modalities mask --data facesynth:64 --out runs/uni-mask
+      faceweave train collab --preset s64 --data facesynth:64 --out runs/collab64 \\
+          --collaborators text=runs/uni-text/best,mask=runs/uni-mask/best
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --preset s64 --out runs/parser64 --resume
@@ -159,6 +164,11 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
             raise FaceweaveError(f"--modalities is for diffusion models, not {family}")
         from .train.tasks import check_modalities
         extra["modalities"] = check_modalities(modalities)
+    if collaborators is not None:
+        if family != "collab":
+            raise FaceweaveError(f"--collaborators is for faceweave train collab, not {family}")
+        from .train.tasks import parse_collaborators
+        extra["collaborators"] = parse_collaborators(collaborators)
     result = train(family, preset, data, out, resume=resume, progress=not quiet,
                    overrides={**extra, "max_steps": max_steps, "batch_size": batch_size, "lr": lr})
     import os
@@ -332,7 +342,8 @@ def _condition_panels(cond, size: int):
 @click.option("--sketch", default=None, type=click.Path(dir_okay=False), help="Line drawing (any polarity).")
 @click.option("--attr", "attrs", multiple=True, metavar="NAME=0|1",
               help="A CelebA attribute, e.g. --attr Smiling=1 --attr Eyeglasses=0 (repeatable).")
-@click.option("--backend", default="diffusion", show_default=True, help="Generation backend.")
+@click.option("--backend", default=None,
+              help="Generation backend: diffusion or collab  [default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: the backend's bundled model]")
 @click.option("--seeds", default="0-3", show_default=True, help="Seeds, one image each: 0-3, 0,5,7 or 0-2,10.")
 @click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")
@@ -344,12 +355,16 @@ def _condition_panels(cond, size: int):
               type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]), help="ODE sampler.")
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
+@click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
+              help="collab: the dynamic diffuser's maps or the naive average of the collaborators  [default: learned]")
+@click.option("--save-influence", is_flag=True,
+              help="collab: write OUT/influence.png (rows = collaborators, columns = steps; first 4 seeds).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: SEED.png per seed, grid.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler,
-                 palette, out, overwrite, quiet) -> None:
+                 mixing, save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -361,27 +376,43 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --prompt "a smiling woman with blond hair" \\
           --mask /tmp/fs/masks/000000.png --seeds 0-3 --out out/
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
+      faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
+          --save-influence --out out3/
     """
     import numpy as np
 
+    from . import checkpoint
     from .backends.base import backend_name
     from .data.sheet import image_grid
     from .io import write_png
 
-    backend = backend_name(backend)
-    if backend != "diffusion":
-        raise FaceweaveError(f"faceweave generate runs --backend diffusion (the {backend!r} backend is "
-                             "for evaluation only); drop --backend")
+    if backend is not None:
+        backend = backend_name(backend)
+        if backend not in ("diffusion", "collab"):
+            raise FaceweaveError(f"faceweave generate runs --backend diffusion or collab (the {backend!r} "
+                                 "backend is for evaluation only)")
     if scales and guidance is not None:
         raise FaceweaveError("give either --guidance (one scale) or --scale MODALITY=W (per modality), not both")
     cond = _read_conditions(prompt, mask, sketch, attrs, palette)
     seed_list = _parse_seeds(seeds)
     scale = _parse_pairs(scales, "--scale", float) if scales else (2.0 if guidance is None else guidance)
     import faceweave
-    pipe = faceweave.load(model or "diffusion")
+    family = checkpoint.read_config(model)["family"] if model else (backend or "diffusion")
+    if backend is not None and family != backend:
+        raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
+                             f"drop --backend or pass a {backend} checkpoint")
+    if family != "collab" and (mixing or save_influence):
+        raise FaceweaveError("--mixing and --save-influence apply to --backend collab only; drop them")
+    pipe = faceweave.load(model or family)
+    extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else {}
     result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=steps, guidance_scale=scale,
-                  sampler=sampler, progress=not quiet)
+                  sampler=sampler, progress=not quiet, **extra)
     out = _prepare_out(out, overwrite)
+    if save_influence:
+        from .backends.collab import influence_picture
+        pictures = [influence_picture(maps, pipe.names, image)
+                    for maps, image in zip(result.influence[:4], result.images)]
+        write_png(out / "influence.png", np.concatenate(pictures, 0))
     for seed, image in zip(seed_list, result.images):
         write_png(out / f"{seed:06d}.png", image)
     size = result.images[0].shape[0]
@@ -553,13 +584,15 @@ def _psnr(a, b) -> float:
 @click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
+@click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
+              help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
 @click.option("--edit", "edit_task", is_flag=True,
               help="Score editing instead (hairstyle edits of held-out faces: reconstruction, preservation "
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, batch_size, edit_task,
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, mixing, batch_size, edit_task,
                  quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
@@ -570,6 +603,7 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     Example:
       faceweave evaluate --backend copy --n 64 --size 64 --out runs/eval_copy
       faceweave evaluate --backend diffusion --given prompt,mask --n 500 --steps 20 --guidance 2
+      faceweave evaluate --backend collab --mixing average --given prompt,mask --n 500
     """
     from .backends import backend_name
     from .eval.evaluate import METRICS, run_evaluation
@@ -578,7 +612,11 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     if bank_size is not None and backend != "copy":
         raise FaceweaveError("--bank-size applies to --backend copy only; drop it")
     options = {} if bank_size is None else {"bank_size": bank_size}
-    if backend == "diffusion":
+    if mixing is not None:
+        if backend != "collab":
+            raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
+        options["mixing"] = mixing
+    if backend in ("diffusion", "collab"):
         if scales and guidance is not None:
             raise FaceweaveError("give either --guidance or --scale MODALITY=W, not both")
         if steps is not None:
@@ -586,7 +624,8 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         if scales or guidance is not None:
             options["guidance"] = _parse_pairs(scales, "--scale", float) if scales else guidance
     elif steps is not None or guidance is not None or scales:
-        raise FaceweaveError(f"--steps/--guidance/--scale apply to --backend diffusion, not {backend}; drop them")
+        raise FaceweaveError(f"--steps/--guidance/--scale apply to --backend diffusion or collab, not {backend}; "
+                             "drop them")
     if edit_task:
         from .backends import get_backend
         from .eval.editing import EDIT_STEPS, evaluate_editing, write_editing

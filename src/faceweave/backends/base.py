@@ -75,9 +75,10 @@ class Backend(abc.ABC):
 _REGISTRY: dict[str, str] = {
     "copy": "faceweave.backends.copy:CopyBackend",
     "diffusion": "faceweave.backends.diffusion:DiffusionBackend",
+    "collab": "faceweave.backends.collab:CollabBackend",
 }
 # Backends of the design that later issues add; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("collab", "gan", "ddgi", "stylize")
+_PLANNED: tuple[str, ...] = ("gan", "ddgi", "stylize")
 
 
 def available_backends() -> list[str]:

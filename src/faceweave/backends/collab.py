@@ -1,0 +1,355 @@
+"""Backend `collab`: Collaborative Diffusion (Huang et al., CVPR 2023).
+
+Uni-modal diffusion models, trained separately (`faceweave train diffusion --modalities
+text`, `... mask`), are frozen collaborators; a small dynamic diffuser (models/diffuser.py)
+predicts per step and per pixel how much each one decides, and their guided predictions
+are mixed with those weights.
+
+    import faceweave
+    pipe = faceweave.load("collab")                  # a collab checkpoint (it names its collaborators)
+    out = pipe(prompt="a smiling woman", mask=mask, seeds=[0, 1], return_influence=True)
+    out.images[0], out.influence[0]                  # (k, steps, h, w) mixing weights per seed
+    influence_picture(out.influence[0], pipe.names)  # rows = collaborators, columns = steps
+
+`mixing="average"` replaces the learned maps by equal weights for the collaborators whose
+condition is given: the paper's naive-average ablation, on exactly the same models.
+A collaborator whose condition is absent from a sample is left out of that sample's
+softmax; one whose condition is absent from the whole batch is not evaluated at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from .. import checkpoint
+from ..conditions import Conditions
+from ..diffusion import guidance as guidance_lib
+from ..diffusion.samplers import SCHEDULES, get_sampler
+from ..errors import FaceweaveError
+from ..io import resize_image
+from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
+from .base import Backend
+from .diffusion import MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8
+
+FAMILY = "collab"
+DEFAULT_MODEL = "collab-64"
+MIXINGS = ("learned", "average")
+FIELD = {m: f for f, m in MODALITY.items()}          # conditioner modality -> Conditions field
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a model's weights as fp16 (so a checkpoint and its fp16 export agree)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.is_floating_point():
+            t = t.to(torch.float16)
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipeline, str]:
+    """A frozen uni-modal diffusion model (folder, bundled name, or a path relative to the collab
+    checkpoint that names it) and the fingerprint of its weights."""
+    path = Path(ref)
+    if base is not None and not path.is_absolute() and not path.exists() and (base / path).exists():
+        path = base / path
+    meta, state = checkpoint.load(path if path.exists() else ref, "diffusion")
+    pipe = DiffusionPipeline.from_pretrained(meta["path"], device="cpu")
+    pipe.model.requires_grad_(False)
+    return pipe, fingerprint(state)
+
+
+def check_compatible(pipes: dict[str, DiffusionPipeline]) -> None:
+    """Collaborators mix predictions of the same x_t: same side, channels, space and sigma_data."""
+    first_name, first = next(iter(pipes.items()))
+    key = _space_key(first)
+    for name, pipe in pipes.items():
+        if _space_key(pipe) != key:
+            raise FaceweaveError(f"collaborators {first_name!r} and {name!r} work on different images "
+                                 f"({_describe(first)} vs {_describe(pipe)}); collaborators must share "
+                                 "resolution, channels and autoencoder")
+
+
+def _space_key(pipe: DiffusionPipeline) -> tuple:
+    cfg = pipe.model.config
+    return cfg.size, cfg.channels, cfg.sigma_data, repr(cfg.vae)
+
+
+def _describe(pipe: DiffusionPipeline) -> str:
+    cfg = pipe.model.config
+    return f"{pipe.size} px, {cfg.channels} channels at {cfg.size} px" + (", latent" if cfg.vae else "")
+
+
+@dataclasses.dataclass
+class CollabOutput(PipelineOutput):
+    influence: list[np.ndarray] | None = None     # per image: (k, steps, h, w) float16 weights
+
+
+class CollabPipeline:
+    """Frozen collaborators + a dynamic diffuser (or none: the naive average)."""
+
+    def __init__(self, collaborators: dict[str, DiffusionPipeline], diffuser: DynamicDiffuser | None = None,
+                 meta: dict | None = None, device: str | torch.device = "cpu"):
+        if len(collaborators) < 2:
+            raise FaceweaveError(f"Collaborative Diffusion needs two or more collaborators, got {len(collaborators)}")
+        check_compatible(collaborators)
+        if diffuser is not None and list(collaborators) != diffuser.config.names:
+            raise FaceweaveError(f"the influence network was trained for collaborators {diffuser.config.names}, "
+                                 f"got {list(collaborators)}; train one for these with faceweave train collab")
+        self.device = torch.device(device)
+        self.collaborators = collaborators
+        shared = None
+        for pipe in collaborators.values():
+            pipe.model.to(self.device).eval()
+            pipe.device = self.device
+            shared = shared or pipe._text_encoder
+        for pipe in collaborators.values():           # one text encoder for all
+            pipe._text_encoder = shared
+        self._first = next(iter(collaborators.values()))
+        self.diffuser = None if diffuser is None else diffuser.to(self.device).eval()
+        self.meta = meta or {}
+        self.size = self._first.size
+        self.names = list(collaborators)
+        self.config = diffuser.config if diffuser is not None else DiffuserConfig(
+            collaborators=[{"name": n, "modalities": list(p.model.config.modalities), "model": str(p.meta.get("path"))}
+                           for n, p in collaborators.items()],
+            channels=self._first.model.config.channels, size=self._first.model.config.size)
+
+    # -- loading ----------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL,
+                        device: str | torch.device | None = None) -> "CollabPipeline":
+        meta, state = checkpoint.load(name_or_path, FAMILY)
+        try:
+            config = DiffuserConfig(**meta["config"])
+        except (TypeError, ValueError) as exc:
+            raise FaceweaveError(f"{meta['path']}: config.json does not describe a dynamic diffuser ({exc})") from None
+        pipes = {}
+        for c in config.collaborators:
+            pipe, fp = load_collaborator(c["model"], base=Path(meta["path"]))
+            if c.get("fingerprint") and fp != c["fingerprint"]:
+                raise FaceweaveError(f"collaborator {c['name']!r} ({c['model']}) is not the model this influence "
+                                     f"network was trained with (weights {fp}, expected {c['fingerprint']}); "
+                                     "retrain it with faceweave train collab --collaborators ...")
+            if list(pipe.model.config.modalities) != c["modalities"]:
+                raise FaceweaveError(f"collaborator {c['name']!r} reads {list(pipe.model.config.modalities)}, "
+                                     f"the influence network expects {c['modalities']}")
+            pipes[c["name"]] = pipe
+        diffuser = DynamicDiffuser(config)
+        checkpoint.load_into(diffuser, state, where=meta["path"])
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(pipes, diffuser, meta=meta, device=device)
+
+    @classmethod
+    def from_collaborators(cls, models: dict[str, str], device: str | torch.device = "cpu") -> "CollabPipeline":
+        """The naive average of uni-modal checkpoints ({name: folder or bundled name}), no diffuser."""
+        return cls({name: load_collaborator(ref)[0] for name, ref in models.items()}, None, device=device)
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The Conditions fields some collaborator reads."""
+        read = {m for p in self.collaborators.values() for m in p.model.config.modalities}
+        return tuple(f for f, m in MODALITY.items() if m in read)
+
+    # -- sampling -----------------------------------------------------------------------------
+    def _scales(self, guidance_scale, given: set[str]) -> dict[str, float]:
+        """One guidance scale per collaborator: a float for all, or {collaborator or modality: scale}."""
+        if not isinstance(guidance_scale, dict):
+            guidance_lib.check_guidance(guidance_scale, given)
+            return {n: guidance_scale for n in self.names}
+        out = {n: 1.0 for n in self.names}            # unnamed: conditioned, not guided
+        for key, value in guidance_scale.items():
+            k = {"prompt": "text"}.get(str(key).strip().lower(), str(key).strip().lower())
+            hits = [n for n, p in self.collaborators.items() if k == n or k in p.model.config.modalities]
+            if not hits:
+                raise FaceweaveError(f"guidance scale for {key!r}: no collaborator of that name or modality "
+                                     f"(collaborators: {', '.join(self.names)})")
+            guidance_lib.check_guidance(value, given)
+            for n in hits:
+                out[n] = value
+        return out
+
+    def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
+                 mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
+                 seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
+                 num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
+                 sampler: str = "dpmpp_2m", schedule: str = "karras", mixing: str = "learned",
+                 batch_size: int = 16, callback: Callable | None = None, progress: bool = True,
+                 return_influence: bool = False, output_type: str = "np") -> CollabOutput:
+        """Generate one image per seed (same arguments as DiffusionPipeline). guidance_scale: a
+        float for every collaborator (each guided against its own unconditional prediction) or
+        {collaborator name or modality: scale}. mixing: "learned" (the dynamic diffuser) or
+        "average". return_influence: keep the mixing weights of every step."""
+        seeds = [int(s) for s in seeds]
+        if not seeds or any(s < 0 for s in seeds):
+            raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
+        if mixing not in MIXINGS:
+            raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
+        if mixing == "learned" and self.diffuser is None:
+            raise FaceweaveError("this pipeline has no influence network (built from collaborators only); "
+                                 "use mixing='average' or load a collab checkpoint")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output_type not in ("np", "pt"):
+            raise FaceweaveError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if conditions is None:
+            conditions = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
+        conds = [conditions] * len(seeds) if isinstance(conditions, Conditions) else list(conditions)
+        if len(conds) != len(seeds):
+            raise FaceweaveError(f"{len(conds)} conditions but {len(seeds)} seeds; pass one seed per condition")
+        given = {g for c in conds for g in c.given}
+        unread = sorted(given - set(self.modalities))
+        if unread:
+            raise FaceweaveError(f"no collaborator reads {', '.join(unread)}; the collaborators "
+                                 f"({', '.join(self.names)}) read {', '.join(self.modalities)}")
+        self._first._check(num_inference_steps, sampler, schedule, 1.0, None, given)
+        scales = self._scales(guidance_scale, given)
+        sigmas = SCHEDULES[schedule](num_inference_steps)
+        from tqdm import tqdm
+        bar = tqdm(total=len(seeds) * num_inference_steps, disable=not progress, desc="generate (collab)",
+                   unit="step", dynamic_ncols=True, leave=False)
+        settings = {"backend": FAMILY, "model": self.meta.get("path"), "collaborators": self.names,
+                    "mixing": mixing, "steps": num_inference_steps, "sampler": sampler, "schedule": schedule,
+                    "guidance_scale": scales}
+        images, metadata, influence = [], [], []
+        try:
+            for start in range(0, len(seeds), batch_size):
+                chunk, chunk_seeds = conds[start:start + batch_size], seeds[start:start + batch_size]
+                t0 = time.perf_counter()
+                x0, notes, maps = self._sample(chunk, chunk_seeds, sigmas, sampler, scales, mixing,
+                                               callback, bar, return_influence)
+                per_image = (time.perf_counter() - t0) / len(chunk)
+                images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
+                if return_influence:
+                    influence.extend(maps)
+                for c, s, note in zip(chunk, chunk_seeds, notes):
+                    metadata.append({"seed": s, **settings, "given": list(c.given), "prompt": c.prompt,
+                                     "attributes": c.attributes, "conditions": c.digest(),
+                                     "sec_per_image": round(per_image, 4), "notes": note})
+        finally:
+            bar.close()
+        return CollabOutput(images, metadata, influence if return_influence else None)
+
+    @torch.no_grad()
+    def _sample(self, conds, seeds, sigmas, sampler, scales, mixing, callback, bar, keep_maps):
+        tensors, notes = self._first._prepare(conds)
+        given = frozenset(g for c in conds for g in c.given if g in MODALITY)
+        sigmas = sigmas.to(torch.float64)
+        steps = len(sigmas) - 1
+        index = {round(float(s), 8): i for i, s in enumerate(sigmas)}
+        # each collaborator sees only its own modalities; one with none of them given sits out
+        denoisers, used = [], []
+        for k, (name, pipe) in enumerate(self.collaborators.items()):
+            own = set(pipe.model.config.modalities)
+            own_given = frozenset(g for g in given if MODALITY[g] in own)
+            if not own_given:
+                continue
+            mine = {**tensors, "present": {m: p if m in own else torch.zeros_like(p)
+                                           for m, p in tensors["present"].items()}}
+            denoisers.append(pipe._denoiser(mine, own_given, scales[name], None, sigmas))
+            used.append(k)
+        active = active_collaborators(self.config, tensors["present"])[:, used]
+        n = len(conds)
+        maps = torch.zeros(n, len(self.names), steps, self.config.size, self.config.size, dtype=torch.float16) \
+            if keep_maps else None
+
+        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+            preds = [d(x, sigma) for d in denoisers]
+            if len(preds) == 1:
+                w = torch.ones(n, 1, *x.shape[2:], device=x.device)
+            elif mixing == "average":
+                a = (active | ~active.any(1, keepdim=True)).float()
+                w = (a / a.sum(1, keepdim=True))[:, :, None, None].expand(-1, -1, *x.shape[2:])
+            else:
+                w = self.diffuser.weights(x, float(sigma), tensors, active, [self.names[k] for k in used])
+            if maps is not None:
+                i = index.get(round(float(sigma), 8), 0)
+                if i < steps:
+                    maps[:, used, i] = w.to(maps.dtype).cpu()
+            return mix(preds, w).to(x.dtype)
+
+        def step_callback(i, sigma, xi, denoised):
+            bar.update(n)
+            if callback is not None:
+                callback(i, sigma, xi, denoised)
+
+        x = self._first.initial_noise(seeds) * float(sigmas[0])
+        kwargs = {}
+        if sampler == "ddim":
+            gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+            kwargs["noise"] = lambda i: torch.stack([torch.randn(x.shape[1:], generator=g)
+                                                     for g in gens]).to(self.device)
+        x0 = get_sampler(sampler)(denoise, x, sigmas, callback=step_callback, **kwargs)
+        image = self._first.model.space.decode(x0).clamp(-1, 1)
+        return image, notes, ([m.numpy() for m in maps] if maps is not None else None)
+
+
+# -- pictures -----------------------------------------------------------------------------------
+def _heat(values: np.ndarray) -> np.ndarray:
+    """[0, 1] -> RGB along dark blue - teal - yellow (a perceptually ordered ramp)."""
+    stops = np.array([[20, 20, 60], [40, 90, 150], [40, 160, 140], [150, 210, 80], [250, 230, 40]], np.float32)
+    pos = np.clip(values, 0, 1) * (len(stops) - 1)
+    lo = np.floor(pos).astype(int).clip(0, len(stops) - 2)
+    frac = (pos - lo)[..., None]
+    return (stops[lo] * (1 - frac) + stops[lo + 1] * frac).round().astype(np.uint8)
+
+
+def influence_picture(influence: np.ndarray, names: Sequence[str], image: np.ndarray | None = None,
+                      columns: int = 8, cell: int = 64) -> np.ndarray:
+    """Rows = collaborators, columns = sampling steps (evenly picked, first and last kept):
+    bright = this collaborator decides this pixel at this step. The generated image, when
+    given, closes every row."""
+    from PIL import Image, ImageDraw
+
+    k, steps = influence.shape[:2]
+    picks = sorted({int(round(i)) for i in np.linspace(0, steps - 1, min(columns, steps))})
+    label_w, head_h, pad = 72, 16, 2
+    ncols = len(picks) + (image is not None)
+    canvas = Image.new("RGB", (label_w + ncols * (cell + pad), head_h + k * (cell + pad)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, step in enumerate(picks):
+        draw.text((label_w + j * (cell + pad) + 2, 2), f"step {step + 1}", fill=(0, 0, 0))
+    if image is not None:
+        draw.text((label_w + len(picks) * (cell + pad) + 2, 2), "result", fill=(0, 0, 0))
+    for r in range(k):
+        y = head_h + r * (cell + pad)
+        draw.text((2, y + cell // 2 - 5), str(names[r])[:11], fill=(0, 0, 0))
+        for j, step in enumerate(picks):
+            tile = Image.fromarray(_heat(influence[r, step].astype(np.float32))).resize((cell, cell), Image.NEAREST)
+            canvas.paste(tile, (label_w + j * (cell + pad), y))
+        if image is not None:
+            canvas.paste(Image.fromarray(resize_image(image, cell)), (label_w + len(picks) * (cell + pad), y))
+    return np.asarray(canvas)
+
+
+class CollabBackend(Backend):
+    """The registry face of CollabPipeline: generate(conditions, seeds, size)."""
+
+    name = FAMILY
+    accepts = tuple(MODALITY)
+
+    def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
+                 mixing: str = "learned", sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False):
+        self.pipe = CollabPipeline.from_pretrained(model or DEFAULT_MODEL)
+        self.accepts = self.pipe.modalities
+        if mixing not in MIXINGS:
+            raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
+        self.options = {"num_inference_steps": steps, "guidance_scale": guidance, "mixing": mixing,
+                        "sampler": sampler, "batch_size": batch_size, "progress": progress}
+
+    def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
+        out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images
+        return out if size == self.pipe.size else [resize_image(im, size) for im in out]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
+                "collaborators": self.pipe.names, **{k: v for k, v in self.options.items() if k != "progress"}}

@@ -1,0 +1,195 @@
+"""Collaborative Diffusion: the dynamic diffuser, its training with frozen uni-modal models,
+the pipeline (influence maps, naive average, subsets), the CLI and the bad inputs."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from faceweave import Conditions, checkpoint
+from faceweave.backends import get_backend
+from faceweave.backends.collab import CollabPipeline, fingerprint, influence_picture
+from faceweave.backends.diffusion import DiffusionPipeline
+from faceweave.cli import main
+from faceweave.errors import FaceweaveError
+from faceweave.models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
+from faceweave.train import export, train
+
+QUIET = {"progress": False}
+FAST = {"num_inference_steps": 3, "progress": False}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Two tiny uni-modal models (text, mask) and a diffuser trained on them for a few steps."""
+    root = tmp_path_factory.mktemp("collab")
+    for m in ("text", "mask"):
+        train("diffusion", "tiny", "facesynth:32", root / m, overrides={"max_steps": 2, "modalities": [m]}, **QUIET)
+    refs = {"text": str(root / "text" / "last"), "mask": str(root / "mask" / "last")}
+    train("collab", "tiny", "facesynth:32", root / "collab", overrides={"max_steps": 4, "lr": 3e-2,
+                                                                         "collaborators": refs}, **QUIET)
+    return root
+
+
+def _mask(seed=0):
+    from faceweave.synth import render
+    return render(seed, 0, size=32).mask
+
+
+def test_an_untrained_diffuser_is_the_naive_average_and_weights_are_a_softmax():
+    cfg = DiffuserConfig(collaborators=[{"name": "t", "modalities": ["text"]}, {"name": "m", "modalities": ["mask"]},
+                                        {"name": "s", "modalities": ["sketch"]}], size=16, width=8, emb_dim=16)
+    net = DynamicDiffuser(cfg)
+    x, sigma = torch.randn(3, 3, 16, 16), torch.tensor([0.1, 1.0, 10.0])
+    cond = {"text": torch.randn(3, 5, 384), "text_mask": torch.ones(3, 5, dtype=torch.bool),
+            "mask": torch.randint(0, 19, (3, 16, 16)), "sketch": torch.rand(3, 1, 16, 16)}
+    preds = [torch.randn(3, 3, 16, 16) for _ in range(3)]
+    assert torch.allclose(net(x, sigma, cond, preds), sum(preds) / 3, atol=1e-6)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    present = {"text": torch.tensor([True, True, False]), "mask": torch.tensor([True, False, False]),
+               "sketch": torch.tensor([False, False, False]), "attributes": torch.zeros(3, dtype=torch.bool)}
+    active = active_collaborators(cfg, present)
+    assert active.tolist() == [[True, True, False], [True, False, False], [False, False, False]]
+    w = net.weights(x, sigma, cond, active)
+    assert torch.allclose(w.sum(1), torch.ones(3, 16, 16), atol=1e-5)
+    assert (w[0, 2] == 0).all() and not torch.allclose(w[0, 0], w[0, 1])      # learned, spatially varying
+    assert torch.allclose(w[1, 0], torch.ones(16, 16))                        # the only one present decides
+    assert torch.allclose(w[2].sum(0), torch.ones(16, 16), atol=1e-5)        # none present: all of them
+    assert torch.allclose(mix(preds, w)[1], preds[0][1], atol=1e-6)
+
+
+def test_train_writes_samples_influence_and_resumes(runs, tmp_path):
+    out = runs / "collab"
+    meta = checkpoint.read_config(out / "last", "collab")
+    specs = meta["config"]["collaborators"]
+    assert [c["name"] for c in specs] == ["text", "mask"] and [c["modalities"] for c in specs] == [["text"], ["mask"]]
+    _, state = checkpoint.load(runs / "text" / "last")
+    assert specs[0]["fingerprint"] == fingerprint(state)
+    assert {p.name for p in (out / "samples").iterdir()} == {"step_0000004.png", "step_0000004_influence.png"}
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [x for x in lines if x["kind"] == "val"][-1]
+    assert {"val_loss", "val_loss_average", "val_loss_text", "val_loss_mask"} <= set(val)
+    copy = tmp_path / "again"
+    shutil.copytree(out, copy)
+    assert train("collab", "tiny", None, copy, resume=True, overrides={"max_steps": 5}, **QUIET)["step"] == 5
+
+
+def test_pipeline_influence_batch_identity_and_subsets(runs):
+    pipe = CollabPipeline.from_pretrained(runs / "collab" / "last", device="cpu")
+    assert pipe.names == ["text", "mask"] and pipe.modalities == ("prompt", "mask")
+    mask = _mask()
+    out = pipe(prompt="a smiling woman", mask=mask, seeds=[3, 4], return_influence=True, **FAST)
+    assert len(out.images) == 2 and out.images[0].shape == (32, 32, 3)
+    maps = out.influence[0]
+    assert maps.shape == (2, 3, 32, 32) and np.allclose(maps.astype(np.float32).sum(0), 1, atol=2e-3)
+    assert out.metadata[0]["mixing"] == "learned" and out.metadata[0]["collaborators"] == ["text", "mask"]
+    single = pipe(prompt="a smiling woman", mask=mask, seeds=[4], **FAST).images[0]
+    assert np.abs(single.astype(int) - out.images[1].astype(int)).max() <= 1
+
+    average = pipe(prompt="a smiling woman", mask=mask, seeds=[3], mixing="average", return_influence=True, **FAST)
+    assert np.allclose(average.influence[0].astype(np.float32), 0.5)
+    assert np.abs(average.images[0].astype(int) - out.images[0].astype(int)).max() > 0   # the maps matter
+
+    # prompt only: the mask model sits out and the result is the text model's own
+    alone = pipe(prompt="a smiling woman", seeds=[3], return_influence=True, **FAST)
+    text_only = DiffusionPipeline.from_pretrained(runs / "text" / "last", device="cpu")
+    ref = text_only(prompt="a smiling woman", seeds=[3], **FAST).images[0]
+    assert np.abs(alone.images[0].astype(int) - ref.astype(int)).max() <= 1
+    assert (alone.influence[0][1] == 0).all() and (alone.influence[0][0] == 1).all()
+
+    picture = influence_picture(out.influence[0], pipe.names, out.images[0])
+    assert picture.ndim == 3 and picture.shape[0] >= 2 * 64 and picture.dtype == np.uint8
+
+
+def test_backend_and_cli(runs, tmp_path):
+    backend = get_backend("collab", model=str(runs / "collab" / "last"), steps=2)
+    images = backend.generate([Conditions(prompt="a bald man", mask=_mask(1))], seeds=[0], size=64)
+    assert images[0].shape == (64, 64, 3)
+    assert backend.describe()["collaborators"] == ["text", "mask"]
+    with pytest.raises(FaceweaveError, match="cannot condition on sketch"):
+        backend.generate([Conditions(sketch=np.zeros((32, 32), np.uint8))], seeds=[0], size=32)
+
+    from faceweave.io import write_png
+    write_png(tmp_path / "mask.png", _mask(2))
+    res = CliRunner().invoke(main, ["generate", "--backend", "collab", "--model", str(runs / "collab" / "last"),
+                                    "--prompt", "a smiling woman", "--mask", str(tmp_path / "mask.png"),
+                                    "--seeds", "0-1", "--steps", "2", "--save-influence", "--quiet",
+                                    "--out", str(tmp_path / "gen")])
+    assert res.exit_code == 0, res.output
+    assert {"000000.png", "000001.png", "grid.png", "meta.json", "influence.png"} <= \
+        {p.name for p in (tmp_path / "gen").iterdir()}
+    meta = json.loads((tmp_path / "gen" / "meta.json").read_text())
+    assert meta["results"][0]["backend"] == "collab"
+    # the model's family picks the backend when --backend is left out
+    res = CliRunner().invoke(main, ["generate", "--model", str(runs / "collab" / "last"), "--prompt", "a man",
+                                    "--seeds", "0", "--steps", "2", "--mixing", "average", "--quiet",
+                                    "--out", str(tmp_path / "avg")])
+    assert res.exit_code == 0, res.output
+    for args, words in [
+        (["--backend", "diffusion", "--model", str(runs / "collab" / "last")], "is a 'collab' checkpoint"),
+        (["--model", str(runs / "text" / "last"), "--save-influence"], "collab only"),
+    ]:
+        res = CliRunner().invoke(main, ["generate", "--prompt", "a man", "--steps", "2", "--quiet",
+                                        "--out", str(tmp_path / "bad"), *args])
+        assert res.exit_code != 0 and words in res.output and "Traceback" not in res.output, res.output
+
+
+def test_bad_collaborators(runs, tmp_path):
+    refs = {"text": str(runs / "text" / "last"), "mask": str(runs / "mask" / "last")}
+
+    def run(out, **over):
+        data = f"facesynth:{over.get('size', 32)}"
+        return train("collab", "tiny", data, tmp_path / out,
+                     overrides={"max_steps": 1, "collaborators": refs, **over}, **QUIET)
+
+    train("parser", "tiny", "facesynth:32", tmp_path / "parser", overrides={"max_steps": 1}, **QUIET)
+    train("diffusion", "tiny", "facesynth:48", tmp_path / "mask48",
+          overrides={"max_steps": 1, "size": 48, "modalities": ["mask"]}, **QUIET)
+    cases = [
+        ({"collaborators": {"text": refs["text"], "parser": str(tmp_path / "parser" / "last")}}, "parser"),
+        ({"collaborators": {"text": refs["text"], "mask": str(tmp_path / "mask48" / "last")}}, "different images"),
+        ({"collaborators": {"text": refs["text"]}}, "two or more collaborators"),
+        ({"collaborators": "text=" + refs["text"] + ",mask"}, "NAME=CHECKPOINT"),
+        ({"size": 48}, "make 32 px images"),
+    ]
+    for over, words in cases:
+        with pytest.raises(FaceweaveError, match=words):
+            run("bad", **over)
+    res = CliRunner().invoke(main, ["train", "parser", "--preset", "tiny", "--data", "facesynth:32",
+                                    "--out", str(tmp_path / "p2"), "--collaborators", "a=b,c=d"])
+    assert res.exit_code != 0 and "for faceweave train collab" in res.output
+
+    # a collaborator retrained after the diffuser was: refused at load, with the fix
+    moved = tmp_path / "moved"
+    shutil.copytree(runs / "mask", moved / "mask")
+    shutil.copytree(runs / "text", moved / "text")
+    train("collab", "tiny", "facesynth:32", moved / "collab", overrides={
+        "max_steps": 1, "collaborators": {"text": str(moved / "text" / "last"), "mask": str(moved / "mask" / "last")}},
+        **QUIET)
+    train("diffusion", "tiny", None, moved / "mask", resume=True, overrides={"max_steps": 3}, **QUIET)
+    with pytest.raises(FaceweaveError, match="not the model this influence network was trained with"):
+        CollabPipeline.from_pretrained(moved / "collab" / "last")
+
+    pipe = CollabPipeline.from_pretrained(runs / "collab" / "last")
+    with pytest.raises(FaceweaveError, match="no collaborator reads sketch"):
+        pipe(sketch=np.zeros((32, 32), np.uint8), **FAST)
+    with pytest.raises(FaceweaveError, match="unknown mixing"):
+        pipe(prompt="a man", mixing="max", **FAST)
+    with pytest.raises(FaceweaveError, match="no collaborator of that name"):
+        pipe(prompt="a man", guidance_scale={"sketch": 2.0}, **FAST)
+    average_only = CollabPipeline.from_collaborators(refs)
+    with pytest.raises(FaceweaveError, match="no influence network"):
+        average_only(prompt="a man", **FAST)
+    assert average_only(prompt="a man", mixing="average", **FAST).images[0].shape == (32, 32, 3)
+
+
+def test_export_keeps_the_fingerprints_valid(runs, tmp_path):
+    """An fp16 export of a collaborator still matches the fingerprint (hashed as fp16)."""
+    shipped = export(runs / "text", tmp_path / "text16", which="best")
+    assert fingerprint(checkpoint.load(shipped)[1]) == fingerprint(checkpoint.load(runs / "text" / "best")[1])
