@@ -90,11 +90,15 @@ def _check_numbers(cfg: dict) -> None:
             raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
 
 
-def _init_weights(model: torch.nn.Module, cfg: dict, family: str) -> None:
+def _init_weights(model: torch.nn.Module, cfg: dict, family: str, task=None) -> None:
     """Start a run from another checkpoint's weights (cfg["init"]: a folder or bundled name)
-    of the same family and architecture, e.g. a 64 px model fine-tuned at 128 px."""
+    of the same family and architecture, e.g. a 64 px model fine-tuned at 128 px. A task may
+    allow more (task.init_weights: the diffusion task takes a subset of a model's modalities)."""
     where = str(cfg["init"])
     meta, state = checkpoint.load(where, family)
+    if hasattr(task, "init_weights"):
+        task.init_weights(model, meta, state, cfg, where)
+        return
     theirs, ours = json.loads(json.dumps(meta["config"])), json.loads(json.dumps(cfg["model"]))
     if theirs != ours:
         raise FaceweaveError(f"init={where}: its architecture {theirs} differs from this run's {ours}; "
@@ -260,7 +264,7 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     # a task may complete the model config from other checkpoints (the diffusion model's VAE)
     model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
     if cfg.get("init") and not resume:
-        _init_weights(model, cfg, family)
+        _init_weights(model, cfg, family, task)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),

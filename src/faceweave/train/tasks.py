@@ -147,6 +147,18 @@ class ClassifierTask:
         return {"score": mean, "mean_attr_acc": mean, "attr_acc": scores["attr_acc"]}
 
 
+def _input_layout(model_cfg: dict) -> list[tuple[str, int]]:
+    """The UNet's input channels of a denoiser config: image channels, then the mask's one-hot
+    and the sketch when they enter spatially (the conditioner's order)."""
+    mods = model_cfg.get("modalities") or []
+    layout = [("x", i) for i in range(model_cfg["channels"])]
+    if "mask" in mods and model_cfg.get("mask_mode", "both") != "tokens":
+        layout += [("mask", i) for i in range(19)]
+    if "sketch" in mods and model_cfg.get("sketch_mode", "spatial") != "tokens":
+        layout += [("sketch", 0)]
+    return layout
+
+
 def check_modalities(names) -> list[str]:
     """A list of conditioner modalities ("prompt" is accepted for "text"), in canonical order."""
     from ..errors import FaceweaveError
@@ -210,6 +222,12 @@ class DiffusionTask:
         "uni64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 300,
                   "weight_decay": 0.0, "max_steps": 12_000, "ema_decay": 0.999, "ckpt_every": 200,
                   "eval_every": 500, "log_every": 25, "val_n": 64, "drop": 0.15, "drop_all": 0.0},
+        # the CPU recipe of the bundled collaborators: a uni-modal model warm-started from the
+        # joint diffusion-64 (the parts its modality uses), then trained on that modality alone
+        "uni64ft": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 1e-4, "warmup_steps": 50,
+                    "weight_decay": 0.0, "max_steps": 400, "ema_decay": 0.995, "ckpt_every": 100,
+                    "eval_every": 200, "log_every": 25, "val_n": 64, "drop": 0.15, "drop_all": 0.0,
+                    "init": "diffusion-64"},
         # GPUs (bf16): the same recipe, a bigger UNet and batch
         "b64": {**_DIFFUSION, "arch": "b64", "size": 64, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
                 "weight_decay": 0.0, "max_steps": 100_000, "ema_decay": 0.9999, "ckpt_every": 1000,
@@ -244,6 +262,38 @@ class DiffusionTask:
         model = self.build(cfg["model"])
         checkpoint.load_into(model.space.vae, state, where=str(cfg["vae"]))
         return model
+
+    def init_weights(self, model: nn.Module, meta: dict, state: dict, cfg: dict, where: str) -> None:
+        """cfg["init"]: the same architecture, or the same one reading fewer modalities (a
+        uni-modal model warm-started from the joint one: the encoders of the other modalities
+        are left out and the UNet's first convolution keeps the input channels it still gets)."""
+        import json
+
+        from .. import checkpoint
+        from ..errors import FaceweaveError
+        theirs, ours = json.loads(json.dumps(meta["config"])), json.loads(json.dumps(cfg["model"]))
+        rest = lambda c: {k: v for k, v in c.items() if k != "modalities"}   # noqa: E731
+        if rest(theirs) != rest(ours):
+            raise FaceweaveError(f"init={where}: its architecture {theirs} differs from this run's {ours}; "
+                                 "pick a preset (or --set arch=...) with the same architecture")
+        lacking = sorted(set(ours["modalities"]) - set(theirs["modalities"]))
+        if lacking:
+            raise FaceweaveError(f"init={where} does not read {', '.join(lacking)}; "
+                                 "start from a model that reads every modality of this run")
+        source = self.build(theirs)
+        checkpoint.load_into(source, state, where=where)
+        src, own = source.state_dict(), model.state_dict()
+        keep = [i for i, name in enumerate(_input_layout(theirs)) if name in _input_layout(ours)]
+        picked = {}
+        for key, value in own.items():
+            w = src[key]
+            if w.shape != value.shape and w.dim() == 4 and len(keep) == value.shape[1]:
+                w = w[:, keep]                                # the stem: drop unused input channels
+            if w.shape != value.shape:
+                raise FaceweaveError(f"init={where}: tensor {key} has shape {tuple(w.shape)}, "
+                                     f"this run's model expects {tuple(value.shape)}")
+            picked[key] = w
+        model.load_state_dict(picked)
 
     def setup(self, cfg: dict, device) -> None:
         from ..models.text_encoder import TextEncoder
