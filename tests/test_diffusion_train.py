@@ -114,3 +114,28 @@ def test_a_uni_modal_model_reads_only_its_modality(tmp_path):
         res = CliRunner().invoke(main, bad)
         assert res.exit_code != 0 and ("unknown modalities" in res.output or "for diffusion models" in res.output)
         assert "Traceback" not in res.output
+
+
+def test_a_uni_modal_model_warm_starts_from_the_joint_one(tmp_path):
+    """init= a joint model: the uni-modal model starts as the joint model restricted to its
+    modality (same images for sketch-only input), the unused input channels left out."""
+    import pytest
+
+    from faceweave.backends.diffusion import DiffusionPipeline
+    from faceweave.errors import FaceweaveError
+    from faceweave.synth import render
+
+    train("diffusion", "tiny", "facesynth:32", tmp_path / "joint", overrides={"max_steps": 2}, **QUIET)
+    joint = str(tmp_path / "joint" / "last")
+    train("diffusion", "tiny", "facesynth:32", tmp_path / "sketch",
+          overrides={"max_steps": 1, "lr": 1e-12, "modalities": ["sketch"], "init": joint, "ema_decay": 0.0},
+          **QUIET)
+    sketch = render(3, 0, size=32).sketch
+    a = DiffusionPipeline.from_pretrained(tmp_path / "sketch" / "last", device="cpu")
+    b = DiffusionPipeline.from_pretrained(joint, device="cpu")
+    assert a.model.denoiser.net.stem.weight.shape[1] == 4 and b.model.denoiser.net.stem.weight.shape[1] == 23
+    kw = {"sketch": sketch, "seeds": [0], "num_inference_steps": 3, "progress": False}
+    assert np.abs(a(**kw).images[0].astype(int) - b(**kw).images[0].astype(int)).max() <= 1
+    with pytest.raises(FaceweaveError, match="does not read attributes, mask, text"):
+        train("diffusion", "tiny", "facesynth:32", tmp_path / "bad",
+              overrides={"max_steps": 1, "init": str(tmp_path / "sketch" / "last")}, **QUIET)
