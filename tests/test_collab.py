@@ -193,3 +193,46 @@ def test_export_keeps_the_fingerprints_valid(runs, tmp_path):
     """An fp16 export of a collaborator still matches the fingerprint (hashed as fp16)."""
     shipped = export(runs / "text", tmp_path / "text16", which="best")
     assert fingerprint(checkpoint.load(shipped)[1]) == fingerprint(checkpoint.load(runs / "text" / "best")[1])
+
+
+def test_collaborative_editing(runs, tmp_path):
+    from faceweave.synth import render
+    pipe = CollabPipeline.from_pretrained(runs / "collab" / "last")
+    face, other = render(1, 0, size=32), render(2, 0, size=32)
+    before = {k: v.clone() for k, v in pipe.collaborators["mask"].model.state_dict().items()}
+    kw = {"embed_steps": 3, "finetune_steps": 2, "num_inference_steps": 3, "progress": False}
+    out = pipe.edit(face.image, Conditions(prompt="a smiling man", mask=other.mask), source_mask=face.mask, **kw)
+    meta = out.metadata[0]
+    assert out.images[0].shape == (32, 32, 3) and meta["edited_by"] == ["text", "mask"]
+    assert meta["optimise_seconds"] > 0 and 0 < meta["kept_fraction"] < 1
+    # outside the changed region (far from its seam) the photo is kept
+    from faceweave.backends.diffusion import changed_region
+    far = ~changed_region(face.mask, other.mask, 32, dilate=6)
+    assert far.any() and np.abs(out.images[0][far].astype(int) - face.image[far].astype(int)).max() <= 1
+    # the frozen collaborators are untouched; the same seed gives the same edit
+    assert all(torch.equal(before[k], v) for k, v in pipe.collaborators["mask"].model.state_dict().items())
+    again = pipe.edit(face.image, Conditions(prompt="a smiling man", mask=other.mask), source_mask=face.mask, **kw)
+    assert np.array_equal(again.images[0], out.images[0])
+    # a prompt-only edit touches only the text collaborator and returns the photo's size
+    big = np.kron(face.image, np.ones((2, 2, 1), np.uint8))
+    text = pipe.edit(big, Conditions(prompt="a man with eyeglasses"), **kw)
+    assert text.images[0].shape == (64, 64, 3) and text.metadata[0]["edited_by"] == ["text"]
+    for bad, words in [({"eta": 2.0}, "eta"), ({"embed_steps": -1}, "embed_steps")]:
+        with pytest.raises(FaceweaveError, match=words):
+            pipe.edit(face.image, Conditions(prompt="a man"), **{**kw, **bad})
+    with pytest.raises(FaceweaveError, match="nothing to edit"):
+        pipe.edit(face.image, Conditions(), **kw)
+    with pytest.raises(FaceweaveError, match="no collaborator reads sketch"):
+        pipe.edit(face.image, Conditions(sketch=face.sketch), **kw)
+
+    from faceweave.io import write_png
+    write_png(tmp_path / "photo.png", face.image)
+    write_png(tmp_path / "mask.png", other.mask)
+    res = CliRunner().invoke(main, ["edit", "--model", str(runs / "collab" / "last"), "--image",
+                                    str(tmp_path / "photo.png"), "--prompt", "a smiling man", "--mask",
+                                    str(tmp_path / "mask.png"), "--source-mask", str(tmp_path / "mask.png"),
+                                    "--embed-steps", "2", "--finetune-steps", "1", "--steps", "2", "--quiet",
+                                    "--out", str(tmp_path / "edit")])
+    assert res.exit_code == 0, res.output
+    assert {"edited.png", "comparison.png", "meta.json"} <= {p.name for p in (tmp_path / "edit").iterdir()}
+    assert "optimisation" in res.output

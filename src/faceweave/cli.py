@@ -433,21 +433,29 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
               help="The photo's own mask  [default: parsed with the bundled parser]")
 @click.option("--prompt", default=None, help="Text for the edited face.")
 @click.option("--attr", "attrs", multiple=True, metavar="NAME=0|1", help="Attributes of the edited face.")
-@click.option("--backend", default="diffusion", show_default=True, help="Editing backend.")
+@click.option("--backend", default=None, help="Editing backend: diffusion or collab  [default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name.")
-@click.option("--steps", default=50, show_default=True, type=int, help="Inversion and sampling steps.")
-@click.option("--guidance", default=1.0, show_default=True, type=float, help="Guidance scale of the edit.")
+@click.option("--steps", default=None, type=int,
+              help="Inversion and sampling steps  [default: 50; collab: 20 sampling steps]")
+@click.option("--guidance", default=None, type=float, help="Guidance scale of the edit  [default: 1.0; collab: 2.0]")
 @click.option("--everywhere", is_flag=True,
               help="Let the whole image change (default: only where the mask changed, dilated 2 px).")
 @click.option("--classes", default=None, metavar="NAME,...",
               help="Count only mask changes from or to these classes as the edit, e.g. mouth,u_lip,l_lip,ear_r "
                    "(useful when the photo's own mask is parsed and imperfect).")
+@click.option("--embed-steps", default=30, show_default=True, type=int,
+              help="collab: steps optimising each condition embedding to reconstruct the photo.")
+@click.option("--finetune-steps", default=30, show_default=True, type=int,
+              help="collab: steps fine-tuning each edited collaborator on the photo (0: none).")
+@click.option("--eta", default=0.8, show_default=True, type=float,
+              help="collab: how far toward the target embedding (0 = the photo's, 1 = the target's).")
+@click.option("--seed", default=0, show_default=True, type=int, help="collab: sampling seed.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: edited.png, comparison.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, everywhere, classes,
-             out, overwrite, quiet) -> None:
+             embed_steps, finetune_steps, eta, seed, out, overwrite, quiet) -> None:
     """Edit a face photo with a new mask, prompt or attributes, keeping the rest.
 
     The photo is inverted (probability-flow ODE) under its own mask and regenerated under
@@ -459,6 +467,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
       faceweave parse photo.jpg --out photo_mask.png      # then paint the change into a copy
       faceweave edit --image photo.jpg --mask edited_mask.png --out edits/
       faceweave edit --image photo.jpg --mask no_smile.png --classes mouth,u_lip,l_lip --out edits2/
+      faceweave edit --backend collab --image photo.jpg --prompt "a smiling woman" --out edits3/
     """
     import numpy as np
 
@@ -467,13 +476,25 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     from .conditions import Conditions
     from .data.sheet import image_grid
 
-    if backend_name(backend) != "diffusion":
-        raise FaceweaveError(f"faceweave edit supports --backend diffusion; {backend!r} cannot edit photos yet")
+    from . import checkpoint
+    family = checkpoint.read_config(model)["family"] if model else "diffusion"
+    backend = backend_name(backend) if backend is not None else family
+    if backend not in ("diffusion", "collab"):
+        raise FaceweaveError(f"faceweave edit supports --backend diffusion or collab; {backend!r} cannot edit photos yet")
+    if model and family != backend:
+        raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
+                             f"drop --backend or pass a {backend} checkpoint")
     photo = io.read_image(image)
     target = _read_conditions(prompt, mask, None, attrs)
     if not target.given:
         raise FaceweaveError("nothing to edit: give --mask, --prompt or --attr")
     import faceweave
+    if backend == "collab":
+        _edit_collab(faceweave.load(model or "collab"), photo, target, source_mask, steps or 20,
+                     2.0 if guidance is None else guidance, embed_steps, finetune_steps, eta, seed, out,
+                     overwrite, quiet)
+        return
+    steps, guidance = steps or 50, 1.0 if guidance is None else guidance
     pipe = faceweave.load(model or "diffusion")
     size = pipe.size
     if source_mask is not None:
@@ -497,6 +518,39 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote edited.png, comparison.png and meta.json to {out} "
                f"({result.metadata[0]['edited_pixels']} pixels free to change)")
+
+
+def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps, finetune_steps, eta, seed,
+                 out, overwrite, quiet) -> None:
+    """faceweave edit --backend collab: per-collaborator embedding optimisation + fine-tuning."""
+    from . import io
+    from .data.sheet import image_grid
+
+    if getattr(pipe, "names", None) is None:
+        raise FaceweaveError("--backend collab needs a collab checkpoint (faceweave train collab); "
+                             "drop --model or pass one")
+    own = None
+    if target.mask is not None:
+        if source_mask is not None:
+            own = io.read_mask(source_mask)
+        else:
+            from .ruler import load_parser
+            own = load_parser().predict(photo)
+    result = pipe.edit(photo, target, source_mask=own, embed_steps=embed_steps, finetune_steps=finetune_steps,
+                       eta=eta, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
+                       progress=not quiet)
+    out = _prepare_out(out, overwrite)
+    edited = result.images[0]
+    io.write_png(out / "edited.png", edited)
+    size = pipe.size
+    panels = [io.resize_image(photo, size), *_condition_panels(target, size), io.resize_image(edited, size)]
+    io.write_png(out / "comparison.png", image_grid(panels, columns=len(panels)))
+    meta = result.metadata[0]
+    _write_json(out / "meta.json", meta)
+    for note in meta["notes"]:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote edited.png, comparison.png and meta.json to {out} (optimisation {meta['optimise_seconds']} s, "
+               f"sampling {meta['sample_seconds']} s; edited by {', '.join(meta['edited_by'])})")
 
 
 @main.command("invert")
@@ -656,6 +710,7 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
             click.echo(f"{key:>15}  {run if run is None else round(run, 4)!s:>10}  "
                        f"(ceiling {ceiling if ceiling is None else round(ceiling, 4)})")
     click.echo(f"wrote {out}/metrics.json, report.html and grid.png")
+
 
 if __name__ == "__main__":   # python -m faceweave.cli
     sys.exit(main())
