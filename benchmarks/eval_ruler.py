@@ -84,9 +84,12 @@ def eval_parser(name: str, n: int, real: Path) -> dict:
     return result
 
 
-def eval_classifier(name: str, n: int) -> dict:
+def eval_classifier(name: str, n: int, size: int | None = None) -> dict:
+    """Accuracy on n test faces rendered at `size` (default: the classifier's own; a larger
+    size checks the downsampling that lets one classifier serve every resolution)."""
     clf = load_classifier(name)
-    faces = _faces(n, clf.size)
+    size = size or clf.size
+    faces = _faces(n, size)
     images = np.stack([f.image for f in faces])
     truth = np.array([[f.attributes[a] for a in clf.attributes] for f in faces], np.float32)
     start = time.perf_counter()
@@ -96,11 +99,12 @@ def eval_classifier(name: str, n: int) -> dict:
     per = {a: round(v, 4) for a, v in scores["per_attribute"].items()}
     mean = float(np.mean(list(scores["per_attribute"].values())))
     base = {a: round(float(max(truth[:, j].mean(), 1 - truth[:, j].mean())), 4) for j, a in enumerate(clf.attributes)}
-    print(f"\n{name} ({clf.size} px) on {n} held-out FaceSynth faces: mean per-attribute accuracy {mean:.4f} "
+    print(f"\n{name} ({clf.size} px) on {n} held-out {size} px FaceSynth faces: mean per-attribute accuracy {mean:.4f} "
           f"(majority-class baseline {np.mean(list(base.values())):.4f}), {1000 * seconds / n:.2f} ms/image")
     for a in sorted(per, key=per.get):
         print(f"  {a:22s} {per[a]:.4f}  (baseline {base[a]:.4f})")
-    return {"facesynth_test": {"mean_attr_acc": round(mean, 4), "n": n, "size": clf.size, "split": "test",
+    key = "facesynth_test" if size == clf.size else f"facesynth_test_{size}px"
+    return {key: {"mean_attr_acc": round(mean, 4), "n": n, "size": size, "split": "test",
                                "per_attribute": per, "majority_baseline": base,
                                "sec_per_image": round(seconds / n, 5)}}
 
@@ -110,6 +114,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500, help="held-out FaceSynth faces per model")
     ap.add_argument("--parsers", default="parser-64,parser-128", help="comma list: bundled names or folders")
     ap.add_argument("--classifiers", default="classifier-64", help="comma list: bundled names or folders")
+    ap.add_argument("--classifier-sizes", type=lambda v: [int(x) for x in v.split(",") if x], default=[128],
+                    help="also score the classifiers on faces rendered at these sizes (comma list)")
     ap.add_argument("--real", type=Path, default=REAL_DEFAULT, help="the shared real-data folder")
     ap.add_argument("--record", action="store_true", help="write the numbers into the models' config.json")
     ap.add_argument("--json", type=Path, help="also write all results to this JSON file")
@@ -120,6 +126,8 @@ def main() -> None:
         results[name] = eval_parser(name, args.n, args.real)
     for name in filter(None, args.classifiers.split(",")):
         results[name] = eval_classifier(name, args.n)
+        for size in args.classifier_sizes:
+            results[name].update(eval_classifier(name, args.n, size))
     command = f"python benchmarks/eval_ruler.py --n {args.n}"
     if args.record:
         for name, metrics in results.items():

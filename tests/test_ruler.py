@@ -162,7 +162,7 @@ def _test_faces(n, size):
     return np.stack([f.image for f in faces]), np.stack([f.mask for f in faces]), faces
 
 
-@pytest.mark.parametrize("size", [64])     # parser-128 is not trained yet (see docs/models.md)
+@pytest.mark.parametrize("size", [64, 128])
 def test_bundled_parser_reads_held_out_facesynth(size):
     images, masks, _ = _test_faces(16, size)
     parser = load_parser(size=size)
@@ -170,12 +170,17 @@ def test_bundled_parser_reads_held_out_facesynth(size):
     assert mask_scores(parser.predict(images), masks)["miou"] > 0.8
 
 
-def test_bundled_classifier_reads_held_out_facesynth():
-    images, _, faces = _test_faces(32, 64)
-    clf = load_classifier()
+@pytest.mark.parametrize("size", [64, 128])
+def test_bundled_classifier_reads_held_out_facesynth(size):
+    """One classifier for every size: 128 px faces are area-downsampled to its 64 px."""
+    images, _, faces = _test_faces(32, size)
+    clf = load_classifier(size=size)
+    assert clf.size == 64
     truth = np.array([[f.attributes[a] for a in clf.attributes] for f in faces])
     assert ((clf.predict_proba(images) > 0.5) == truth).mean() > 0.9
     assert clf.features(images).shape == (32, clf.feature_dim)
+    with pytest.raises(FaceweaveError, match="no bundled classifier for 32 px"):
+        load_classifier(size=32)
 
 
 # --- the commands -------------------------------------------------------------------------

@@ -37,7 +37,9 @@ from .models.parser import FaceParser
 PARSER_FAMILY = "parser"
 CLASSIFIER_FAMILY = "classifier"
 BUNDLED_PARSERS = {64: "parser-64", 128: "parser-128"}
-BUNDLED_CLASSIFIERS = {64: "classifier-64", 128: "classifier-128"}
+# Attributes are global: one classifier reads every size (larger images are area-downsampled
+# to its 64 px; measured on 128 px test faces by benchmarks/eval_ruler.py).
+BUNDLED_CLASSIFIERS = {64: "classifier-64"}
 
 
 def _bundled_name(kind: str, table: dict[int, str], size: int) -> str:
@@ -194,9 +196,11 @@ def load_parser(name_or_path: str | os.PathLike | None = None, size: int = 64,
 
 def load_classifier(name_or_path: str | os.PathLike | None = None, size: int = 64,
                     device: str | torch.device = "cpu", batch_size: int | None = None) -> Classifier:
-    """An attribute classifier from a checkpoint folder or bundled name (None: the bundled one for `size`)."""
+    """An attribute classifier from a checkpoint folder or bundled name (None: the bundled one
+    for `size`, or the largest bundled one below it: inputs are resized to the model's size)."""
     if name_or_path is None:
-        name_or_path = _bundled_name(CLASSIFIER_FAMILY, BUNDLED_CLASSIFIERS, size)
+        below = [s for s in BUNDLED_CLASSIFIERS if s <= size and BUNDLED_CLASSIFIERS[s] in checkpoint.bundled_models()]
+        name_or_path = _bundled_name(CLASSIFIER_FAMILY, BUNDLED_CLASSIFIERS, max(below) if below else size)
     return Classifier(name_or_path, device=device, batch_size=batch_size)
 
 
