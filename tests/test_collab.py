@@ -236,3 +236,35 @@ def test_collaborative_editing(runs, tmp_path):
     assert res.exit_code == 0, res.output
     assert {"edited.png", "comparison.png", "meta.json"} <= {p.name for p in (tmp_path / "edit").iterdir()}
     assert "optimisation" in res.output
+
+
+def test_collaborator_dropout_keeps_one_and_changes_the_loss(runs):
+    """drop > 0 leaves collaborators out of some samples' mixing, never all of them."""
+    from faceweave.data import collate, open_dataset
+    from faceweave.train import TASKS, resolve_config
+    task = TASKS["collab"]
+    cfg = resolve_config("collab", "tiny", {"collaborators": {"text": str(runs / "text" / "last"),
+                                                              "mask": str(runs / "mask" / "last")}})
+    model = task.init_model(cfg)
+    task.setup(cfg, "cpu")
+    data = open_dataset("facesynth:32", split="train")
+    batch = collate([data[i] for i in range(8)])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    seen = []
+    original = type(model).forward
+
+    def spy(self, x, sigma, cond, preds, active=None):
+        seen.append(active.clone())
+        return original(self, x, sigma, cond, preds, active)
+
+    type(model).forward = spy
+    try:
+        torch.manual_seed(0)
+        task.loss(model, batch, {**cfg, "drop": 0.9})
+        task.loss(model, batch, {**cfg, "drop": 0.0})
+    finally:
+        type(model).forward = original
+    assert seen[0].any(1).all() and not seen[0].all()
+    assert seen[1].all()

@@ -508,6 +508,8 @@ class CollabTask:
         collaborators   {name: checkpoint} of `faceweave train diffusion --modalities ...` models
                         (the CLI's --collaborators text=DIR,mask=DIR)
         weighting, p_mean, p_std, attr_keep_min   as for the diffusion task
+        drop            probability of leaving a collaborator out of a sample's mixing (at least
+                        one stays): the influence maps learn every subset, as used at inference
         sample_n, sample_steps   samples and an influence picture at each validation
     """
 
@@ -515,12 +517,12 @@ class CollabTask:
     architectures = {"tiny": InfluenceArch(width=8, emb_dim=16), "s": InfluenceArch(width=32, emb_dim=64)}
     needs = ("image", "attributes", "captions", "mask", "sketch")
     _COLLAB = {"collaborators": None, "weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "attr_keep_min": 0.2,
-               "sample_n": 4, "sample_steps": 20}
+               "drop": 0.0, "sample_n": 4, "sample_steps": 20}
     presets: dict[str, dict] = {
         "tiny": {**_COLLAB, **TINY_RUN, "arch": "tiny", "lr": 1e-3, "val_n": 4, "sample_n": 2, "sample_steps": 3},
         "s64": {**_COLLAB, "arch": "s", "size": 64, "batch_size": 32, "lr": 1e-3, "warmup_steps": 100,
                 "max_steps": 2_000, "ema_decay": 0.998, "ckpt_every": 100, "eval_every": 250, "log_every": 25,
-                "val_n": 64},
+                "val_n": 64, "drop": 0.3},
     }
 
     def __init__(self):
@@ -580,6 +582,11 @@ class CollabTask:
                                             for m, p in cond["present"].items()}}
                 preds.append(pipe.model(x, sigma, **mine).float())
         active = active_collaborators(_unwrap(model).config, cond["present"])
+        if train and cfg.get("drop", 0.0) > 0:
+            keep = torch.rand(active.shape) >= float(cfg["drop"])
+            alone = ~keep.any(1)
+            keep[alone, torch.randint(0, active.shape[1], (int(alone.sum()),))] = True
+            active = active & keep.to(active.device)
         return x0, model(x, sigma, cond, preds, active), preds
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
