@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from faceweave import Conditions, checkpoint
 from faceweave.backends import get_backend
-from faceweave.backends.collab import CollabPipeline, fingerprint, influence_picture
+from faceweave.backends.collab import CollabPipeline, fingerprint, influence_picture, relink
 from faceweave.backends.diffusion import DiffusionPipeline
 from faceweave.cli import main
 from faceweave.errors import FaceweaveError
@@ -189,10 +189,22 @@ def test_bad_collaborators(runs, tmp_path):
     assert average_only(prompt="a man", mixing="average", **FAST).images[0].shape == (32, 32, 3)
 
 
-def test_export_keeps_the_fingerprints_valid(runs, tmp_path):
-    """An fp16 export of a collaborator still matches the fingerprint (hashed as fp16)."""
-    shipped = export(runs / "text", tmp_path / "text16", which="best")
-    assert fingerprint(checkpoint.load(shipped)[1]) == fingerprint(checkpoint.load(runs / "text" / "best")[1])
+def test_export_and_relink(runs, tmp_path):
+    """fp16 exports of the collaborators keep their fingerprints (hashed as fp16), so a collab
+    checkpoint can be pointed at them (how the bundled collab-64 names its collaborators)."""
+    shipped = {m: export(runs / m, tmp_path / f"{m}16", which="best") for m in ("text", "mask")}
+    assert fingerprint(checkpoint.load(shipped["text"])[1]) == fingerprint(checkpoint.load(runs / "text" / "best")[1])
+    train("collab", "tiny", "facesynth:32", tmp_path / "c", overrides={
+        "max_steps": 1, "collaborators": {m: str(runs / m / "best") for m in ("text", "mask")}}, **QUIET)
+    collab = export(tmp_path / "c", tmp_path / "c16", which="best")
+    relink(collab, {m: str(p) for m, p in shipped.items()})
+    assert [c["model"] for c in checkpoint.read_config(collab)["config"]["collaborators"]] == \
+        [str(shipped["text"]), str(shipped["mask"])]
+    assert CollabPipeline.from_pretrained(collab)(prompt="a man", **FAST).images[0].shape == (32, 32, 3)
+    with pytest.raises(FaceweaveError, match="is not the 'mask' collaborator"):
+        relink(collab, {"mask": str(shipped["text"])})
+    with pytest.raises(FaceweaveError, match="no collaborator named sketch"):
+        relink(collab, {"sketch": str(shipped["text"])})
 
 
 def test_collaborative_editing(runs, tmp_path):

@@ -68,6 +68,26 @@ def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipe
     return pipe, fingerprint(state)
 
 
+def relink(path: str | Path, models: dict[str, str]) -> dict:
+    """Point a collab checkpoint's collaborators at other copies of the same weights (e.g. the
+    bundled fp16 exports of the run folders it was trained with): {name: folder or bundled
+    name}. Each new copy must have the recorded fingerprint; config.json is rewritten atomically."""
+    meta = checkpoint.read_config(path, FAMILY)
+    specs = meta["config"]["collaborators"]
+    unknown = sorted(set(models) - {c["name"] for c in specs})
+    if unknown:
+        raise FaceweaveError(f"no collaborator named {', '.join(unknown)}; this checkpoint has "
+                             f"{', '.join(c['name'] for c in specs)}")
+    for c in specs:
+        if c["name"] in models:
+            _, fp = load_collaborator(models[c["name"]])
+            if c.get("fingerprint") and fp != c["fingerprint"]:
+                raise FaceweaveError(f"{models[c['name']]} is not the {c['name']!r} collaborator this checkpoint "
+                                     f"was trained with (weights {fp}, expected {c['fingerprint']})")
+            c["model"] = str(models[c["name"]])
+    return checkpoint.update_config(path, config=meta["config"])
+
+
 def check_compatible(pipes: dict[str, DiffusionPipeline]) -> None:
     """Collaborators mix predictions of the same x_t: same side, channels, space and sigma_data."""
     first_name, first = next(iter(pipes.items()))
