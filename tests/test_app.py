@@ -269,6 +269,14 @@ def test_a_mixing_backend_gets_its_influence_picture(models, monkeypatch):
     assert len(out.influence) == 2 and out.influence[0].shape == (16, 24, 3)
 
 
+def test_the_bundled_collab_backend_is_offered_after_diffusion_and_draws_its_maps(models):
+    assert models.backends[:2] == ["diffusion", "collab"]
+    mask = io.read_mask(EXAMPLES / "mask_woman.png") if (EXAMPLES / "mask_woman.png").exists() else None
+    out = app.run_generate(models, "a smiling woman", mask=mask, steps=2, n_images=1, backend="collab")
+    assert out.images[0].shape == (64, 64, 3) and out.metadata[0]["backend"] == "collab"
+    assert len(out.influence) == 1 and out.influence[0].ndim == 3
+
+
 def test_big_photos_are_shrunk_before_parsing():
     assert app.working_photo(np.zeros((3000, 2000, 3), np.uint8)).shape == (app.CANVAS, app.CANVAS, 3)
     small = np.zeros((64, 64, 3), np.uint8)

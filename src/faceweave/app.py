@@ -255,7 +255,8 @@ def generation_backends() -> list[str]:
     from .backends import available_backends
 
     names = []
-    for backend in available_backends():
+    # the default backend (diffusion: the fastest, and `faceweave generate`'s default) first
+    for backend in sorted(available_backends(), key=lambda b: (b != "diffusion", b)):
         if backend in faceweave.DEFAULT_MODELS:
             try:
                 checkpoint.resolve(faceweave.DEFAULT_MODELS[backend])
