@@ -35,7 +35,8 @@ from ..errors import FaceweaveError
 from ..io import resize_image
 from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
 from .base import Backend
-from .diffusion import MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8
+from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, image_metadata,
+                        sampler_noise)
 
 FAMILY = "collab"
 DEFAULT_MODEL = "collab-64"
@@ -251,10 +252,8 @@ class CollabPipeline:
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
                 if return_influence:
                     influence.extend(maps)
-                for c, s, note in zip(chunk, chunk_seeds, notes):
-                    metadata.append({"seed": s, **settings, "given": list(c.given), "prompt": c.prompt,
-                                     "attributes": c.attributes, "conditions": c.digest(),
-                                     "sec_per_image": round(per_image, 4), "notes": note})
+                metadata += [image_metadata(c, s, settings, per_image, note)
+                             for c, s, note in zip(chunk, chunk_seeds, notes)]
         finally:
             bar.close()
         return CollabOutput(images, metadata, influence if return_influence else None)
@@ -303,11 +302,7 @@ class CollabPipeline:
                 callback(i, sigma, xi, denoised)
 
         x = self._first.initial_noise(seeds) * float(sigmas[0])
-        kwargs = {}
-        if sampler == "ddim":
-            gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-            kwargs["noise"] = lambda i: torch.stack([torch.randn(x.shape[1:], generator=g)
-                                                     for g in gens]).to(self.device)
+        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device)
         x0 = get_sampler(sampler)(denoise, x, sigmas, callback=step_callback, **kwargs)
         image = self._first.model.space.decode(x0).clamp(-1, 1)
         return image, notes, ([m.numpy() for m in maps] if maps is not None else None)

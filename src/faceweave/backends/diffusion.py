@@ -267,10 +267,8 @@ class DiffusionPipeline:
                                          callback, bar)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
-                for c, s, note in zip(chunk, chunk_seeds, notes):
-                    metadata.append({"seed": s, **settings, "given": list(c.given), "prompt": c.prompt,
-                                     "attributes": c.attributes, "conditions": c.digest(),
-                                     "sec_per_image": round(per_image, 4), "notes": note})
+                metadata += [image_metadata(c, s, settings, per_image, note)
+                             for c, s, note in zip(chunk, chunk_seeds, notes)]
         finally:
             bar.close()
         return PipelineOutput(images, metadata)
@@ -296,10 +294,7 @@ class DiffusionPipeline:
                 callback(i, sigma, xi, denoised)
 
         fn = get_sampler(sampler)
-        kwargs = {}
-        if sampler == "ddim":
-            gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-            kwargs["noise"] = lambda i: torch.stack([torch.randn(x.shape[1:], generator=g) for g in gens]).to(self.device)
+        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device)
         return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
@@ -420,6 +415,22 @@ def changed_region(source: np.ndarray | None, target: np.ndarray | None, size: i
     if dilate > 0:
         changed = F.max_pool2d(changed, 2 * dilate + 1, stride=1, padding=dilate)
     return changed[0, 0].numpy() > 0
+
+
+def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float, notes: list[str]) -> dict:
+    """The metadata of one generated image: its seed, the call's settings, its conditions."""
+    return {"seed": seed, **settings, "given": list(cond.given), "prompt": cond.prompt,
+            "attributes": cond.attributes, "conditions": cond.digest(),
+            "sec_per_image": round(per_image, 4), "notes": notes}
+
+
+def sampler_noise(sampler: str, seeds: Sequence[int], shape, device) -> dict:
+    """Extra sampler arguments: DDIM's per-step noise, one generator per seed (seed + 1), so
+    image i stays a function of seed i."""
+    if sampler != "ddim":
+        return {}
+    gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
+    return {"noise": lambda i: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)}
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
