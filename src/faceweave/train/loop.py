@@ -93,16 +93,17 @@ def _check_numbers(cfg: dict) -> None:
 def _init_weights(model: torch.nn.Module, cfg: dict, family: str, task=None) -> None:
     """Start a run from another checkpoint's weights (cfg["init"]: a folder or bundled name)
     of the same family and architecture, e.g. a 64 px model fine-tuned at 128 px. A task may
-    allow more (task.init_weights: the diffusion task takes a subset of a model's modalities)."""
+    let some config keys differ (task.init_may_differ) and adapt the weights to that
+    (task.adapt_init: the diffusion task takes a subset of a model's modalities)."""
     where = str(cfg["init"])
     meta, state = checkpoint.load(where, family)
-    if hasattr(task, "init_weights"):
-        task.init_weights(model, meta, state, cfg, where)
-        return
     theirs, ours = json.loads(json.dumps(meta["config"])), json.loads(json.dumps(cfg["model"]))
-    if theirs != ours:
+    free = set(getattr(task, "init_may_differ", ()))
+    if {k: v for k, v in theirs.items() if k not in free} != {k: v for k, v in ours.items() if k not in free}:
         raise FaceweaveError(f"init={where}: its architecture {theirs} differs from this run's {ours}; "
                              "pick a preset (or --set arch=...) with the same architecture")
+    if theirs != ours and hasattr(task, "adapt_init"):
+        state = task.adapt_init(model, state, theirs, ours, where)
     checkpoint.load_into(model, state, where=where)
 
 

@@ -263,37 +263,25 @@ class DiffusionTask:
         checkpoint.load_into(model.space.vae, state, where=str(cfg["vae"]))
         return model
 
-    def init_weights(self, model: nn.Module, meta: dict, state: dict, cfg: dict, where: str) -> None:
-        """cfg["init"]: the same architecture, or the same one reading fewer modalities (a
-        uni-modal model warm-started from the joint one: the encoders of the other modalities
-        are left out and the UNet's first convolution keeps the input channels it still gets)."""
-        import json
+    init_may_differ = ("modalities",)      # `init` may come from a model reading more modalities
 
-        from .. import checkpoint
+    def adapt_init(self, model: nn.Module, state: dict, theirs: dict, ours: dict, where: str) -> dict:
+        """cfg["init"] from a model reading more modalities (a uni-modal model warm-started from
+        the joint one): the encoders of the other modalities are left out and the UNet's first
+        convolution keeps the input channels it still gets."""
         from ..errors import FaceweaveError
-        theirs, ours = json.loads(json.dumps(meta["config"])), json.loads(json.dumps(cfg["model"]))
-        rest = lambda c: {k: v for k, v in c.items() if k != "modalities"}   # noqa: E731
-        if rest(theirs) != rest(ours):
-            raise FaceweaveError(f"init={where}: its architecture {theirs} differs from this run's {ours}; "
-                                 "pick a preset (or --set arch=...) with the same architecture")
         lacking = sorted(set(ours["modalities"]) - set(theirs["modalities"]))
         if lacking:
             raise FaceweaveError(f"init={where} does not read {', '.join(lacking)}; "
                                  "start from a model that reads every modality of this run")
-        source = self.build(theirs)
-        checkpoint.load_into(source, state, where=where)
-        src, own = source.state_dict(), model.state_dict()
         keep = [i for i, name in enumerate(_input_layout(theirs)) if name in _input_layout(ours)]
         picked = {}
-        for key, value in own.items():
-            w = src[key]
+        for key, value in model.state_dict().items():
+            w = state[key]
             if w.shape != value.shape and w.dim() == 4 and len(keep) == value.shape[1]:
                 w = w[:, keep]                                # the stem: drop unused input channels
-            if w.shape != value.shape:
-                raise FaceweaveError(f"init={where}: tensor {key} has shape {tuple(w.shape)}, "
-                                     f"this run's model expects {tuple(value.shape)}")
             picked[key] = w
-        model.load_state_dict(picked)
+        return picked
 
     def setup(self, cfg: dict, device) -> None:
         from ..models.text_encoder import TextEncoder
