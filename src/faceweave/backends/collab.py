@@ -63,10 +63,10 @@ def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipe
     path = Path(ref)
     if base is not None and not path.is_absolute() and not path.exists() and (base / path).exists():
         path = base / path
-    meta, state = checkpoint.load(path if path.exists() else ref, "diffusion")
-    pipe = DiffusionPipeline.from_pretrained(meta["path"], device="cpu")
+    pipe = DiffusionPipeline.from_pretrained(path if path.exists() else ref, device="cpu")
     pipe.model.requires_grad_(False)
-    return pipe, fingerprint(state)
+    # the loaded weights hash as the file's: fingerprints are taken in fp16
+    return pipe, fingerprint(pipe.model.state_dict())
 
 
 def relink(path: str | Path, models: dict[str, str]) -> dict:
@@ -502,10 +502,10 @@ class CollabBackend(Backend):
 
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
                  mixing: str = "learned", sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False):
-        self.pipe = CollabPipeline.from_pretrained(model or DEFAULT_MODEL)
-        self.accepts = self.pipe.modalities
         if mixing not in MIXINGS:
             raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
+        self.pipe = CollabPipeline.from_pretrained(model or DEFAULT_MODEL)
+        self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": guidance, "mixing": mixing,
                         "sampler": sampler, "batch_size": batch_size, "progress": progress}
 
