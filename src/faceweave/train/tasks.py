@@ -658,6 +658,14 @@ TASKS: dict[str, Any] = {"parser": ParserTask(), "classifier": ClassifierTask(),
                          "vae": VAETask(), "collab": CollabTask()}
 
 
+def _gan_tasks() -> dict[str, Any]:
+    from .gan_tasks import GAN_TASKS
+    return GAN_TASKS
+
+
+TASKS.update(_gan_tasks())
+
+
 def model_config(task, arch: str | dict) -> dict:
     """An architecture name (or an explicit dict) -> the constructor arguments as a plain dict."""
     if isinstance(arch, dict):
