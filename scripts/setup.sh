@@ -20,3 +20,7 @@ if [[ "${1:-}" == "test" ]]; then
     fi
 fi
 .venv/bin/python -m pip install -q -e ".${extra}"
+# MTCNN face-detector weights for faceweave.align (real-photo alignment). --no-deps because
+# facenet-pytorch requires torchvision, which is never installed: faceweave only reads the
+# weight files in its wheel and never imports the package.
+.venv/bin/python -m pip install -q --no-deps "facenet-pytorch==2.6.0"
