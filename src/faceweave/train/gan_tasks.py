@@ -1,6 +1,12 @@
 """The GAN backend's model families as training tasks (see tasks.py for what a task is).
 
     stylegan2   faceweave train stylegan2 --preset s --data facesynth:64 --out runs/stylegan2-64
+    mask_ae     faceweave train mask_ae --preset s --data facesynth:64 --out runs/mask-ae-64
+    sketch_ae   faceweave train sketch_ae --preset s --data facesynth:64 --out runs/sketch-ae-64
+    gan         faceweave train gan --preset s --data facesynth:64 --out runs/gan-64 \
+                    --set generator=runs/stylegan2-64/best --set mask_ae=runs/mask-ae-64/best \
+                    --set sketch_ae=runs/sketch-ae-64/best [--set encoder=runs/gan-encoder-64/best]
+                (MM2Latent's mapper; the run's checkpoints hold every part: a whole gan model)
 
 The StyleGAN2 step is one backward pass through `StyleGAN2.forward` (the discriminator's
 logistic loss, the generator's non-saturating loss through a gradient-free copy of the
@@ -127,10 +133,268 @@ class StyleGAN2Task:
         write_png(path, image_grid(list(rgb), columns=8))
 
 
+class ModalityAETask:
+    """A mask or sketch autoencoder (models/modality_ae.py): cross-entropy (masks) or weighted
+    BCE (sketches) of the reconstruction; the score is reconstruction mIoU or line F-score."""
+
+    def __init__(self, kind: str):
+        from ..models import modality_ae
+        self.kind, self.family = kind, f"{kind}_ae"
+        self.architectures = modality_ae.PRESETS[kind]
+        self.needs = (kind,)
+        base = {"lr": 2e-3, "weight_decay": 0.0, "warmup_steps": 100}
+        self.presets = {
+            "tiny": {**base, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
+                     "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "warmup_steps": 0},
+            "s": {**base, "arch": "s", "size": 64, "batch_size": 32, "max_steps": 2_000, "ckpt_every": 250,
+                  "eval_every": 500, "log_every": 50, "val_n": 256},
+        }
+
+    def build(self, config: dict) -> nn.Module:
+        from ..models.modality_ae import build_autoencoder
+        return build_autoencoder(config)
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from ..models.modality_ae import mask_ae_loss, sketch_ae_loss
+        if self.kind == "mask":
+            return mask_ae_loss(model, batch["mask"])
+        return sketch_ae_loss(model, batch["sketch"])
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        from ..models.modality_ae import mask_ae_scores, sketch_ae_scores
+        x = torch.cat([b[self.kind] for b in batches])
+        scores = mask_ae_scores(model, x) if self.kind == "mask" else sketch_ae_scores(model, x)
+        key = "miou" if self.kind == "mask" else next(k for k in scores if k.startswith("f"))
+        return {"score": scores[key], **scores}
+
+
+def load_generator(ref: str) -> tuple[sg2.Generator, dict]:
+    """The generator of a stylegan2 checkpoint (its EMA weights when the folder has them)."""
+    from .. import checkpoint
+    meta, state = checkpoint.load(ref, "stylegan2")
+    folder = Path(meta["path"])
+    if (folder / "ema.safetensors").exists():
+        state = checkpoint.load_tensors(folder, "ema")
+    G = sg2.Generator.from_config(meta["config"])
+    checkpoint.load_into(G, {k[len("generator."):]: v for k, v in state.items() if k.startswith("generator.")},
+                         where=meta["path"])
+    return G.eval().requires_grad_(False), meta
+
+
+def _load_part(ref: str, family: str) -> tuple[nn.Module, dict]:
+    from .. import checkpoint
+    from ..models.modality_ae import build_autoencoder
+    meta, state = checkpoint.load(ref, family)
+    if family == "gan_encoder":
+        from ..models.gan_encoder import GANEncoder
+        model = GANEncoder.from_config(meta["config"])
+    else:
+        model = build_autoencoder(meta["config"])
+    checkpoint.load_into(model, state, where=meta["path"])
+    return model.eval().requires_grad_(False), meta
+
+
+def _rgb(images: torch.Tensor) -> np.ndarray:
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class GANTask:
+    """MM2Latent's mapper (models/mapper.py) on pairs the generator makes for itself.
+
+    Each step samples w, renders G(w) with the constant noise, and reads the conditions off
+    the picture as MM2Latent does: the mask by the bundled parser, the sketch as the parsed
+    mask's part boundaries (FaceSynth's own sketches are drawn the same way, plus a few
+    lines), and the text from the attribute classifier: the attributes it is confident of
+    (p < 0.2 or > 0.8) become a caption in FaceSynth's caption grammar
+    (text.captions_from_attributes), encoded by MiniLM. We have no CLIP to put images and
+    text in one space, so this replaces the paper's image-side CLIP embedding. The mapper
+    regresses w (the paper's latent loss) with every modality hidden at random (`drop`), so
+    any subset works. Validation feeds the *true* conditions of held-out FaceSynth faces and
+    scores the generated faces with the ruler (mask mIoU, attribute accuracy).
+
+    Recipe keys beyond COMMON_DEFAULTS:
+        generator, mask_ae, sketch_ae, encoder   checkpoints copied into the model (encoder optional)
+        drop           probability of hiding each modality per sample
+        confident      classifier probabilities beyond this distance from 0.5 are named in captions
+        truncation     psi of the sampled training latents (1: the full distribution)
+    """
+
+    family = "gan"
+    needs = ("image", "mask", "sketch", "attributes", "captions")
+    _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "drop": 0.3,
+               "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8}
+    presets: dict[str, dict] = {
+        "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
+                 "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
+                 "sample_n": 4},
+        "s": {**_MAPPER, "arch": "s", "size": 64, "batch_size": 32, "max_steps": 3_000, "lr": 1e-3,
+              "warmup_steps": 100, "ema_decay": 0.995, "ckpt_every": 250, "eval_every": 500, "log_every": 50,
+              "val_n": 128, "workers": 0},
+    }
+
+    def __init__(self):
+        self._helpers: dict[str, Any] = {}
+        self._calls = 0
+
+    @property
+    def architectures(self):
+        from ..models.mapper import PRESETS
+        return PRESETS
+
+    def build(self, config: dict) -> nn.Module:
+        from ..models.mm2latent import MM2Latent
+        return MM2Latent.from_config(config)
+
+    def init_model(self, cfg: dict) -> nn.Module:
+        """Mapper config from the arch, fitted to the generator and autoencoders; the frozen
+        parts' configs and weights copied in."""
+        from ..errors import FaceweaveError
+        missing = [k for k in ("generator", "mask_ae", "sketch_ae") if not cfg.get(k)]
+        if missing:
+            raise FaceweaveError(f"faceweave train gan needs {', '.join(missing)}: e.g. --set "
+                                 "generator=runs/stylegan2-64/best --set mask_ae=runs/mask-ae-64/best "
+                                 "--set sketch_ae=runs/sketch-ae-64/best")
+        G, gmeta = load_generator(cfg["generator"])
+        mask_ae, mmeta = _load_part(cfg["mask_ae"], "mask_ae")
+        sketch_ae, smeta = _load_part(cfg["sketch_ae"], "sketch_ae")
+        encoder, emeta = _load_part(cfg["encoder"], "gan_encoder") if cfg.get("encoder") else (None, None)
+        if G.config.size != cfg["size"]:
+            raise FaceweaveError(f"the generator makes {G.config.size} px faces but this run is at {cfg['size']} px; "
+                                 f"pass --set size={G.config.size}")
+        mapper_cfg = dict(cfg["model"].get("mapper") or cfg["model"])    # a resumed run stored the whole model
+        code = cfg["size"] // mask_ae.config.factor
+        mapper_cfg.update(w_dim=G.config.w_dim, num_ws=G.config.num_ws, code_size=code,
+                          mask_code_channels=mask_ae.config.code_channels,
+                          sketch_code_channels=sketch_ae.config.code_channels)
+        cfg["model"] = {"generator": gmeta["config"], "mask_ae": mmeta["config"], "sketch_ae": smeta["config"],
+                        "mapper": mapper_cfg, "encoder": emeta["config"] if emeta else None}
+        model = self.build(cfg["model"])
+        model.generator.load_state_dict(G.state_dict())
+        model.mask_ae.load_state_dict(mask_ae.state_dict())
+        model.sketch_ae.load_state_dict(sketch_ae.state_dict())
+        if encoder is not None:
+            model.encoder.load_state_dict(encoder.state_dict())
+        for part in (model.generator, model.mask_ae, model.sketch_ae, model.encoder):
+            if part is not None:
+                part.requires_grad_(False)
+        model.mapper.set_w_avg(model.generator.w_avg)
+        return model
+
+    def setup(self, cfg: dict, device) -> None:
+        from ..models.text_encoder import TextEncoder
+        from ..ruler import load_classifier, load_parser
+        if "text" not in self._helpers:
+            self._helpers["text"] = TextEncoder(device=device)
+        self._helpers["parser"] = load_parser(size=64, device=device)
+        self._helpers["classifier"] = load_classifier(size=64, device=device)
+
+    def _at64(self, images: torch.Tensor) -> torch.Tensor:
+        if images.shape[-1] == 64:
+            return images
+        return F.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False,
+                             antialias=images.shape[-1] > 64)
+
+    @torch.no_grad()
+    def pairs(self, model: nn.Module, n: int, cfg: dict, generator: torch.Generator) -> dict[str, Any]:
+        """n generated training pairs: w (N, w_dim), image, mask, sketch, captions, text vectors."""
+        from ..io import sketch_from_mask
+        from ..text import captions_from_attributes
+        G = model.generator
+        dev = G.input.device
+        z = torch.randn(n, G.config.z_dim, generator=generator).to(dev)
+        w = G.get_latent(z)
+        if cfg["truncation"] < 1:
+            w = torch.lerp(G.w_avg[None], w, float(cfg["truncation"]))
+        images = G([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+        small = self._at64(images)
+        logits = self._helpers["parser"].model(small).float()
+        if images.shape[-1] != 64:
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        masks = logits.argmax(1)
+        sketches = torch.from_numpy(np.stack([sketch_from_mask(m) for m in masks.to(torch.uint8).cpu().numpy()]))
+        sketches = sketches.to(dev).float().unsqueeze(1) / 255.0
+        clf = self._helpers["classifier"]
+        probs = torch.sigmoid(clf.model(small).float()).cpu().numpy()
+        rng = np.random.default_rng(int(torch.randint(0, 2 ** 31, (), generator=generator)))
+        margin = float(cfg["confident"])
+        captions = []
+        for row in probs:
+            attrs = {a: int(p > 0.5) for a, p in zip(clf.attributes, row) if abs(p - 0.5) >= margin}
+            captions.append(captions_from_attributes(attrs, rng, n=1)[0] if attrs else "a face")
+        text = self._helpers["text"].encode(captions).pooled.to(dev)
+        return {"w": w, "images": images, "mask": masks, "sketch": sketches, "captions": captions, "text": text}
+
+    def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from ..models.mapper import modality_dropout
+        bare = _unwrap(model)
+        self._calls += 1
+        gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + self._calls)
+        pair = self.pairs(bare, batch["image"].shape[0], cfg, gen)
+        n = pair["w"].shape[0]
+        present = modality_dropout(torch.ones(n, 3, dtype=torch.bool), float(cfg["drop"]), gen).to(pair["w"].device)
+        pred = bare.map(text=pair["text"], mask=pair["mask"], sketch=pair["sketch"], present=present)
+        target = pair["w"][:, None].expand_as(pred)
+        mse = (pred.float() - target).square().mean()
+        return mse, {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
+
+    @torch.no_grad()
+    def generate_from_batch(self, model: nn.Module, batch: dict, which: tuple[str, ...]) -> torch.Tensor:
+        """Images from held-out faces' true conditions (`which` of text, mask, sketch)."""
+        bare = _unwrap(model)
+        n = batch["image"].shape[0]
+        captions = [c[0] if c else "" for c in batch["captions"]]
+        text = self._helpers["text"].encode(captions).pooled.to(batch["image"].device)
+        present = torch.tensor([[m in which for m in ("text", "mask", "sketch")]] * n, device=text.device)
+        w = bare.map(text=text, mask=batch["mask"], sketch=batch["sketch"], present=present)
+        return bare.generator([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
+        from ..conditions import ATTRIBUTE_INDEX
+        from ..eval.metrics import attribute_accuracy, mask_scores
+        parser, clf = self._helpers["parser"], self._helpers["classifier"]
+        cols = [ATTRIBUTE_INDEX[a] for a in clf.attributes]
+        out: dict[str, float] = {}
+        for name, which in (("all", ("text", "mask", "sketch")), ("text", ("text",)), ("mask", ("mask",))):
+            preds, targets, probs, wanted = [], [], [], []
+            for batch in batches:
+                small = self._at64(self.generate_from_batch(model, batch, which))
+                logits = parser.model(small).float()
+                if batch["mask"].shape[-1] != 64:
+                    logits = F.interpolate(logits, size=batch["mask"].shape[-2:], mode="bilinear",
+                                           align_corners=False)
+                preds.append(logits.argmax(1).to(torch.uint8).cpu().numpy())
+                targets.append(batch["mask"].to(torch.uint8).cpu().numpy())
+                probs.append(torch.sigmoid(clf.model(small).float()).cpu().numpy())
+                wanted.append(batch["attributes"][:, cols].cpu().numpy())
+            out[f"miou_{name}"] = mask_scores(np.concatenate(preds), np.concatenate(targets))["miou"]
+            out[f"attr_acc_{name}"] = attribute_accuracy(np.concatenate(probs), np.concatenate(wanted),
+                                                         names=list(clf.attributes))["attr_acc"]
+        out["score"] = (out["miou_all"] + out["attr_acc_all"]) / 2
+        return out
+
+    def snapshot(self, model: nn.Module, batches: list[dict], cfg: dict, path) -> None:
+        from ..conditions import colorize_mask
+        from ..data.sheet import image_grid
+        from ..io import write_png
+        batch = {k: v[: int(cfg["sample_n"])] for k, v in batches[0].items()}
+        rows = []
+        made = {w: _rgb(self.generate_from_batch(model, batch, w)) for w in
+                (("text", "mask", "sketch"), ("text",), ("mask",), ("sketch",))}
+        for i in range(batch["image"].shape[0]):
+            sketch = (batch["sketch"][i, 0].cpu().numpy() * 255).astype(np.uint8)
+            rows += [_rgb(batch["image"][i:i + 1])[0], colorize_mask(batch["mask"][i].cpu().numpy().astype(np.uint8)),
+                     np.repeat(sketch[..., None], 3, 2), *[m[i] for m in made.values()]]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_png(path, image_grid(rows, columns=7))
+
+
 def _unwrap(model: nn.Module) -> nn.Module:
     while hasattr(model, "module"):
         model = model.module
     return getattr(model, "_orig_mod", model)
 
 
-GAN_TASKS: dict[str, Any] = {"stylegan2": StyleGAN2Task()}
+GAN_TASKS: dict[str, Any] = {"stylegan2": StyleGAN2Task(), "mask_ae": ModalityAETask("mask"),
+                             "sketch_ae": ModalityAETask("sketch"), "gan": GANTask()}
