@@ -218,7 +218,7 @@ def test_run_generate_gives_the_pipelines_images_and_metadata(models):
     ({"prompt": "a face", "steps": 0}, "steps must be a whole number from 1 to 100"),
     ({"prompt": "a face", "n_images": 9}, "number of images"),
     ({"prompt": "a face", "scales": {"mask": 3.0}}, "guidance scale given for 'mask'"),
-    ({"prompt": "a face", "backend": "gan"}, "not implemented yet"),
+    ({"prompt": "a face", "backend": "ddgi"}, "not implemented yet"),
     ({"prompt": "a face", "guidance": "lots"}, "guidance must be a number"),
 ])
 def test_run_generate_bad_inputs_are_one_line_errors(models, kwargs, words):

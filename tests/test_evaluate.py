@@ -98,8 +98,8 @@ def test_registry_errors_name_the_available_backends():
     with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: collab, copy"):
         get_backend("nope")
     with pytest.raises(FaceweaveError,
-                       match="'gan' is not implemented yet; available backends: collab, copy, diffusion"):
-        get_backend("gan")
+                       match="'ddgi' is not implemented yet; available backends: collab, copy, diffusion, gan"):
+        get_backend("ddgi")
     with pytest.raises(FaceweaveError, match="no model"):
         get_backend("copy", model="some/checkpoint")
     with pytest.raises(FaceweaveError, match="bank size"):
@@ -253,7 +253,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_checkpoints, tmp_path):
     common = ["--parser", parser, "--classifier", classifier, "--size", SIZE, "--quiet"]
     cases = [
         (["--backend", "nope", "--out", tmp_path / "a"], "unknown backend 'nope'; available backends: collab, copy"),
-        (["--backend", "gan", "--out", tmp_path / "a"], "not implemented yet"),
+        (["--backend", "ddgi", "--out", tmp_path / "a"], "not implemented yet"),
         (["--backend", "copy", "--n", 0, "--out", tmp_path / "a"], "at least 2 per side"),
         (["--backend", "copy", "--given", "prompt,colour", "--out", tmp_path / "a"], "unknown modality 'colour'"),
         (["--backend", "copy", "--out", full], "--overwrite"),

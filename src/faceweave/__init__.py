@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 __all__ = ["CLASSES", "CELEBA_ATTRIBUTES", "Conditions", "FaceweaveError", "load", "__version__"]
 
 # backend name -> its bundled default checkpoint
-DEFAULT_MODELS = {"diffusion": "diffusion-64", "collab": "collab-64"}
+DEFAULT_MODELS = {"diffusion": "diffusion-64", "collab": "collab-64", "gan": "gan-64"}
 
 
 def load(name_or_path: str = "diffusion", device: str | None = None):
@@ -29,5 +29,8 @@ def load(name_or_path: str = "diffusion", device: str | None = None):
     if family == "collab":
         from .backends.collab import CollabPipeline
         return CollabPipeline.from_pretrained(meta["path"], device=device)
+    if family == "gan":
+        from .backends.gan import GANPipeline
+        return GANPipeline.from_pretrained(meta["path"], device=device)
     raise FaceweaveError(f"{meta['path']} holds a {family!r} model, which is not a generation pipeline; "
                          "load parsers and classifiers with faceweave.ruler.load_parser / load_classifier")

@@ -343,18 +343,21 @@ def _condition_panels(cond, size: int):
 @click.option("--attr", "attrs", multiple=True, metavar="NAME=0|1",
               help="A CelebA attribute, e.g. --attr Smiling=1 --attr Eyeglasses=0 (repeatable).")
 @click.option("--backend", default=None,
-              help="Generation backend: diffusion or collab  [default: the --model's, else diffusion]")
+              help="Generation backend: diffusion, collab or gan  [default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: the backend's bundled model]")
 @click.option("--seeds", default="0-3", show_default=True, help="Seeds, one image each: 0-3, 0,5,7 or 0-2,10.")
-@click.option("--steps", default=20, show_default=True, type=int, help="Sampling steps.")
+@click.option("--steps", default=None, type=int, help="Sampling steps (diffusion, collab)  [default: 20]")
 @click.option("--guidance", default=None, type=float,
               help="Classifier-free guidance scale for all given conditions together (1 = off)  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
-@click.option("--sampler", default="dpmpp_2m", show_default=True,
-              type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]), help="ODE sampler.")
+@click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
+              help="ODE sampler (diffusion, collab)  [default: dpmpp_2m]")
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
+@click.option("--diversity", default=None, type=float,
+              help="gan: 0..1, how far each seed's own latent replaces the finest layers of the mapped one  "
+                   "[default: 0.5]")
 @click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
               help="collab: the dynamic diffuser's maps or the naive average of the collaborators  [default: learned]")
 @click.option("--save-influence", is_flag=True,
@@ -364,7 +367,7 @@ def _condition_panels(cond, size: int):
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler,
-                 mixing, save_influence, palette, out, overwrite, quiet) -> None:
+                 diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -378,6 +381,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
           --save-influence --out out3/
+      faceweave generate --backend gan --prompt "a smiling man" --mask /tmp/fs/masks/000000.png --out out4/
     """
     import numpy as np
 
@@ -388,8 +392,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
 
     if backend is not None:
         backend = backend_name(backend)
-        if backend not in ("diffusion", "collab"):
-            raise FaceweaveError(f"faceweave generate runs --backend diffusion or collab (the {backend!r} "
+        if backend not in ("diffusion", "collab", "gan"):
+            raise FaceweaveError(f"faceweave generate runs --backend diffusion, collab or gan (the {backend!r} "
                                  "backend is for evaluation only)")
     if scales and guidance is not None:
         raise FaceweaveError("give either --guidance (one scale) or --scale MODALITY=W (per modality), not both")
@@ -403,10 +407,19 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                              f"drop --backend or pass a {backend} checkpoint")
     if family != "collab" and (mixing or save_influence):
         raise FaceweaveError("--mixing and --save-influence apply to --backend collab only; drop them")
+    if family == "gan" and (steps is not None or guidance is not None or scales or sampler):
+        raise FaceweaveError("the gan backend has no sampling steps, guidance or sampler (one forward pass); "
+                             "drop --steps/--guidance/--scale/--sampler")
+    if family != "gan" and diversity is not None:
+        raise FaceweaveError("--diversity applies to --backend gan only; drop it")
     pipe = faceweave.load(model or family)
-    extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else {}
-    result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=steps, guidance_scale=scale,
-                  sampler=sampler, progress=not quiet, **extra)
+    if family == "gan":
+        result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
+                      progress=not quiet)
+    else:
+        extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else {}
+        result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps, guidance_scale=scale,
+                      sampler=sampler or "dpmpp_2m", progress=not quiet, **extra)
     out = _prepare_out(out, overwrite)
     if save_influence:
         from .backends.collab import influence_picture
@@ -433,10 +446,12 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
               help="The photo's own mask  [default: parsed with the bundled parser]")
 @click.option("--prompt", default=None, help="Text for the edited face.")
 @click.option("--attr", "attrs", multiple=True, metavar="NAME=0|1", help="Attributes of the edited face.")
-@click.option("--backend", default=None, help="Editing backend: diffusion or collab  [default: the --model's, else diffusion]")
+@click.option("--backend", default=None,
+              help="Editing backend: diffusion, collab or gan  [default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name.")
 @click.option("--steps", default=None, type=int,
-              help="Inversion and sampling steps  [default: 50; collab: 20 sampling steps]")
+              help="Inversion and sampling steps  [default: 50; collab: 20 sampling steps; gan: 100 projector "
+                   "steps after the encoder, 0 for the encoder alone]")
 @click.option("--guidance", default=None, type=float, help="Guidance scale of the edit  [default: 1.0; collab: 2.0]")
 @click.option("--everywhere", is_flag=True,
               help="Let the whole image change (default: only where the mask changed, dilated 2 px).")
@@ -450,12 +465,19 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
 @click.option("--eta", default=0.8, show_default=True, type=float,
               help="collab: how far toward the target embedding (0 = the photo's, 1 = the target's).")
 @click.option("--seed", default=0, show_default=True, type=int, help="collab: sampling seed.")
+@click.option("--strength", default=None, type=float,
+              help="gan: 0..3, how far along the mapped edit direction  [default: 1.0]")
+@click.option("--blend", default=None, type=click.Choice(["residual", "generated"]),
+              help="gan: paste the photo plus the GAN's change (residual) or the GAN's face (generated)  "
+                   "[default: residual]")
+@click.option("--no-align", is_flag=True,
+              help="gan: the image is already an aligned face crop (no detection, no paste-back).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: edited.png, comparison.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, everywhere, classes,
-             embed_steps, finetune_steps, eta, seed, out, overwrite, quiet) -> None:
+             embed_steps, finetune_steps, eta, seed, strength, blend, no_align, out, overwrite, quiet) -> None:
     """Edit a face photo with a new mask, prompt or attributes, keeping the rest.
 
     The photo is inverted (probability-flow ODE) under its own mask and regenerated under
@@ -468,6 +490,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
       faceweave edit --image photo.jpg --mask edited_mask.png --out edits/
       faceweave edit --image photo.jpg --mask no_smile.png --classes mouth,u_lip,l_lip --out edits2/
       faceweave edit --backend collab --image photo.jpg --prompt "a smiling woman" --out edits3/
+      faceweave edit --backend gan --image photo.jpg --prompt "smiling" --strength 1.5 --out edits4/
     """
     import numpy as np
 
@@ -479,8 +502,11 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     from . import checkpoint
     family = checkpoint.read_config(model)["family"] if model else "diffusion"
     backend = backend_name(backend) if backend is not None else family
-    if backend not in ("diffusion", "collab"):
-        raise FaceweaveError(f"faceweave edit supports --backend diffusion or collab; {backend!r} cannot edit photos yet")
+    if backend not in ("diffusion", "collab", "gan"):
+        raise FaceweaveError(f"faceweave edit supports --backend diffusion, collab or gan; "
+                             f"{backend!r} cannot edit photos yet")
+    if backend != "gan" and (strength is not None or blend or no_align):
+        raise FaceweaveError("--strength, --blend and --no-align apply to --backend gan only; drop them")
     if model and family != backend:
         raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
                              f"drop --backend or pass a {backend} checkpoint")
@@ -489,6 +515,13 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     if not target.given:
         raise FaceweaveError("nothing to edit: give --mask, --prompt or --attr")
     import faceweave
+    if backend == "gan":
+        if source_mask is not None or everywhere or classes or guidance is not None:
+            raise FaceweaveError("--source-mask, --everywhere, --classes and --guidance do not apply to "
+                                 "--backend gan; drop them")
+        _edit_gan(faceweave.load(model or "gan"), photo, target, 100 if steps is None else steps,
+                  1.0 if strength is None else strength, blend or "residual", not no_align, out, overwrite, quiet)
+        return
     if backend == "collab":
         _edit_collab(faceweave.load(model or "collab"), photo, target, source_mask, steps or 20,
                      2.0 if guidance is None else guidance, embed_steps, finetune_steps, eta, seed, out,
@@ -518,6 +551,29 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote edited.png, comparison.png and meta.json to {out} "
                f"({result.metadata[0]['edited_pixels']} pixels free to change)")
+
+
+def _edit_gan(pipe, photo, target, steps, strength, blend, align, out, overwrite, quiet) -> None:
+    """faceweave edit --backend gan: align, invert, move along the mapped difference, paste back."""
+    from . import io
+    from .data.sheet import image_grid
+
+    result = pipe.edit(photo, target, strength=strength, steps=steps, align=align, blend=blend,
+                       progress=not quiet)
+    out = _prepare_out(out, overwrite)
+    io.write_png(out / "edited.png", result.images[0])
+    size = pipe.size
+    crop = io.resize_image(result.images[0], size) if not align else None
+    panels = [result.aligned, result.reconstruction, result.edited_face, *_condition_panels(target, size)]
+    if crop is not None:
+        panels.append(crop)
+    io.write_png(out / "comparison.png", image_grid(panels, columns=len(panels)))
+    meta = result.metadata[0]
+    _write_json(out / "meta.json", meta)
+    for note in meta["notes"]:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote edited.png, comparison.png (aligned face | GAN reconstruction | edited | conditions) and "
+               f"meta.json to {out} (inversion PSNR {meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s)")
 
 
 def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps, finetune_steps, eta, seed,
@@ -559,32 +615,58 @@ def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps,
               help="The photo's mask  [default: parsed with the bundled parser]")
 @click.option("--no-mask", is_flag=True, help="Invert without a mask condition.")
 @click.option("--prompt", default=None, help="A caption of the photo (optional condition).")
-@click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: diffusion-64]")
-@click.option("--steps", default=50, show_default=True, type=int, help="ODE steps (each way).")
+@click.option("--backend", default=None,
+              help="diffusion (noise of the ODE) or gan (a StyleGAN2 W+ code)  [default: the --model's, else diffusion]")
+@click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: the backend's bundled model]")
+@click.option("--steps", default=None, type=int,
+              help="ODE steps each way  [default: 50]; gan: projector steps after the encoder [default: 100]")
+@click.option("--no-align", is_flag=True, help="gan: PHOTO is already an aligned face crop.")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: latent.safetensors, reconstruction.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
-def invert_cmd(photo, mask, no_mask, prompt, model, steps, out, overwrite) -> None:
-    """Invert a face photo into the diffusion model's noise (probability-flow ODE).
+def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, out, overwrite) -> None:
+    """Invert a face photo into a model's latent space, to keep, reconstruct or edit.
 
-    Writes the noise (latent.safetensors, key "noise"), the photo regenerated from it
-    (reconstruction.png: how faithful the inversion is) and meta.json.
+    diffusion: the noise of the probability-flow ODE (latent.safetensors, key "noise").
+    gan: the face is found and aligned, then encoded and refined into a StyleGAN2 W+ code
+    (latent.safetensors: "wplus" (1, num_ws, w_dim) and the noise maps "noise.0", ...).
+    Both write the photo regenerated from the code (reconstruction.png: how faithful the
+    inversion is) and meta.json with its PSNR.
 
     \b
     Example:
       faceweave invert photo.jpg --out inverted/
       faceweave invert photo.jpg --mask photo_mask.png --prompt "a smiling woman" --steps 100 --out inv2/
+      faceweave invert photo.jpg --backend gan --out inv3/
     """
     from safetensors.torch import save_file
 
-    from . import io
+    from . import checkpoint, io
+    from .backends.base import backend_name
     from .conditions import Conditions
     from .io import write_png
 
+    family = checkpoint.read_config(model)["family"] if model else None
+    backend = backend_name(backend) if backend is not None else (family or "diffusion")
+    if backend not in ("diffusion", "gan"):
+        raise FaceweaveError(f"faceweave invert supports --backend diffusion or gan, not {backend!r}")
+    if family is not None and family != backend:
+        raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
+                             f"drop --backend or pass a {backend} checkpoint")
     if mask is not None and no_mask:
         raise FaceweaveError("give --mask or --no-mask, not both")
     image = io.read_image(photo)
     import faceweave
+    if backend == "gan":
+        if mask is not None or no_mask or prompt is not None:
+            raise FaceweaveError("--mask, --no-mask and --prompt apply to --backend diffusion; a GAN inversion "
+                                 "reads only the photo")
+        _invert_gan(faceweave.load(model or "gan"), image, photo, 100 if steps is None else steps, not no_align,
+                    out, overwrite)
+        return
+    if no_align:
+        raise FaceweaveError("--no-align applies to --backend gan only; drop it")
+    steps = 50 if steps is None else steps
     pipe = faceweave.load(model or "diffusion")
     if no_mask:
         own = None
@@ -607,6 +689,39 @@ def invert_cmd(photo, mask, no_mask, prompt, model, steps, out, overwrite) -> No
     for note in meta["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote latent.safetensors, reconstruction.png (PSNR {meta['reconstruction_psnr']:.2f} dB) "
+               f"and meta.json to {out}")
+
+
+def _invert_gan(pipe, image, name, steps, align, out, overwrite) -> None:
+    import os
+
+    from safetensors.torch import save_file
+
+    from . import io
+
+    notes = []
+    if align:
+        from .align import align_face
+        aligned = align_face(image, size=pipe.size, name=str(name))
+        face = aligned.image
+        if aligned.warning:
+            notes.append(aligned.warning)
+    else:
+        face = image
+    inv = pipe.invert(face, steps=steps, progress=True)
+    out = _prepare_out(out, overwrite)
+    tensors = {"wplus": inv.wplus.detach().float().contiguous().cpu(),
+               **{f"noise.{i}": n.detach().float().contiguous().cpu() for i, n in enumerate(inv.noise)}}
+    tmp = out / "latent.safetensors.tmp"
+    save_file(tensors, str(tmp), metadata={"model": str(inv.metadata["model"]), "method": inv.metadata["method"]})
+    os.replace(tmp, out / "latent.safetensors")
+    io.write_png(out / "aligned.png", io.resize_image(face, pipe.size))
+    io.write_png(out / "reconstruction.png", inv.reconstruction)
+    meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"], "aligned": align, "notes": notes}
+    _write_json(out / "meta.json", meta)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote latent.safetensors, aligned.png, reconstruction.png (PSNR {inv.metadata['psnr']:.2f} dB) "
                f"and meta.json to {out}")
 
 

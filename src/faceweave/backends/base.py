@@ -76,9 +76,10 @@ _REGISTRY: dict[str, str] = {
     "copy": "faceweave.backends.copy:CopyBackend",
     "diffusion": "faceweave.backends.diffusion:DiffusionBackend",
     "collab": "faceweave.backends.collab:CollabBackend",
+    "gan": "faceweave.backends.gan:GANBackend",
 }
 # Backends of the design that later issues add; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("gan", "ddgi", "stylize")
+_PLANNED: tuple[str, ...] = ("ddgi", "stylize")
 
 
 def available_backends() -> list[str]:

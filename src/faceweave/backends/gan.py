@@ -1,0 +1,405 @@
+"""Backend `gan`: MM2Latent (Meng et al., ECCV 2024 workshops) on our own StyleGAN2.
+
+    import faceweave
+    pipe = faceweave.load("gan")                              # the bundled 64 px model
+    out = pipe(prompt="a smiling woman", mask=mask, seeds=[0, 1, 2, 3])
+    inv = pipe.invert(face)                                   # W+ code + reconstruction
+    out = pipe.edit(photo, Conditions(prompt="a smiling man"), strength=1.0)
+
+Generation is one mapper pass and one generator pass per image: the conditions go through
+the mask / sketch autoencoders and the text encoder, the mapper turns them into a W+ code,
+and StyleGAN2 renders it. There are no sampling steps and no guidance.
+
+What a seed does. The mapper is deterministic: the same conditions give one code. A seed
+draws its own noise maps and its own random w, which replaces the mapped code on the
+layers from `mix_from` on by `diversity` (0: every seed gives the same face up to noise,
+1: those layers belong to the seed). Those are the finest layers, so what the
+conditions fix (layout, and the attributes the text names) stays; what they leave open
+(fine colour and texture) varies. With no condition at all, a seed is a plain StyleGAN2
+sample (optionally truncated). Image i depends only on (conditions[i], seeds[i]).
+
+Attributes are said in words: `text.describe_attributes` turns the ones set to 1 into a
+sentence appended to the prompt (the mapper reads only text). Attributes set to 0 cannot be
+said that way; a note in the metadata says so.
+
+Editing a photo (`edit`): the face is found and aligned (faceweave.align), inverted (the
+encoder, then optional projector steps), and the edit is applied in W+ as a difference of
+two mapped codes: delta = M(target conditions) - M(source conditions), where the source
+conditions are read off the aligned face (parser mask, its boundaries as sketch, the
+classifier's caption) and the target ones are the same with the user's fields replacing
+theirs. edited = G(w_inv + strength * delta). What reaches the photo is, by default, the
+aligned face plus the change the edit made to the GAN's reconstruction (`blend="residual"`:
+keeps the photo's detail where the edit changes nothing, which a small GAN trained on
+FaceSynth could not reproduce), or the GAN's image itself (`blend="generated"`); the crop
+is pasted back with a feathered seam.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import checkpoint
+from ..conditions import Conditions
+from ..errors import FaceweaveError
+from ..io import _resize_sketch, resize_image, resize_mask
+from ..models.mm2latent import MM2Latent
+from .base import Backend
+from .diffusion import PipelineOutput, image_metadata
+
+FAMILY = "gan"
+DEFAULT_MODEL = "gan-64"
+ACCEPTS = ("prompt", "attributes", "mask", "sketch")
+BLENDS = ("residual", "generated")
+
+
+def _float(name: str, value, low: float, high: float, hint: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise FaceweaveError(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+    if not low <= v <= high:                          # NaN fails too
+        raise FaceweaveError(f"{name} must be from {low} to {high}, got {value!r}; {hint}")
+    return v
+
+
+def _tensor(images: Sequence[np.ndarray], device) -> torch.Tensor:
+    x = torch.from_numpy(np.stack(images)).to(device)
+    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def _uint8(x: torch.Tensor) -> list[np.ndarray]:
+    return list(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+
+
+@dataclasses.dataclass
+class Inversion:
+    wplus: torch.Tensor                 # (1, num_ws, w_dim)
+    noise: list[torch.Tensor]           # the per-layer noise maps that go with it
+    reconstruction: np.ndarray          # G(wplus, noise), S x S x 3 uint8
+    metadata: dict[str, Any]
+
+
+@dataclasses.dataclass
+class EditOutput(PipelineOutput):
+    aligned: np.ndarray | None = None          # the aligned face that was inverted (S x S x 3)
+    reconstruction: np.ndarray | None = None   # the GAN's reconstruction of it
+    edited_face: np.ndarray | None = None      # the GAN's edited face (before blending and paste-back)
+
+
+class GANPipeline:
+    """An MM2Latent model (generator + autoencoders + mapper [+ inversion encoder]) and the
+    frozen text encoder."""
+
+    def __init__(self, model: MM2Latent, text_encoder=None, meta: dict | None = None,
+                 device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.eval().to(self.device)
+        self.meta = meta or {}
+        self._text_encoder = text_encoder
+        self._helpers: dict[str, Any] = {}
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL, device: str | torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> "GANPipeline":
+        meta, state = checkpoint.load(name_or_path, FAMILY)
+        model = MM2Latent.from_config(meta["config"])
+        checkpoint.load_into(model, state, where=meta["path"])
+        return cls(model.to(dtype), meta=meta, device=device or "cpu")
+
+    @property
+    def size(self) -> int:
+        return self.model.size
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ACCEPTS
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from ..models.text_encoder import TextEncoder
+            self._text_encoder = TextEncoder(device=self.device)
+        return self._text_encoder
+
+    def _helper(self, name: str):
+        if name not in self._helpers:
+            from ..ruler import load_classifier, load_parser
+            self._helpers[name] = (load_parser if name == "parser" else load_classifier)(size=64, device=self.device)
+        return self._helpers[name]
+
+    # -- conditions -> W+ -----------------------------------------------------------------------
+    @staticmethod
+    def sentence(cond: Conditions) -> tuple[str | None, list[str]]:
+        """The text the mapper reads: the prompt, then the attributes set to 1 in words."""
+        from ..text import describe_attributes
+        notes, parts = [], [cond.prompt] if cond.prompt else []
+        wanted = {k: v for k, v in cond.attributes.items() if v == 1}
+        if wanted:
+            parts.append(describe_attributes(wanted))
+        unsaid = sorted(k for k, v in cond.attributes.items() if v == 0)
+        if unsaid:
+            notes.append(f"attributes set to 0 ({', '.join(unsaid)}) are not expressed by the gan backend's "
+                         "text path; they are left to the other conditions")
+        return (" ".join(parts) or None), notes
+
+    @torch.no_grad()
+    def map(self, conditions: Sequence[Conditions]) -> tuple[torch.Tensor, list[list[str]]]:
+        """(N, num_ws, w_dim) mapped codes and per-image notes (masks and sketches of another
+        size are resized to the model's)."""
+        s, dev = self.size, self.device
+        n = len(conditions)
+        texts, notes = [], []
+        for cond in conditions:
+            text, note = self.sentence(cond)
+            texts.append(text)
+            notes.append(note)
+        present = torch.zeros(n, 3, dtype=torch.bool)
+        text = mask = sketch = None
+        if any(texts):
+            text = self.text_encoder.encode([t or "" for t in texts]).pooled.to(dev)
+            present[:, 0] = torch.tensor([t is not None for t in texts])
+        if any(c.mask is not None for c in conditions):
+            arr = np.zeros((n, s, s), np.int64)
+            for i, c in enumerate(conditions):
+                if c.mask is not None:
+                    if c.mask.shape != (s, s):
+                        notes[i].append(f"mask resized from {c.mask.shape[1]}x{c.mask.shape[0]} to {s}x{s}")
+                    arr[i] = resize_mask(c.mask, s)
+                    present[i, 1] = True
+            mask = torch.from_numpy(arr).to(dev)
+        if any(c.sketch is not None for c in conditions):
+            arr = np.zeros((n, 1, s, s), np.float32)
+            for i, c in enumerate(conditions):
+                if c.sketch is not None:
+                    if c.sketch.shape != (s, s):
+                        notes[i].append(f"sketch resized from {c.sketch.shape[1]}x{c.sketch.shape[0]} to {s}x{s}")
+                    arr[i, 0] = _resize_sketch(c.sketch, s) / 255.0
+                    present[i, 2] = True
+            sketch = torch.from_numpy(arr).to(dev)
+        dtype = next(self.model.parameters()).dtype
+        w = self.model.map(text=None if text is None else text.to(dtype), mask=mask,
+                           sketch=None if sketch is None else sketch.to(dtype), present=present.to(dev))
+        return w, notes
+
+    def _seed_parts(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Per seed, from its own generator: a random w and the generator's noise maps."""
+        G = self.model.generator
+        ws, noises = [], []
+        for seed in seeds:
+            gen = torch.Generator().manual_seed(int(seed))
+            z = torch.randn(1, G.config.z_dim, generator=gen)
+            noises.append(G.make_noise(1, gen))
+            ws.append(z)
+        dtype = next(G.parameters()).dtype
+        w = G.get_latent(torch.cat(ws).to(self.device, dtype))
+        noise = [torch.cat(layer) for layer in zip(*noises)]
+        return w, noise
+
+    # -- generation -------------------------------------------------------------------------
+    def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
+        if conditions is None:
+            conditions = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
+        if isinstance(conditions, Conditions):
+            conditions = [conditions] * n
+        conditions = list(conditions)
+        if len(conditions) != n:
+            raise FaceweaveError(f"{len(conditions)} conditions but {n} seeds; pass one seed per condition")
+        for c in conditions:
+            unread = [m for m in c.given if m not in ACCEPTS]
+            if unread:
+                raise FaceweaveError(f"the gan backend cannot condition on {', '.join(unread)}; "
+                                     f"it reads {', '.join(ACCEPTS)}")
+        return conditions
+
+    @torch.no_grad()
+    def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
+                 mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
+                 seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
+                 diversity: float = 0.5, mix_from: int | None = None, truncation: float = 1.0,
+                 batch_size: int = 64, progress: bool = False, output_type: str = "np") -> PipelineOutput:
+        """One image per seed (see the module docstring for what a seed changes).
+
+        diversity   0..1: how far each seed's own w replaces the mapped code on layers >= mix_from
+        mix_from    first W+ layer a seed may change  [default: the finest resolution's layers]
+        truncation  0..1: psi for unconditional samples (1: none)
+        """
+        seeds = [int(s) for s in seeds]
+        if not seeds or any(s < 0 for s in seeds):
+            raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
+        conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
+        diversity = _float("diversity", diversity, 0.0, 1.0, "0 keeps the mapped code, 1 gives its finest "
+                           "layers to the seed")
+        truncation = _float("truncation", truncation, 0.0, 1.0, "1 is no truncation")
+        G = self.model.generator
+        n_ws = G.num_ws
+        mix_from = n_ws - 3 if mix_from is None else int(mix_from)
+        if not 0 <= mix_from <= n_ws:
+            raise FaceweaveError(f"mix_from must be a W+ layer from 0 to {n_ws}, got {mix_from}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if output_type not in ("np", "pt"):
+            raise FaceweaveError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        from tqdm import tqdm
+        settings = {"backend": FAMILY, "model": self.meta.get("path"), "diversity": diversity,
+                    "mix_from": mix_from, "truncation": truncation}
+        images, metadata = [], []
+        bar = tqdm(total=len(seeds), disable=not progress, desc="generate", unit="img", leave=False)
+        for start in range(0, len(seeds), batch_size):
+            chunk, chunk_seeds = conds[start:start + batch_size], seeds[start:start + batch_size]
+            t0 = time.perf_counter()
+            mapped, notes = self.map(chunk)
+            w_seed, noise = self._seed_parts(chunk_seeds)
+            given = torch.tensor([bool(c.given) for c in chunk], device=self.device)[:, None, None]
+            free = torch.lerp(G.w_avg[None], w_seed, truncation)[:, None].expand(-1, n_ws, -1)
+            layer = (torch.arange(n_ws, device=self.device) >= mix_from)[None, :, None]
+            conditioned = torch.where(layer, torch.lerp(mapped, free, diversity), mapped)
+            wplus = torch.where(given, conditioned, free)
+            x = G([wplus], input_is_latent=True, noise=noise)[0].clamp(-1, 1)
+            per_image = (time.perf_counter() - t0) / len(chunk)
+            images.extend(_uint8(x) if output_type == "np" else list(x.float().cpu()))
+            metadata += [image_metadata(c, s, settings, per_image, note)
+                         for c, s, note in zip(chunk, chunk_seeds, notes)]
+            bar.update(len(chunk))
+        bar.close()
+        return PipelineOutput(images, metadata)
+
+    # -- inversion and editing ----------------------------------------------------------------
+    def invert(self, face: np.ndarray, steps: int = 100, optimize_noise: bool = False,
+               progress: bool = False) -> Inversion:
+        """An (aligned) face -> W+ code: the encoder's guess, then `steps` projector steps
+        (pixel + feature loss; 0: the encoder alone)."""
+        from ..projector import project, reconstruction_metrics
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 5000:
+            raise FaceweaveError(f"inversion steps must be a whole number from 0 to 5000, got {steps!r}")
+        G = self.model.generator
+        s = self.size
+        small = face if face.shape[:2] == (s, s) else resize_image(face, s)
+        target = _tensor([small], self.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            if self.model.encoder is not None:
+                start = self.model.encoder(target)
+                how = "encoder"
+            else:
+                start = G.w_avg[None, None].expand(1, G.num_ws, -1).clone()
+                how = "w_avg"
+        noise = G.noise_buffers()
+        if steps:
+            result = project(G, target, init_wplus=start, steps=steps, optimize_noise=optimize_noise,
+                             generator=torch.Generator().manual_seed(0), progress=progress)
+            wplus, noise = result.wplus.detach(), [n.detach() for n in result.noise]
+            how += f" + {steps} projector steps"
+        else:
+            wplus = start
+        with torch.no_grad():
+            recon = G([wplus], input_is_latent=True, noise=noise, randomize_noise=False)[0]
+            scores = reconstruction_metrics(G, target, wplus, noise=noise)
+        meta = {"backend": FAMILY, "model": self.meta.get("path"), "method": how,
+                "psnr": round(scores["psnr"], 3), "feature_distance": round(scores["feature_distance"], 5),
+                "seconds": round(time.perf_counter() - t0, 3)}
+        return Inversion(wplus, noise, _uint8(recon)[0], meta)
+
+    def read_conditions(self, face: np.ndarray) -> Conditions:
+        """What an aligned face shows, in the mapper's terms: parsed mask, its boundaries as a
+        sketch, the classifier's caption."""
+        from ..io import sketch_from_mask
+        from ..text import describe_attributes
+        small = face if face.shape[:2] == (64, 64) else resize_image(face, 64)
+        mask = self._helper("parser").predict(face if face.shape[:2] == (self.size, self.size)
+                                              else resize_image(face, self.size))
+        probs = self._helper("classifier").predict(small)
+        return Conditions(prompt=describe_attributes(probs), mask=mask, sketch=sketch_from_mask(mask))
+
+    def _target(self, source: Conditions, target: Conditions) -> Conditions:
+        """The face's own conditions with the user's fields in their place. A new mask brings
+        its own boundaries as the sketch (unless a sketch is given too)."""
+        from ..io import sketch_from_mask
+        said = bool(target.prompt or target.attributes)
+        mask = source.mask if target.mask is None else resize_mask(target.mask, self.size)
+        if target.sketch is not None:
+            sketch = target.sketch
+        else:
+            sketch = source.sketch if target.mask is None else sketch_from_mask(mask)
+        return Conditions(prompt=target.prompt if said else source.prompt, attributes=target.attributes,
+                          mask=mask, sketch=sketch)
+
+    def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 100,
+             align: bool = True, blend: str = "residual", feather: float = 0.25,
+             progress: bool = False) -> PipelineOutput:
+        """The photo with its face edited towards `target` (see the module docstring).
+
+        strength  0..3: how far along the mapped difference (1: the mapper's own distance)
+        steps     projector steps of the inversion (0: encoder only)
+        align     find, align and paste back the face (False: the photo is already an aligned face)
+        blend     "residual" (photo + the GAN's change) or "generated" (the GAN's face)
+        """
+        from ..align import align_face, paste_back
+        strength = _float("edit strength", strength, 0.0, 3.0, "1 applies the edit as mapped, 0 changes nothing")
+        if blend not in BLENDS:
+            raise FaceweaveError(f"unknown blend {blend!r}; choose {' or '.join(BLENDS)}")
+        if not isinstance(target, Conditions) or not target.given:
+            raise FaceweaveError("nothing to edit: give a prompt, attributes, a mask or a sketch")
+        unread = [m for m in target.given if m not in ACCEPTS]
+        if unread:
+            raise FaceweaveError(f"the gan backend cannot edit with {', '.join(unread)}; it reads {', '.join(ACCEPTS)}")
+        t0 = time.perf_counter()
+        notes: list[str] = []
+        s = self.size
+        if align:
+            aligned = align_face(photo, size=s)
+            face = aligned.image
+            if aligned.warning:
+                notes.append(aligned.warning)
+        else:
+            face = photo if photo.shape[:2] == (s, s) else resize_image(photo, s)
+        inv = self.invert(face, steps=steps, progress=progress)
+        source = self.read_conditions(face)
+        wanted = self._target(source, target)
+        G = self.model.generator
+        with torch.no_grad():
+            codes, map_notes = self.map([source, wanted])
+            delta = codes[1:2] - codes[0:1]
+            edited = G([inv.wplus + strength * delta], input_is_latent=True, noise=inv.noise,
+                       randomize_noise=False)[0].clamp(-1, 1)
+            recon = G([inv.wplus], input_is_latent=True, noise=inv.noise, randomize_noise=False)[0].clamp(-1, 1)
+            if blend == "residual":
+                out = (_tensor([face], self.device) + edited - recon).clamp(-1, 1)
+            else:
+                out = edited
+        notes += [n for group in map_notes for n in group]
+        crop = _uint8(out)[0]
+        result = paste_back(photo, aligned, crop, feather=feather) if align else crop
+        meta = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength, "blend": blend,
+                "inversion": inv.metadata, "source_caption": source.prompt, "target_text": self.sentence(wanted)[0],
+                "given": list(target.given), "conditions": target.digest(),
+                "delta_norm": round(float(delta.norm()), 4), "seconds": round(time.perf_counter() - t0, 3),
+                "notes": notes}
+        return EditOutput([result], [meta], aligned=face, reconstruction=inv.reconstruction,
+                          edited_face=_uint8(edited)[0])
+
+
+class GANBackend(Backend):
+    """The registry face of GANPipeline: generate(conditions, seeds, size)."""
+
+    name = FAMILY
+    accepts = ACCEPTS
+
+    def __init__(self, model: str | None = None, diversity: float = 0.5, truncation: float = 1.0,
+                 batch_size: int = 64, progress: bool = False):
+        self.pipe = GANPipeline.from_pretrained(model or DEFAULT_MODEL)
+        self.options = {"diversity": diversity, "truncation": truncation, "batch_size": batch_size,
+                        "progress": progress}
+
+    def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
+        out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images
+        return out if size == self.pipe.size else [resize_image(im, size) for im in out]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
+                **{k: v for k, v in self.options.items() if k != "progress"}}
