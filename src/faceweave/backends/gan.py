@@ -62,9 +62,9 @@ def _float(name: str, value, low: float, high: float, hint: str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise FaceweaveError(f"{name} must be a number from {low} to {high}, got {value!r}") from None
+        raise FaceweaveError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}") from None
     if not low <= v <= high:                          # NaN fails too
-        raise FaceweaveError(f"{name} must be from {low} to {high}, got {value!r}; {hint}")
+        raise FaceweaveError(f"{name} must be from {low:g} to {high:g}, got {value!r}; {hint}")
     return v
 
 

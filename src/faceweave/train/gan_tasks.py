@@ -3,6 +3,8 @@
     stylegan2   faceweave train stylegan2 --preset s --data facesynth:64 --out runs/stylegan2-64
     mask_ae     faceweave train mask_ae --preset s --data facesynth:64 --out runs/mask-ae-64
     sketch_ae   faceweave train sketch_ae --preset s --data facesynth:64 --out runs/sketch-ae-64
+    gan_encoder faceweave train gan_encoder --preset s --data facesynth:64 --out runs/gan-encoder-64 \
+                    --set generator=runs/stylegan2-64/best          (image -> W+, train/encoder_task.py)
     gan         faceweave train gan --preset s --data facesynth:64 --out runs/gan-64 \
                     --set generator=runs/stylegan2-64/best --set mask_ae=runs/mask-ae-64/best \
                     --set sketch_ae=runs/sketch-ae-64/best [--set encoder=runs/gan-encoder-64/best]
@@ -396,5 +398,10 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
+def _encoder_task():
+    from .encoder_task import GANEncoderTask
+    return GANEncoderTask()
+
+
 GAN_TASKS: dict[str, Any] = {"stylegan2": StyleGAN2Task(), "mask_ae": ModalityAETask("mask"),
-                             "sketch_ae": ModalityAETask("sketch"), "gan": GANTask()}
+                             "sketch_ae": ModalityAETask("sketch"), "gan_encoder": _encoder_task(), "gan": GANTask()}

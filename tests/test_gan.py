@@ -1,0 +1,250 @@
+"""Backend `gan` (MM2Latent): the mapper task, the pipeline, editing and the CLI, on tiny
+models trained for a few steps on the CPU."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import faceweave
+from faceweave import Conditions, checkpoint
+from faceweave.cli import main
+from faceweave.data import open_dataset
+from faceweave.errors import FaceweaveError
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A whole tiny gan model (32 px): generator, autoencoders, inversion encoder, mapper."""
+    from faceweave.train.loop import train
+    root = tmp_path_factory.mktemp("gan")
+    for family in ("stylegan2", "mask_ae", "sketch_ae"):
+        train(family, "tiny", "facesynth:32", root / family, overrides={"max_steps": 4}, progress=False)
+    train("gan_encoder", "tiny", "facesynth:32", root / "encoder", progress=False,
+          overrides={"max_steps": 4, "generator": str(root / "stylegan2" / "last")})
+    train("gan", "tiny", "facesynth:32", root / "gan", progress=False,
+          overrides={"max_steps": 6, "generator": str(root / "stylegan2" / "last"),
+                     "mask_ae": str(root / "mask_ae" / "last"), "sketch_ae": str(root / "sketch_ae" / "last"),
+                     "encoder": str(root / "encoder" / "last")})
+    return root / "gan" / "last"
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny):
+    return faceweave.load(str(tiny))
+
+
+@pytest.fixture(scope="module")
+def face():
+    sample = open_dataset("facesynth:32", size=32, split="val")[0]
+    image = ((sample["image"].permute(1, 2, 0).numpy() + 1) * 127.5).round().astype(np.uint8)
+    return {"image": image, "mask": sample["mask"].numpy().astype(np.uint8),
+            "sketch": (sample["sketch"][0].numpy() * 255).astype(np.uint8)}
+
+
+def test_the_checkpoint_holds_every_part(tiny):
+    config = checkpoint.read_config(tiny, "gan")["config"]
+    assert set(config) == {"generator", "mask_ae", "sketch_ae", "mapper", "encoder"}
+    assert config["encoder"] is not None
+    assert (config["mapper"]["num_ws"], config["mapper"]["w_dim"]) == (8, 32)      # fitted to the tiny generator
+
+
+@pytest.mark.parametrize("given", [(), ("prompt",), ("mask",), ("sketch",), ("attributes",),
+                                   ("prompt", "mask"), ("prompt", "mask", "sketch", "attributes")])
+def test_every_subset_of_conditions_generates(pipe, face, given):
+    kw = {"prompt": "a smiling man" if "prompt" in given else None,
+          "attributes": {"Eyeglasses": 1} if "attributes" in given else {},
+          "mask": face["mask"] if "mask" in given else None,
+          "sketch": face["sketch"] if "sketch" in given else None}
+    out = pipe(conditions=Conditions(**kw), seeds=[0, 1])
+    assert len(out.images) == 2 and out.images[0].shape == (32, 32, 3) and out.images[0].dtype == np.uint8
+    assert out.metadata[0]["given"] == list(Conditions(**kw).given)
+    assert not np.array_equal(out.images[0], out.images[1])          # seeds differ
+
+
+def test_image_i_depends_only_on_seed_i(pipe, face):
+    conds = [Conditions(prompt="a smiling man", mask=face["mask"]), Conditions(sketch=face["sketch"]), Conditions()]
+    batch = pipe(conditions=conds, seeds=[3, 4, 5]).images
+    for cond, seed, image in zip(conds, [3, 4, 5], batch):
+        alone = pipe(conditions=cond, seeds=[seed]).images[0]
+        assert np.array_equal(alone, image)
+    again = pipe(conditions=conds, seeds=[3, 4, 5], batch_size=1).images
+    assert all(np.array_equal(a, b) for a, b in zip(batch, again))
+
+
+def test_conditions_change_the_mapped_code(pipe, face):
+    w_mask, _ = pipe.map([Conditions(mask=face["mask"])])
+    w_other, _ = pipe.map([Conditions(mask=np.zeros_like(face["mask"]))])
+    w_text, _ = pipe.map([Conditions(prompt="a bald man with eyeglasses")])
+    assert not torch.allclose(w_mask, w_other) and not torch.allclose(w_mask, w_text)
+    assert w_mask.shape == (1, pipe.model.generator.num_ws, pipe.model.generator.config.w_dim)
+
+
+def test_diversity_zero_keeps_the_mapped_code_on_every_layer(pipe, face):
+    """With diversity 0 two seeds share the code and differ only by their noise maps."""
+    strengths = [m.strength for m in pipe.model.generator.modules() if hasattr(m, "strength")]
+    saved = [s.detach().clone() for s in strengths]
+    for s in strengths:
+        s.data.zero_()                                               # silence the noise inputs
+    try:
+        a, b = pipe(mask=face["mask"], seeds=[0, 1], diversity=0.0).images
+        assert np.array_equal(a, b)
+        c, d = pipe(mask=face["mask"], seeds=[0, 1], diversity=1.0).images
+        assert not np.array_equal(c, d)
+    finally:
+        for s, v in zip(strengths, saved):
+            s.data.copy_(v)
+
+
+def test_attributes_become_words_and_zeros_are_noted(pipe):
+    text, notes = pipe.sentence(Conditions(prompt="a portrait", attributes={"Smiling": 1, "Eyeglasses": 0}))
+    assert text.startswith("a portrait ") and len(text) > len("a portrait ")
+    assert notes and "Eyeglasses" in notes[0]
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"diversity": 1.5}, "diversity must be from 0 to 1"),
+    ({"diversity": float("nan")}, "diversity must be from 0 to 1"),
+    ({"truncation": -0.1}, "truncation must be from 0 to 1"),
+    ({"mix_from": 99}, "mix_from must be a W\\+ layer"),
+    ({"seeds": []}, "non-empty"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+])
+def test_bad_generation_settings_are_one_line_errors(pipe, kwargs, match):
+    with pytest.raises(FaceweaveError, match=match):
+        pipe(**{"prompt": "a face", **kwargs})
+
+
+def test_masks_of_another_size_are_resized_with_a_note(pipe, face):
+    big = np.kron(face["mask"], np.ones((2, 2), np.uint8))
+    out = pipe(mask=big, seeds=[0])
+    assert out.images[0].shape == (32, 32, 3)
+    assert any("resized from 64x64" in n for n in out.metadata[0]["notes"])
+
+
+def test_inversion_reduces_the_reconstruction_error(pipe, face):
+    start = pipe.invert(face["image"], steps=0)
+    refined = pipe.invert(face["image"], steps=30)
+    assert start.metadata["method"] == "encoder"
+    assert refined.metadata["psnr"] > start.metadata["psnr"]
+    assert refined.wplus.shape == (1, pipe.model.generator.num_ws, pipe.model.generator.config.w_dim)
+
+
+def test_edit_of_an_aligned_face_moves_along_the_mapped_difference(pipe, face):
+    same = pipe.edit(face["image"], Conditions(prompt="a smiling woman"), strength=0.0, steps=0, align=False)
+    assert np.array_equal(same.images[0], face["image"])          # residual blend, no change: the photo itself
+    moved = pipe.edit(face["image"], Conditions(prompt="a bald man with a beard"), strength=2.0, steps=0,
+                      align=False, blend="generated")
+    assert moved.metadata[0]["delta_norm"] > 0
+    assert not np.array_equal(moved.edited_face, moved.reconstruction)
+    with pytest.raises(FaceweaveError, match="edit strength must be from 0 to 3"):
+        pipe.edit(face["image"], Conditions(prompt="x"), strength=5, align=False)
+    with pytest.raises(FaceweaveError, match="nothing to edit"):
+        pipe.edit(face["image"], Conditions(), align=False)
+    with pytest.raises(FaceweaveError, match="unknown blend"):
+        pipe.edit(face["image"], Conditions(prompt="x"), blend="paste", align=False)
+
+
+def _real_photo() -> Path:
+    photos = sorted((REAL / "photos").glob("*.jpg")) if (REAL / "photos").is_dir() else []
+    if not photos:
+        pytest.skip(f"real sample photos not found at {REAL} (they live beside the repository)")
+    return photos[0]
+
+
+def test_edit_of_a_real_photo_changes_only_the_face(pipe):
+    from faceweave.align import align_face
+    from faceweave.io import read_image
+    try:
+        photo = read_image(_real_photo())
+        aligned = align_face(photo, size=32)
+    except FaceweaveError as exc:
+        pytest.skip(f"face detector unavailable: {exc}")
+    out = pipe.edit(photo, Conditions(prompt="a smiling man"), strength=2.0, steps=0, blend="generated")
+    edited = out.images[0]
+    assert edited.shape == photo.shape
+    # everything outside the aligned crop's quad is untouched, bit for bit
+    quad = np.asarray(aligned.quad, np.float32)
+    import cv2
+    inside = np.zeros(photo.shape[:2], np.uint8)
+    cv2.fillConvexPoly(inside, np.round(quad).astype(np.int32), 1)
+    outside = cv2.dilate(inside, np.ones((5, 5), np.uint8)) == 0
+    assert np.array_equal(edited[outside], photo[outside])
+    assert (edited != photo).any()
+
+
+# --- the mapper's training pairs -------------------------------------------------------------
+
+def test_training_pairs_are_read_off_the_generated_faces(tiny):
+    from faceweave.io import sketch_from_mask
+    from faceweave.train.gan_tasks import GANTask
+    from faceweave.train.loop import resolve_config
+    task = GANTask()
+    cfg = resolve_config("gan", "tiny", {"generator": "x", "mask_ae": "y", "sketch_ae": "z"})
+    model = faceweave.load(str(tiny)).model
+    task.setup(cfg, torch.device("cpu"))
+    pairs = task.pairs(model, 3, cfg, torch.Generator().manual_seed(0))
+    assert pairs["w"].shape == (3, model.generator.config.w_dim)
+    assert pairs["mask"].shape == (3, 32, 32) and pairs["text"].shape == (3, 384)
+    assert all(isinstance(c, str) and c for c in pairs["captions"])
+    expected = sketch_from_mask(pairs["mask"][0].numpy().astype(np.uint8)) / 255.0
+    assert np.array_equal(pairs["sketch"][0, 0].numpy(), expected.astype(np.float32))
+    # the image is G(w) with the constant noise: the pair is exact
+    again = model.generator([pairs["w"]], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+    torch.testing.assert_close(again, pairs["images"])
+
+
+def test_gan_training_needs_its_parts(tmp_path):
+    from faceweave.train.loop import train
+    with pytest.raises(FaceweaveError, match="faceweave train gan needs generator, mask_ae, sketch_ae"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "x", progress=False)
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+def test_cli_generate_edit_and_invert_with_the_gan_backend(tiny, face, tmp_path):
+    from faceweave.io import write_mask, write_png
+    runner = CliRunner()
+    mask_path, photo_path = tmp_path / "mask.png", tmp_path / "face.png"
+    write_mask(mask_path, face["mask"])
+    write_png(photo_path, face["image"])
+    r = runner.invoke(main, ["generate", "--model", str(tiny), "--prompt", "a smiling man", "--mask", str(mask_path),
+                             "--seeds", "0-2", "--out", str(tmp_path / "gen"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "gen" / "meta.json").read_text())
+    assert len(meta["results"]) == 3 and meta["results"][0]["backend"] == "gan"
+    assert (tmp_path / "gen" / "000002.png").exists()
+    r = runner.invoke(main, ["generate", "--model", str(tiny), "--prompt", "x", "--steps", "5", "--out",
+                             str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "no sampling steps" in r.output
+    r = runner.invoke(main, ["edit", "--model", str(tiny), "--image", str(photo_path), "--prompt", "a smiling man",
+                             "--no-align", "--steps", "2", "--out", str(tmp_path / "edit"), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in (tmp_path / "edit").iterdir()} >= {"edited.png", "comparison.png", "meta.json"}
+    r = runner.invoke(main, ["edit", "--model", str(tiny), "--image", str(photo_path), "--prompt", "x",
+                             "--strength", "9", "--no-align", "--out", str(tmp_path / "edit2")])
+    assert r.exit_code != 0 and "edit strength must be from 0 to 3" in r.output
+    r = runner.invoke(main, ["invert", str(photo_path), "--model", str(tiny), "--no-align", "--steps", "3",
+                             "--out", str(tmp_path / "inv")])
+    assert r.exit_code == 0, r.output
+    from safetensors.torch import load_file
+    latent = load_file(str(tmp_path / "inv" / "latent.safetensors"))
+    assert latent["wplus"].shape[1:] == (8, 32) and "noise.0" in latent
+    assert json.loads((tmp_path / "inv" / "meta.json").read_text())["reconstruction_psnr"] > 0
+    r = runner.invoke(main, ["invert", str(photo_path), "--model", str(tiny), "--prompt", "x",
+                             "--out", str(tmp_path / "inv2")])
+    assert r.exit_code != 0 and "reads only the photo" in r.output
+
+
+def test_evaluate_scores_the_gan_backend(tiny, tmp_path):
+    from faceweave.eval.evaluate import evaluate
+    metrics = evaluate(backend="gan", model=str(tiny), given=("prompt", "mask"), n=4, size=64,
+                       seeds_per_condition=1, progress=False).metrics
+    assert metrics["mask_miou"] is not None and 0 <= metrics["mask_miou"] <= 1
+    assert metrics["sketch_f"] is None
