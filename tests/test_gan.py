@@ -200,6 +200,18 @@ def test_training_pairs_are_read_off_the_generated_faces(tiny):
     torch.testing.assert_close(again, pairs["images"])
 
 
+def test_mapper_trains_on_inverted_real_faces_too(tiny, tmp_path):
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last")}
+    with pytest.raises(FaceweaveError, match="pairs=inverted needs an inversion encoder"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "a", progress=False, overrides={**common, "pairs": "inverted"})
+    out = train("gan", "tiny", "facesynth:32", tmp_path / "b", progress=False,
+                overrides={**common, "pairs": "inverted", "encoder": str(root / "encoder" / "last"), "max_steps": 3})
+    assert out["step"] == 3 and 0 <= out["miou_all"] <= 1
+
+
 def test_gan_training_needs_its_parts(tmp_path):
     from faceweave.train.loop import train
     with pytest.raises(FaceweaveError, match="faceweave train gan needs generator, mask_ae, sketch_ae"):

@@ -217,6 +217,9 @@ class GANTask:
 
     Recipe keys beyond COMMON_DEFAULTS:
         generator, mask_ae, sketch_ae, encoder   checkpoints copied into the model (encoder optional)
+        pairs          "generated" (the above) or "inverted": real FaceSynth faces with their true
+                       captions, masks and sketches, the target being the encoder's W+ code of
+                       the image (needs encoder; the alternative the issue asks us to measure)
         drop           probability of hiding each modality per sample
         confident      classifier probabilities beyond this distance from 0.5 are named in captions
         truncation     psi of the sampled training latents (1: the full distribution)
@@ -224,7 +227,8 @@ class GANTask:
 
     family = "gan"
     needs = ("image", "mask", "sketch", "attributes", "captions")
-    _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "drop": 0.3,
+    _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
+               "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
@@ -261,6 +265,10 @@ class GANTask:
         mask_ae, mmeta = _load_part(cfg["mask_ae"], "mask_ae")
         sketch_ae, smeta = _load_part(cfg["sketch_ae"], "sketch_ae")
         encoder, emeta = _load_part(cfg["encoder"], "gan_encoder") if cfg.get("encoder") else (None, None)
+        if cfg["pairs"] not in ("generated", "inverted"):
+            raise FaceweaveError(f"pairs must be 'generated' or 'inverted', got {cfg['pairs']!r}")
+        if cfg["pairs"] == "inverted" and encoder is None:
+            raise FaceweaveError("pairs=inverted needs an inversion encoder: --set encoder=runs/gan-encoder-64/best")
         if G.config.size != cfg["size"]:
             raise FaceweaveError(f"the generator makes {G.config.size} px faces but this run is at {cfg['size']} px; "
                                  f"pass --set size={G.config.size}")
@@ -327,16 +335,29 @@ class GANTask:
         text = self._helpers["text"].encode(captions).pooled.to(dev)
         return {"w": w, "images": images, "mask": masks, "sketch": sketches, "captions": captions, "text": text}
 
+    @torch.no_grad()
+    def inverted_pairs(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, Any]:
+        """Pairs from real FaceSynth faces: their own caption (one at random), mask and sketch,
+        and the W+ code the inversion encoder finds for the image."""
+        pick = torch.randint(0, 1 << 30, (len(batch["captions"]),), generator=generator).tolist()
+        captions = [c[k % len(c)] if c else "" for c, k in zip(batch["captions"], pick)]
+        text = self._helpers["text"].encode(captions).pooled.to(batch["image"].device)
+        return {"w": model.encoder(batch["image"]), "mask": batch["mask"], "sketch": batch["sketch"],
+                "captions": captions, "text": text}
+
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ..models.mapper import modality_dropout
         bare = _unwrap(model)
         self._calls += 1
         gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + self._calls)
-        pair = self.pairs(bare, batch["image"].shape[0], cfg, gen)
+        if cfg["pairs"] == "inverted":
+            pair = self.inverted_pairs(bare, batch, gen)
+        else:
+            pair = self.pairs(bare, batch["image"].shape[0], cfg, gen)
         n = pair["w"].shape[0]
         present = modality_dropout(torch.ones(n, 3, dtype=torch.bool), float(cfg["drop"]), gen).to(pair["w"].device)
         pred = bare.map(text=pair["text"], mask=pair["mask"], sketch=pair["sketch"], present=present)
-        target = pair["w"][:, None].expand_as(pred)
+        target = pair["w"][:, None].expand_as(pred) if pair["w"].ndim == 2 else pair["w"]
         mse = (pred.float() - target).square().mean()
         return mse, {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
 
