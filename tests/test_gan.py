@@ -242,6 +242,12 @@ def test_cli_generate_edit_and_invert_with_the_gan_backend(tiny, face, tmp_path)
     r = runner.invoke(main, ["edit", "--model", str(tiny), "--image", str(photo_path), "--prompt", "x",
                              "--strength", "9", "--no-align", "--out", str(tmp_path / "edit2")])
     assert r.exit_code != 0 and "edit strength must be from 0 to 3" in r.output
+    grey = tmp_path / "grey.png"
+    write_png(grey, np.full((200, 200, 3), 128, np.uint8))
+    r = runner.invoke(main, ["edit", "--model", str(tiny), "--image", str(grey), "--prompt", "a smiling man",
+                             "--out", str(tmp_path / "edit3")])
+    if "facenet-pytorch" not in r.output:                          # the detector is installed
+        assert r.exit_code != 0 and "no face found" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, ["invert", str(photo_path), "--model", str(tiny), "--no-align", "--steps", "3",
                              "--out", str(tmp_path / "inv")])
     assert r.exit_code == 0, r.output

@@ -395,15 +395,22 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
                              "mask, or draw a sketch")
     scale = guidance_setting(guidance, scales, cond.given)
     pipe = models.pipeline(backend)
-    extra = {"return_influence": True} if "return_influence" in inspect.signature(pipe).parameters else {}
-    total = n_images * steps
+    params = inspect.signature(pipe).parameters
+    extra = {"return_influence": True} if "return_influence" in params else {}
+    sampled = "num_inference_steps" in params       # the gan backend has no steps: one pass per image
+    total = n_images * steps if sampled else n_images
     result = Generated([], [])
     for k in range(n_images):
         def step(i, sigma, x, denoised, k=k):
             if on_step is not None:
                 on_step(k * steps + i + 1, total)
-        out = pipe(conditions=cond, seeds=[seed + k], num_inference_steps=steps, guidance_scale=scale,
-                   callback=step, progress=False, **extra)
+        if sampled:
+            out = pipe(conditions=cond, seeds=[seed + k], num_inference_steps=steps, guidance_scale=scale,
+                       callback=step, progress=False, **extra)
+        else:
+            out = pipe(conditions=cond, seeds=[seed + k], progress=False)
+            if on_step is not None:
+                on_step(k + 1, total)
         result.images.extend(out.images)
         result.metadata.extend(out.metadata)
         picture = _influence_picture(pipe, out)
@@ -462,6 +469,10 @@ def run_edit(models: Models, photo: np.ndarray, mask: np.ndarray | None = None, 
     pipe = models.pipeline(backend)
     if not hasattr(pipe, "edit"):
         raise FaceweaveError(f"backend {backend!r} cannot edit photos; choose diffusion")
+    if "strength" in inspect.signature(pipe.edit).parameters:     # gan: align, invert, edit, paste back
+        out = pipe.edit(photo, Conditions(prompt=prompt, attributes=attributes or {},
+                                          mask=mask if changed else None), steps=steps)
+        return Edited(photo, out.images[0], own, out.metadata[0])
     size = pipe.size
     region = np.ones((size, size), bool) if everywhere or not changed else None
     out = pipe.edit(photo, Conditions(mask=own), target, num_inference_steps=steps,
