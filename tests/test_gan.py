@@ -212,6 +212,20 @@ def test_mapper_trains_on_inverted_real_faces_too(tiny, tmp_path):
     assert out["step"] == 3 and 0 <= out["miou_all"] <= 1
 
 
+def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
+    from faceweave.train.gan_tasks import attach_encoder
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    train("gan", "tiny", "facesynth:32", tmp_path / "bare", progress=False, overrides={
+        "max_steps": 2, "generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+        "sketch_ae": str(root / "sketch_ae" / "last")})
+    assert checkpoint.read_config(tmp_path / "bare" / "last", "gan")["config"]["encoder"] is None
+    attach_encoder(str(tmp_path / "bare" / "last"), str(root / "encoder" / "last"), str(tmp_path / "whole"))
+    pipe = faceweave.load(str(tmp_path / "whole"))
+    assert pipe.model.encoder is not None
+    assert pipe.invert(np.zeros((32, 32, 3), np.uint8), steps=0).metadata["method"] == "encoder"
+
+
 def test_gan_training_needs_its_parts(tmp_path):
     from faceweave.train.loop import train
     with pytest.raises(FaceweaveError, match="faceweave train gan needs generator, mask_ae, sketch_ae"):

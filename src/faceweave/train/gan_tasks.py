@@ -197,6 +197,27 @@ def _load_part(ref: str, family: str) -> tuple[nn.Module, dict]:
     return model.eval().requires_grad_(False), meta
 
 
+def attach_encoder(gan: str, encoder: str, dest: str, dtype: torch.dtype = torch.float16) -> Path:
+    """A gan checkpoint with another run's inversion encoder put in: a mapper trained on
+    generated pairs needs no encoder, so the one trained beside it (for the same generator)
+    joins it for shipping. The generator configs must agree."""
+    from .. import checkpoint
+    from ..errors import FaceweaveError
+    meta, state = checkpoint.load(gan, "gan")
+    emeta, estate = checkpoint.load(encoder, "gan_encoder")
+    if emeta["config"].get("generator") != meta["config"]["generator"]:
+        raise FaceweaveError(f"the encoder {encoder} inverts another generator than the one in {gan}; "
+                             "train it with --set generator= the gan model's generator")
+    if (Path(emeta["path"]) / "ema.safetensors").exists():
+        estate = checkpoint.load_tensors(emeta["path"], "ema")
+    state = {**{k: v for k, v in state.items() if not k.startswith("encoder.")},
+             **{f"encoder.{k}": v for k, v in estate.items()}}
+    config = {**meta["config"], "encoder": emeta["config"]}
+    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "family", "config", "path")}
+    return checkpoint.save(dest, "gan", config, state, dtype=dtype, **extra,
+                           encoder_training=emeta.get("training") or {"path": emeta["path"], "step": emeta.get("step")})
+
+
 def _rgb(images: torch.Tensor) -> np.ndarray:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
