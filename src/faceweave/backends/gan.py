@@ -28,10 +28,11 @@ two mapped codes: delta = M(target conditions) - M(source conditions), where the
 conditions are read off the aligned face (parser mask, its boundaries as sketch, the
 classifier's caption) and the target ones are the same with the user's fields replacing
 theirs. edited = G(w_inv + strength * delta). What reaches the photo is, by default, the
-aligned face plus the change the edit made to the GAN's reconstruction (`blend="residual"`:
-keeps the photo's detail where the edit changes nothing, which a small GAN trained on
-FaceSynth could not reproduce), or the GAN's image itself (`blend="generated"`); the crop
-is pasted back with a feathered seam.
+change the edit made to the GAN's reconstruction, G(edited) - G(w_inv), upsampled and added
+to the same face crop taken at the photo's own resolution (`blend="residual"`: the photo
+keeps its detail and sharpness where the edit changes nothing, which a small GAN trained on
+FaceSynth could not reproduce), or the GAN's 64 px face itself (`blend="generated"`); the
+crop is pasted back with a feathered seam.
 """
 from __future__ import annotations
 
@@ -356,8 +357,13 @@ class GANPipeline:
             face = aligned.image
             if aligned.warning:
                 notes.append(aligned.warning)
+            # the same crop at the photo's own resolution: the residual is added there, so the
+            # photo keeps its sharpness instead of becoming an upsampled 64 px face
+            side = float(np.linalg.norm(np.asarray(aligned.quad, np.float64)[1] - np.asarray(aligned.quad)[0]))
+            big = align_face(photo, size=int(min(1024, max(s, round(side))))) if side > s else aligned
         else:
             face = photo if photo.shape[:2] == (s, s) else resize_image(photo, s)
+            big = None
         inv = self.invert(face, steps=steps, progress=progress)
         source = self.read_conditions(face)
         wanted = self._target(source, target)
@@ -369,12 +375,19 @@ class GANPipeline:
                        randomize_noise=False)[0].clamp(-1, 1)
             recon = G([inv.wplus], input_is_latent=True, noise=inv.noise, randomize_noise=False)[0].clamp(-1, 1)
             if blend == "residual":
-                out = (_tensor([face], self.device) + edited - recon).clamp(-1, 1)
+                base = big.image if align else photo
+                change = edited - recon
+                if tuple(change.shape[-2:]) != base.shape[:2]:
+                    change = F.interpolate(change, size=base.shape[:2], mode="bicubic", align_corners=False)
+                out = (_tensor([base], self.device) + change).clamp(-1, 1)
             else:
                 out = edited
         notes += [n for group in map_notes for n in group]
         crop = _uint8(out)[0]
-        result = paste_back(photo, aligned, crop, feather=feather) if align else crop
+        if align:
+            result = paste_back(photo, big if blend == "residual" else aligned, crop, feather=feather)
+        else:
+            result = crop if crop.shape == photo.shape else resize_image(crop, photo.shape[:2])
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength, "blend": blend,
                 "inversion": inv.metadata, "source_caption": source.prompt, "target_text": self.sentence(wanted)[0],
                 "given": list(target.given), "conditions": target.digest(),
