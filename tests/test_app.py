@@ -41,6 +41,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore:.*no_silent_downcasting"),
               pytest.mark.filterwarnings("ignore:The copy keyword is deprecated")]
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 DONT_CARE = ["don't care"] * len(CELEBA_ATTRIBUTES)
 
@@ -275,6 +276,21 @@ def test_the_bundled_collab_backend_is_offered_after_diffusion_and_draws_its_map
     out = app.run_generate(models, "a smiling woman", mask=mask, steps=2, n_images=1, backend="collab")
     assert out.images[0].shape == (64, 64, 3) and out.metadata[0]["backend"] == "collab"
     assert len(out.influence) == 1 and out.influence[0].ndim == 3
+
+
+def test_the_bundled_gan_backend_generates_without_steps_and_edits_a_photo(models):
+    assert "gan" in models.backends
+    calls = []
+    out = app.run_generate(models, "a smiling woman", steps=7, n_images=2, backend="gan",
+                           on_step=lambda done, total: calls.append((done, total)))
+    assert len(out.images) == 2 and out.metadata[0]["backend"] == "gan"
+    assert calls == [(1, 2), (2, 2)]                      # one tick per image: there are no steps
+    photos = sorted((REAL / "photos").glob("*.jpg")) if REAL.is_dir() else []
+    if not photos:
+        pytest.skip(f"real sample photos not found at {REAL}")
+    photo = io.read_image(photos[0])
+    edited = app.run_edit(models, photo, prompt="a smiling person", steps=2, backend="gan")
+    assert edited.after.shape == edited.before.shape and edited.metadata["backend"] == "gan"
 
 
 def test_big_photos_are_shrunk_before_parsing():

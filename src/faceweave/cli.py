@@ -418,7 +418,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                       progress=not quiet)
     else:
         extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else {}
-        result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps, guidance_scale=scale,
+        result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
+                      guidance_scale=scale,
                       sampler=sampler or "dpmpp_2m", progress=not quiet, **extra)
     out = _prepare_out(out, overwrite)
     if save_influence:
@@ -520,7 +521,8 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
             raise FaceweaveError("--source-mask, --everywhere, --classes and --guidance do not apply to "
                                  "--backend gan; drop them")
         _edit_gan(faceweave.load(model or "gan"), photo, target, 100 if steps is None else steps,
-                  1.0 if strength is None else strength, blend or "residual", not no_align, out, overwrite, quiet)
+                  1.0 if strength is None else strength, blend or "residual", not no_align, out, overwrite, quiet,
+                  name=str(image))
         return
     if backend == "collab":
         _edit_collab(faceweave.load(model or "collab"), photo, target, source_mask, steps or 20,
@@ -553,13 +555,13 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                f"({result.metadata[0]['edited_pixels']} pixels free to change)")
 
 
-def _edit_gan(pipe, photo, target, steps, strength, blend, align, out, overwrite, quiet) -> None:
+def _edit_gan(pipe, photo, target, steps, strength, blend, align, out, overwrite, quiet, name="the photo") -> None:
     """faceweave edit --backend gan: align, invert, move along the mapped difference, paste back."""
     from . import io
     from .data.sheet import image_grid
 
     result = pipe.edit(photo, target, strength=strength, steps=steps, align=align, blend=blend,
-                       progress=not quiet)
+                       progress=not quiet, name=name)
     out = _prepare_out(out, overwrite)
     io.write_png(out / "edited.png", result.images[0])
     size = pipe.size
@@ -616,7 +618,8 @@ def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps,
 @click.option("--no-mask", is_flag=True, help="Invert without a mask condition.")
 @click.option("--prompt", default=None, help="A caption of the photo (optional condition).")
 @click.option("--backend", default=None,
-              help="diffusion (noise of the ODE) or gan (a StyleGAN2 W+ code)  [default: the --model's, else diffusion]")
+              help="diffusion (noise of the ODE) or gan (a StyleGAN2 W+ code)  "
+                   "[default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: the backend's bundled model]")
 @click.option("--steps", default=None, type=int,
               help="ODE steps each way  [default: 50]; gan: projector steps after the encoder [default: 100]")

@@ -332,7 +332,7 @@ class GANPipeline:
 
     def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 100,
              align: bool = True, blend: str = "residual", feather: float = 0.25,
-             progress: bool = False) -> PipelineOutput:
+             progress: bool = False, name: str = "the photo") -> PipelineOutput:
         """The photo with its face edited towards `target` (see the module docstring).
 
         strength  0..3: how far along the mapped difference (1: the mapper's own distance)
@@ -353,14 +353,14 @@ class GANPipeline:
         notes: list[str] = []
         s = self.size
         if align:
-            aligned = align_face(photo, size=s)
+            aligned = align_face(photo, size=s, name=name)
             face = aligned.image
             if aligned.warning:
                 notes.append(aligned.warning)
             # the same crop at the photo's own resolution: the residual is added there, so the
             # photo keeps its sharpness instead of becoming an upsampled 64 px face
             side = float(np.linalg.norm(np.asarray(aligned.quad, np.float64)[1] - np.asarray(aligned.quad)[0]))
-            big = align_face(photo, size=int(min(1024, max(s, round(side))))) if side > s else aligned
+            big = align_face(photo, size=int(min(1024, max(s, round(side)))), name=name) if side > s else aligned
         else:
             face = photo if photo.shape[:2] == (s, s) else resize_image(photo, s)
             big = None

@@ -77,7 +77,10 @@ class StyleGAN2Config:
         return 2 * self.log_size - 2
 
     def channels(self, res: int, discriminator: bool = False) -> int:
-        base, top = (self.d_channel_base, self.d_channel_max) if discriminator else (self.channel_base, self.channel_max)
+        if discriminator:
+            base, top = self.d_channel_base, self.d_channel_max
+        else:
+            base, top = self.channel_base, self.channel_max
         return max(1, min(top, base // res))
 
 
@@ -256,7 +259,8 @@ class Generator(nn.Module):
     def _check(self, s: torch.Tensor, input_is_latent: bool) -> None:
         c = self.config
         dim = c.w_dim if input_is_latent else c.z_dim
-        ok = (s.ndim == 2 and s.shape[1] == dim) or (input_is_latent and s.ndim == 3 and s.shape[1:] == (c.num_ws, c.w_dim))
+        wplus = input_is_latent and s.ndim == 3 and s.shape[1:] == (c.num_ws, c.w_dim)
+        ok = (s.ndim == 2 and s.shape[1] == dim) or wplus
         if not ok:
             want = f"(N, {dim})" + (f" or W+ (N, {c.num_ws}, {c.w_dim})" if input_is_latent else "")
             raise FaceweaveError(f"StyleGAN2 styles have shape {tuple(s.shape)}; expected {want}")
