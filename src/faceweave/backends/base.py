@@ -71,6 +71,25 @@ class Backend(abc.ABC):
         return {"backend": self.name}
 
 
+def per_seed_conditions(conditions, prompt, attributes, mask, sketch, n: int, accepts: Sequence[str],
+                        who: str) -> list[Conditions]:
+    """A pipeline call's conditions as one Conditions per seed: `conditions` (one, or one per
+    seed) or else the keyword fields, checked against what the model reads (`who` names it
+    in the error)."""
+    if conditions is None:
+        conditions = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
+    if isinstance(conditions, Conditions):
+        conditions = [conditions] * n
+    conditions = list(conditions)
+    if len(conditions) != n:
+        raise FaceweaveError(f"{len(conditions)} conditions but {n} seeds; pass one seed per condition")
+    for c in conditions:
+        unread = [m for m in c.given if m not in accepts]
+        if unread:
+            raise FaceweaveError(f"{who} cannot condition on {', '.join(unread)}; it reads {', '.join(accepts)}")
+    return conditions
+
+
 # name -> "module:Class" (imported on first use, so `faceweave --help` stays fast).
 _REGISTRY: dict[str, str] = {
     "copy": "faceweave.backends.copy:CopyBackend",

@@ -40,7 +40,7 @@ from ..errors import FaceweaveError
 from ..io import _resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ..models.vae import downsample_conditions
-from .base import Backend
+from .base import Backend, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64"
@@ -210,19 +210,8 @@ class DiffusionPipeline:
         return scale
 
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
-        if conditions is None:
-            conditions = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
-        if isinstance(conditions, Conditions):
-            conditions = [conditions] * n
-        conditions = list(conditions)
-        if len(conditions) != n:
-            raise FaceweaveError(f"{len(conditions)} conditions but {n} seeds; pass one seed per condition")
-        for c in conditions:
-            unread = [m for m in c.given if m not in self.modalities]
-            if unread:
-                raise FaceweaveError(f"this diffusion model cannot condition on {', '.join(unread)}; "
-                                     f"it reads {', '.join(self.modalities)}")
-        return conditions
+        return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
+                                   "this diffusion model")
 
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,

@@ -50,7 +50,7 @@ from ..conditions import Conditions
 from ..errors import FaceweaveError
 from ..io import _resize_sketch, resize_image, resize_mask
 from ..models.mm2latent import MM2Latent
-from .base import Backend
+from .base import Backend, per_seed_conditions
 from .diffusion import PipelineOutput, image_metadata
 
 FAMILY = "gan"
@@ -204,19 +204,7 @@ class GANPipeline:
 
     # -- generation -------------------------------------------------------------------------
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
-        if conditions is None:
-            conditions = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
-        if isinstance(conditions, Conditions):
-            conditions = [conditions] * n
-        conditions = list(conditions)
-        if len(conditions) != n:
-            raise FaceweaveError(f"{len(conditions)} conditions but {n} seeds; pass one seed per condition")
-        for c in conditions:
-            unread = [m for m in c.given if m not in ACCEPTS]
-            if unread:
-                raise FaceweaveError(f"the gan backend cannot condition on {', '.join(unread)}; "
-                                     f"it reads {', '.join(ACCEPTS)}")
-        return conditions
+        return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, ACCEPTS, "the gan backend")
 
     @torch.no_grad()
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
