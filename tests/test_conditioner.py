@@ -66,3 +66,21 @@ def test_bad_config():
         ConditionerConfig(mask_mode="pixels")
     with pytest.raises(ValueError, match="unknown modalities"):
         ConditionerConfig(modalities=("text", "audio"))
+
+
+def test_pooled_token_leads_and_is_valid_only_with_text_or_attributes():
+    c = make(pooled=True)
+    full = batch()
+    ctx, cmask, _ = c(**full)
+    plain_ctx, _, _ = make()(**full)
+    assert ctx.shape[1] == plain_ctx.shape[1] + 1 and cmask[:, 0].all()
+    none = {m: torch.zeros(2, dtype=torch.bool) for m in MODALITIES}
+    ctx0, cmask0, _ = c(**full, present=none)
+    assert not cmask0[:, 0].any() and torch.all(ctx0[:, 0] == 0)
+    text_only = {**none, "text": torch.ones(2, dtype=torch.bool)}
+    attrs_only = {**none, "attributes": torch.ones(2, dtype=torch.bool)}
+    t, a, both = (c(**full, present=p)[0][:, 0] for p in (text_only, attrs_only, None))
+    assert torch.allclose(t + a, both, atol=1e-5)                # the two parts add
+    assert not torch.allclose(t[0], t[1])                         # different prompts, different vectors
+    swapped = dict(full, text=full["text"].flip(0))
+    assert torch.allclose(c(**swapped, present=text_only)[0][:, 0], t.flip(0), atol=1e-6)

@@ -32,7 +32,9 @@ def test_loss_trains_every_condition_encoder():
     assert torch.isfinite(loss)
     cond = model.conditioner
     for name, param in [("text", cond.text_proj.weight), ("attributes", cond.attr_embedding.weight),
-                        ("mask tokens", cond.mask_patches.weight)]:
+                        ("mask tokens", cond.mask_patches.weight), ("pooled text", cond.pool_text.weight),
+                        ("pooled attributes", cond.pool_attributes.weight),
+                        ("pooled path", model.denoiser.net.pool[-1].weight)]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
 
@@ -139,3 +141,27 @@ def test_a_uni_modal_model_warm_starts_from_the_joint_one(tmp_path):
     with pytest.raises(FaceweaveError, match="does not read attributes, mask, text"):
         train("diffusion", "tiny", "facesynth:32", tmp_path / "bad",
               overrides={"max_steps": 1, "init": str(tmp_path / "sketch" / "last")}, **QUIET)
+
+
+def test_a_model_with_the_pooled_path_warm_starts_from_one_without(tmp_path):
+    """init= a model that predates the pooled path: the new path starts at zero, so the warm
+    start makes exactly the older model's images; its pooled layers are then trained."""
+    from faceweave.backends.diffusion import DiffusionPipeline
+    from faceweave.models.denoiser import DenoiserConfig
+    from faceweave.synth import render
+
+    task, cfg = TASKS["diffusion"], resolve_config("diffusion", "tiny")
+    torch.manual_seed(0)
+    old_cfg = {**cfg["model"], "pooled": False}
+    old = task.build(old_cfg)
+    checkpoint.save(tmp_path / "old", "diffusion", old_cfg, old.state_dict())
+    assert not hasattr(old.conditioner, "pool_text")
+    train("diffusion", "tiny", "facesynth:32", tmp_path / "new",
+          overrides={"max_steps": 1, "lr": 1e-12, "init": str(tmp_path / "old"), "ema_decay": 0.0}, **QUIET)
+    new = DiffusionPipeline.from_pretrained(tmp_path / "new" / "last", device="cpu")
+    assert new.model.config == DenoiserConfig(**{**old_cfg, "pooled": True})
+    face = render(3, 0, size=32)
+    kw = {"prompt": "a smiling man with a beard", "attributes": {"Eyeglasses": 1}, "mask": face.mask,
+          "seeds": [0], "num_inference_steps": 3, "progress": False}
+    before = DiffusionPipeline(old.eval(), text_encoder=new.text_encoder, device="cpu")(**kw).images[0]
+    assert np.abs(new(**kw).images[0].astype(int) - before.astype(int)).max() <= 1

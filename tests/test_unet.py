@@ -86,3 +86,24 @@ def test_gradients_reach_every_parameter():
     net(x, torch.zeros(2), ctx, mask, spatial).square().mean().backward()
     dead = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
     assert not dead, dead
+
+
+def test_pooled_token_feeds_the_noise_embedding_not_cross_attention():
+    plain = tiny()
+    pooled = UNet(UNetConfig(**{**UNET_PRESETS["tiny"], "spatial_channels": 2, "pooled": True})).eval()
+    missing = pooled.load_state_dict(plain.state_dict(), strict=False).missing_keys
+    assert missing and all(k.startswith("pool.") for k in missing)
+    x, ctx, mask, spatial = inputs()
+    lead = torch.randn(2, 1, ctx.shape[2])
+    with_lead = torch.cat([lead, ctx], 1), torch.cat([torch.ones(2, 1, dtype=torch.bool), mask], 1)
+    c = torch.zeros(2)
+    # zero-initialised: the pooled model is the plain one, token 0 leaves cross-attention
+    assert torch.allclose(pooled(x, c, *with_lead, spatial), plain(x, c, ctx, mask, spatial), atol=1e-6)
+    with torch.no_grad():
+        pooled.pool[-1].weight.normal_(0, 0.5)
+    out = pooled(x, c, *with_lead, spatial)
+    other = pooled(x, c, torch.cat([-lead, ctx], 1), with_lead[1], spatial)
+    assert not torch.allclose(out, other, atol=1e-4)
+    off = torch.cat([torch.zeros(2, 1, dtype=torch.bool), mask], 1)   # an invalid pooled token adds nothing
+    assert torch.allclose(pooled(x, c, torch.cat([lead, ctx], 1), off, spatial),
+                          pooled(x, c, torch.cat([-lead, ctx], 1), off, spatial), atol=1e-6)

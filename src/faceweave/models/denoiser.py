@@ -32,6 +32,9 @@ class DenoiserConfig:
     sigma_data: float = 0.5                # EDM's data standard deviation (images in [-1, 1])
     vae: dict | None = None                # VAEConfig of a frozen autoencoder: latent diffusion
                                            # (size and channels are then the latent's)
+    pooled: bool = False                   # a global path: pooled text + attributes added to the
+                                           # noise embedding (models/conditioner.py); the bundled
+                                           # diffusion-64 of stop 9 predates it
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
@@ -51,8 +54,8 @@ class ConditionalDenoiser(nn.Module):
             unet_kw["context_dim"] = cfg.context_dim
         self.conditioner = Conditioner(ConditionerConfig(
             context_dim=unet_kw["context_dim"], size=cfg.size, patch=cfg.patch, mask_mode=cfg.mask_mode,
-            sketch_mode=cfg.sketch_mode, modalities=cfg.modalities))
-        unet = UNet(UNetConfig(in_channels=cfg.channels, out_channels=cfg.channels,
+            sketch_mode=cfg.sketch_mode, modalities=cfg.modalities, pooled=cfg.pooled))
+        unet = UNet(UNetConfig(in_channels=cfg.channels, out_channels=cfg.channels, pooled=cfg.pooled,
                                spatial_channels=self.conditioner.config.spatial_channels, **unet_kw))
         self.denoiser = EDMPrecond(unet, cfg.sigma_data)
         # Where the denoiser works: pixels, or the latents of a frozen VAE (saved with the model,

@@ -34,6 +34,8 @@ class UNetConfig:
     heads: int = 4                    # attention heads
     dropout: float = 0.0              # dropout inside residual blocks
     groups: int = 16                  # GroupNorm groups
+    pooled: bool = False              # context token 0 is a pooled condition vector: taken out of
+                                      # cross-attention, an MLP of it is added to the noise embedding
 
     def __post_init__(self):
         self.mults, self.attn_levels = tuple(self.mults), tuple(self.attn_levels)
@@ -119,6 +121,12 @@ class UNet(nn.Module):
         emb = cfg.base * 4
         self.emb_dim = cfg.base
         self.time = nn.Sequential(nn.Linear(cfg.base, emb), nn.SiLU(), nn.Linear(emb, emb))
+        if cfg.pooled:
+            if not cfg.context_dim:
+                raise ValueError("pooled needs a context_dim")
+            self.pool = nn.Sequential(nn.Linear(cfg.context_dim, emb), nn.SiLU(), nn.Linear(emb, emb))
+            nn.init.zeros_(self.pool[-1].weight)       # starts as a model without the pooled path
+            nn.init.zeros_(self.pool[-1].bias)
         self.stem = nn.Conv2d(cfg.in_channels + cfg.spatial_channels, cfg.base, 3, padding=1)
         self.down = nn.ModuleList()
         chans, ch = [cfg.base], cfg.base
@@ -164,11 +172,19 @@ class UNet(nn.Module):
 
     def forward(self, x, c_noise, context=None, context_mask=None, spatial=None):
         """x (B, C, H, W); c_noise (B,); context (B, T, context_dim); context_mask (B, T) bool;
-        spatial (B, spatial_channels, H, W). H and W must be divisible by 2^(levels-1)."""
+        spatial (B, spatial_channels, H, W). With config.pooled, context[:, 0] is the pooled
+        vector (ignored where context_mask[:, 0] is False). H and W must be divisible by 2^(levels-1)."""
         factor = 2 ** (len(self.config.mults) - 1)
         if x.shape[-1] % factor or x.shape[-2] % factor:
             raise ValueError(f"UNet input size {tuple(x.shape[-2:])} must be divisible by {factor}")
         emb = self.time(noise_embedding(c_noise, self.emb_dim).to(x.dtype))
+        if self.config.pooled and context is not None and context.shape[1] > 0:
+            # an absent pooled token adds nothing, exactly as a call without any context
+            valid = (context_mask[:, :1] if context_mask is not None
+                     else context.new_ones(context.shape[0], 1, dtype=torch.bool))
+            emb = emb + self.pool(context[:, 0].to(x.dtype)) * valid.to(x.dtype)
+            context = context[:, 1:]
+            context_mask = None if context_mask is None else context_mask[:, 1:]
         if self.config.spatial_channels:
             if spatial is None:
                 spatial = x.new_zeros(x.shape[0], self.config.spatial_channels, *x.shape[2:])

@@ -197,10 +197,10 @@ class DiffusionTask:
 
     family = "diffusion"
     architectures = {
-        "tiny": DenoiserConfig(size=32, unet="tiny", patch=8),
-        "s64": DenoiserConfig(size=64, unet="s", patch=8),
-        "b64": DenoiserConfig(size=64, unet="b", patch=8),
-        "s128": DenoiserConfig(size=32, channels=4, unet="s", patch=4),   # latents of a factor-4 VAE
+        "tiny": DenoiserConfig(size=32, unet="tiny", patch=8, pooled=True),
+        "s64": DenoiserConfig(size=64, unet="s", patch=8, pooled=True),
+        "b64": DenoiserConfig(size=64, unet="b", patch=8, pooled=True),
+        "s128": DenoiserConfig(size=32, channels=4, unet="s", patch=4, pooled=True),   # latents of a factor-4 VAE
     }
     needs = ("image", "attributes", "captions", "mask", "sketch")
     unused_parameters = True      # a batch with a modality dropped everywhere leaves its encoder idle
@@ -263,12 +263,15 @@ class DiffusionTask:
         checkpoint.load_into(model.space.vae, state, where=str(cfg["vae"]))
         return model
 
-    init_may_differ = ("modalities",)      # `init` may come from a model reading more modalities
+    # `init` may come from a model reading more modalities, or one without the pooled path
+    # (whose new layers then start at zero, so the warm start begins as that model)
+    init_may_differ = ("modalities", "pooled")
 
     def adapt_init(self, model: nn.Module, state: dict, theirs: dict, ours: dict, where: str) -> dict:
         """cfg["init"] from a model reading more modalities (a uni-modal model warm-started from
         the joint one): the encoders of the other modalities are left out and the UNet's first
-        convolution keeps the input channels it still gets."""
+        convolution keeps the input channels it still gets. From a model without the pooled
+        path, that path keeps this model's initialisation (its last layer is zero)."""
         from ..errors import FaceweaveError
         lacking = sorted(set(ours["modalities"]) - set(theirs["modalities"]))
         if lacking:
@@ -277,6 +280,9 @@ class DiffusionTask:
         keep = [i for i, name in enumerate(_input_layout(theirs)) if name in _input_layout(ours)]
         picked = {}
         for key, value in model.state_dict().items():
+            if key not in state and ours.get("pooled") and not theirs.get("pooled"):
+                picked[key] = value                           # the pooled path: this model's own init
+                continue
             w = state[key]
             if w.shape != value.shape and w.dim() == 4 and len(keep) == value.shape[1]:
                 w = w[:, keep]                                # the stem: drop unused input channels
