@@ -172,3 +172,16 @@ def test_train_command(tmp_path):
         res = runner.invoke(main, ["train", "parser", "--preset", "tiny", "--out", str(target), *args])
         assert res.exit_code == 2 and words in res.output, res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_cli_set_of_a_flag_key_is_kept_and_a_clash_is_an_error(tmp_path):
+    """--set lr=... used to be undone by the absent --lr flag (the run trained at the preset's lr)."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "parser", "--preset", "tiny", "--data", "facesynth:32", "--out", str(out),
+                                    "--max-steps", "1", "--set", "lr=0.0003", "--set", "batch_size=3", "--quiet"])
+    assert res.exit_code == 0, res.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["lr"] == 0.0003 and run["batch_size"] == 3 and run["max_steps"] == 1
+    res = CliRunner().invoke(main, ["train", "parser", "--preset", "tiny", "--data", "facesynth:32",
+                                    "--out", str(tmp_path / "x"), "--lr", "0.001", "--set", "lr=0.0003"])
+    assert res.exit_code != 0 and "lr given twice" in res.output and "Traceback" not in res.output

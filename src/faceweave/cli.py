@@ -169,8 +169,14 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
             raise FaceweaveError(f"--collaborators is for faceweave train collab, not {family}")
         from .train.tasks import parse_collaborators
         extra["collaborators"] = parse_collaborators(collaborators)
+    # --lr, --batch-size and --max-steps are shorthands for --set; one that is not given must
+    # not undo the same key given with --set (a dropped --set lr=... trained at the preset's lr)
+    flags = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}
+    clash = sorted(k for k, v in flags.items() if v is not None and k in extra and extra[k] != v)
+    if clash:
+        raise FaceweaveError(f"{', '.join(clash)} given twice with different values (a flag and --set); give it once")
     result = train(family, preset, data, out, resume=resume, progress=not quiet,
-                   overrides={**extra, "max_steps": max_steps, "batch_size": batch_size, "lr": lr})
+                   overrides={**extra, **{k: v for k, v in flags.items() if v is not None}})
     import os
     if int(os.environ.get("RANK", "0")) != 0:          # one summary line per run, not per process
         return
