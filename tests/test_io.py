@@ -395,3 +395,27 @@ def test_real_edited_mask_and_photos_load(real, tmp_path):
         io.read_sketch(real / "photos" / "celebahq_28180.jpg")
     with pytest.raises(FaceweaveError, match="not in any known palette"):
         io.read_mask(real / "photos" / "celebahq_28083.jpg")    # a photo is not a mask
+
+
+def test_array_level_colour_decoder_and_its_errors():
+    from faceweave.synth import render
+    labels = render(5, 0, size=64).mask
+    for name, palette in io.KNOWN_PALETTES.items():
+        assert np.array_equal(io.decode_colour_mask(palette[labels]), labels), name
+    rgb = CELEBAMASK_PALETTE[labels].copy()
+    rgb[:16, :16] = (12, 34, 56)
+    with pytest.raises(FaceweaveError, match=r"^the canvas: .*#0c2238.*; paint with the brushes$"):
+        io.decode_colour_mask(rgb, {"celebamask-hq": CELEBAMASK_PALETTE}, source="the canvas",
+                              fix="paint with the brushes")
+    with pytest.raises(FaceweaveError, match="--palette FILE"):
+        io.decode_colour_mask(rgb)
+    with pytest.raises(FaceweaveError, match="H x W x 3 uint8"):
+        io.decode_colour_mask(labels)
+
+
+def test_resize_sketch_keeps_thin_lines():
+    sketch = np.zeros((256, 256), np.uint8)
+    sketch[100, :] = 255                                   # a 1 px line
+    small = io.resize_sketch(sketch, 64)
+    assert small.shape == (64, 64) and small.max() == 255 and (small[25] > 0).all()
+    assert io.resize_sketch(small, 64) is small

@@ -149,12 +149,9 @@ def canvas_to_mask(value: Any) -> np.ndarray | None:
     rgb = _painted_colours(value)
     if rgb is None:
         return None
-    try:
-        mask = io._decode_colours(rgb, {"celebamask-hq": CELEBAMASK_PALETTE}, 40, "the painted mask")
-    except FaceweaveError as exc:
-        problem = str(exc).split("; if this is a colour-coded mask")[0]
-        raise FaceweaveError(f"{problem}; paint only with the 19 class brushes, or upload the mask "
-                             "as a file (index PNG or a known colour palette)") from None
+    mask = io.decode_colour_mask(rgb, {"celebamask-hq": CELEBAMASK_PALETTE}, source="the painted mask",
+                                 fix="paint only with the 19 class brushes, or upload the mask as a file "
+                                     "(index PNG or a known colour palette)")
     return mask if mask.any() else None
 
 
@@ -179,7 +176,7 @@ def mask_to_canvas(mask: np.ndarray, side: int = CANVAS) -> dict:
 
 def sketch_to_canvas(sketch: np.ndarray, side: int = CANVAS) -> dict:
     """A sketch (lines 255 on 0) -> an ImageEditor value: black lines on white."""
-    lines = 255 - io._resize_sketch(np.asarray(sketch, np.uint8), side)
+    lines = 255 - io.resize_sketch(np.asarray(sketch, np.uint8), side)
     return {"background": np.repeat(lines[..., None], 3, axis=2), "layers": [], "composite": None}
 
 

@@ -331,13 +331,13 @@ def _condition_panels(cond, size: int):
     import numpy as np
 
     from .conditions import colorize_mask
-    from .io import _resize_sketch, resize_mask
+    from .io import resize_sketch, resize_mask
 
     panels = []
     if cond.mask is not None:
         panels.append(colorize_mask(resize_mask(cond.mask, size)))
     if cond.sketch is not None:
-        panels.append(np.repeat(255 - _resize_sketch(cond.sketch, size)[..., None], 3, 2))
+        panels.append(np.repeat(255 - resize_sketch(cond.sketch, size)[..., None], 3, 2))
     return panels
 
 

@@ -321,8 +321,24 @@ def _nearest(colours: np.ndarray, palette: np.ndarray) -> tuple[np.ndarray, np.n
     return dist2, dist2.argmin(axis=1)
 
 
+def decode_colour_mask(rgb: np.ndarray, palettes: dict[str, np.ndarray] | None = None, tolerance: float = 40,
+                       source: PathLike = "the mask", fix: str | None = None) -> np.ndarray:
+    """An H x W x 3 uint8 colour-coded mask (an array, e.g. a painted canvas) -> class ids.
+
+    palettes: {name: (19, 3) colours}, default every known palette (KNOWN_PALETTES); the one that
+    explains most pixels is used. Colours that no palette explains give a one-line error that
+    names them, `source`, and `fix` (default: how to pass a palette file). Robust to
+    antialiasing and JPEG blur as the file reader is (it calls this).
+    """
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise FaceweaveError(f"{source}: a colour mask is an H x W x 3 uint8 array, got shape {rgb.shape} "
+                             f"dtype {rgb.dtype}")
+    return _decode_colours(rgb, KNOWN_PALETTES if palettes is None else palettes, tolerance, source, fix)
+
+
 def _decode_colours(rgb: np.ndarray, palettes: dict[str, np.ndarray], tolerance: float,
-                    source: PathLike) -> np.ndarray:
+                    source: PathLike, fix: str | None = None) -> np.ndarray:
     """Colour-coded mask -> class ids, robust to antialiasing and JPEG blur.
 
     The palette explaining most pixels (within `tolerance`) is chosen. A pixel is sure of its
@@ -386,7 +402,7 @@ def _decode_colours(rgb: np.ndarray, palettes: dict[str, np.ndarray], tolerance:
         which = "the given palette" if len(palettes) == 1 else f"any known palette (closest: {name})"
         raise FaceweaveError(
             f"{source}: {unknown.size / (height * width):.1%} of the pixels have colours not in "
-            f"{which}: {listed}; if this is a colour-coded mask, {_PALETTE_HINT}"
+            f"{which}: {listed}; " + (fix or f"if this is a colour-coded mask, {_PALETTE_HINT}")
         )
     return out.reshape(height, width)
 
@@ -576,11 +592,14 @@ def read_sketch(path: PathLike, size: int | None = None) -> np.ndarray:
                              f"{peak:.0f} grey levels); pass a sketch with visible lines")
     sketch = np.rint(contrast * (255.0 / peak)).astype(np.uint8)
     if size is not None:
-        sketch = _resize_sketch(sketch, size)
+        sketch = resize_sketch(sketch, size)
     return sketch
 
 
-def _resize_sketch(sketch: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+def resize_sketch(sketch: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize an H x W uint8 sketch (lines 255 on 0) to `size` (side or (height, width)):
+    area averaging when shrinking, so thin lines survive, then the strongest line is
+    stretched back to 255."""
     height, width = _target_shape(size)
     if sketch.shape == (height, width):
         return sketch

@@ -37,7 +37,7 @@ from ..diffusion import guidance as guidance_lib
 from ..diffusion.inversion import invert
 from ..diffusion.samplers import SCHEDULES, get_sampler
 from ..errors import FaceweaveError
-from ..io import _resize_sketch, resize_image, resize_mask
+from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ..models.vae import downsample_conditions
 from .base import Backend, per_seed_conditions
@@ -136,7 +136,7 @@ class DiffusionPipeline:
                 sketch = c.sketch
                 if sketch.shape != (size, size):
                     notes[i].append(f"sketch resized from {sketch.shape[1]}x{sketch.shape[0]} to {size}x{size}")
-                    sketch = _resize_sketch(sketch, size)
+                    sketch = resize_sketch(sketch, size)
                 sketches[i, 0] = torch.from_numpy(sketch.astype(np.float32) / 255.0)
                 present["sketch"][i] = True
         # a latent model takes masks and sketches at its own (latent) side

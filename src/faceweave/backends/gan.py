@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from .. import checkpoint
 from ..conditions import Conditions
 from ..errors import FaceweaveError
-from ..io import _resize_sketch, resize_image, resize_mask
+from ..io import resize_sketch, resize_image, resize_mask
 from ..models.mm2latent import MM2Latent
 from .base import Backend, per_seed_conditions
 from .diffusion import PipelineOutput, image_metadata
@@ -180,7 +180,7 @@ class GANPipeline:
                 if c.sketch is not None:
                     if c.sketch.shape != (s, s):
                         notes[i].append(f"sketch resized from {c.sketch.shape[1]}x{c.sketch.shape[0]} to {s}x{s}")
-                    arr[i, 0] = _resize_sketch(c.sketch, s) / 255.0
+                    arr[i, 0] = resize_sketch(c.sketch, s) / 255.0
                     present[i, 2] = True
             sketch = torch.from_numpy(arr).to(dev)
         dtype = next(self.model.parameters()).dtype
