@@ -19,9 +19,10 @@ With `pooled=True` the context also starts with one *pooled token*: the mean-poo
 L2-normalised MiniLM sentence vector (what the encoder was trained to produce) projected,
 plus a projection of the attribute values (two-hot: one slot for 1, one for 0). The UNet
 takes token 0 out of the sequence and adds an MLP of it to the noise embedding, the way
-ADM conditions on a class (and SDXL on a pooled text vector): a global path that learns in a
-few hundred steps what cross-attention alone had not learnt in 1800 (measured in
-docs/diffusion.md). Its context-mask entry is False when neither text nor attributes are
+ADM conditions on a class (and SDXL on a pooled text vector). It was added because after
+1800 steps the cross-attention-only model ignored text and attributes entirely; what it
+contributes since is measured in docs/diffusion.md (benchmarks/condition_gain.py
+--pooled-off). Its context-mask entry is False when neither text nor attributes are
 present, and the token is then zero.
 """
 from __future__ import annotations

@@ -33,8 +33,8 @@ class DenoiserConfig:
     vae: dict | None = None                # VAEConfig of a frozen autoencoder: latent diffusion
                                            # (size and channels are then the latent's)
     pooled: bool = False                   # a global path: pooled text + attributes added to the
-                                           # noise embedding (models/conditioner.py); the bundled
-                                           # diffusion-64 of stop 9 predates it
+                                           # noise embedding (models/conditioner.py); off for
+                                           # checkpoints that predate it (the stop-9 diffusion-64)
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
