@@ -181,7 +181,9 @@ class DiffusionTask:
 
     Recipe keys beyond COMMON_DEFAULTS:
         weighting      loss weighting: edm | uniform | p2 | min_snr (diffusion/losses.py)
-        p_mean, p_std  EDM log-normal training noise levels (ln sigma ~ N(p_mean, p_std^2))
+        p_mean, p_std  EDM log-normal training noise levels (ln sigma ~ N(p_mean, p_std^2));
+                       raising them trains more of the high levels where text and attributes
+                       act (the bundled model's last run: -0.4, 1.4; docs/diffusion.md)
         drop           probability of dropping each modality, independently per sample (0.4:
                        every subset of the four is seen, prompt-only in ~3.5 % of samples)
         drop_all       probability of dropping all of them (the unconditional model that a
