@@ -86,7 +86,7 @@ def attribute_bound(model_path: str, n: int = 64, fit: int = 2000, seed: int = 0
     from faceweave import checkpoint
     from faceweave.data import collate, open_dataset
 
-    size = checkpoint.load(model_path, "diffusion")[0]["image_size"]
+    size = checkpoint.read_config(model_path, "diffusion")["image_size"]
     losses = condition_losses(model_path, n, levels=(80.0,), seed=seed, pooled_off=pooled_off)
     out = {f"model, {k}": 1 - losses[k][0] / losses["none"][0] for k in ("text", "attributes") if k in losses}
 
