@@ -206,11 +206,14 @@ def test_run_generate_gives_the_pipelines_images_and_metadata(models):
     assert [m["seed"] for m in out.metadata] == [3, 4]
     assert out.metadata[0]["steps"] == 2 and out.metadata[0]["given"] == ["prompt", "attributes", "mask"]
     assert steps_seen[-1] == (4, 4)
-    # one image at a time gives what one CLI-style call with all seeds gives
+    # one image at a time gives what one CLI-style call with all seeds gives, up to the
+    # uint8 rounding of batch-size-dependent float sums (the bound test_diffusion_pipeline's
+    # batch-vs-single test uses): the step-4600 weights put one of 12,288 values on a .5 edge
     direct = models.pipeline("diffusion")(prompt="a smiling woman", attributes={"Smiling": 1}, mask=mask,
                                           seeds=[3, 4], num_inference_steps=2, progress=False)
     for a, b in zip(out.images, direct.images):
-        np.testing.assert_array_equal(a, b)
+        assert np.abs(a.astype(int) - b).max() <= 1
+        assert np.mean(a != b) < 0.001
 
 
 @pytest.mark.parametrize("kwargs, words", [
