@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -65,12 +70,17 @@ def test_train_checkpoint_resume_export(tmp_path):
     before = checkpoint.load_tensors(out / "last", "optimizer")
     assert before and all(torch.isfinite(v).all() for v in before.values())
 
+    # a run killed after its step-10 checkpoint had logged steps 12 and 13 that the resume redoes
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"kind": "train", "step": 12, "loss": 9.0}) + "\n")
+        f.write(json.dumps({"kind": "val", "step": 13, "score": 0.5}) + "\n")
     second = train("parser", "tiny", None, out, resume=True, overrides={"max_steps": 14}, **QUIET)
     assert second["step"] == 14
     assert checkpoint.read_config(out / "last")["step"] == 14
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
-    assert steps == [5, 10, 14]
+    assert steps == [5, 10, 14]                              # the lost steps' lines are gone
+    assert all(json.loads(line)["step"] != 13 for line in (out / "metrics.jsonl").read_text().splitlines())
     run = json.loads((out / "run.json").read_text())
     assert run["max_steps"] == 14 and len(run["commands"]) == 2 and run["data"] == "facesynth:32"
     after = checkpoint.load_tensors(out / "last", "optimizer")
@@ -86,6 +96,70 @@ def test_train_checkpoint_resume_export(tmp_path):
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
     agree = (load_parser(shipped).predict(images) == parser.predict(images)).mean()
     assert agree > 0.97                                      # fp16 weights, same answers
+
+
+def test_a_signal_stops_after_the_step_and_saves(tmp_path, monkeypatch):
+    """SIGTERM mid-run: the step in progress finishes, last/ is saved at that step, the signal
+    handlers are given back, and --resume continues from there."""
+    task = TASKS["parser"]
+    calls = []
+
+    def loss(model, batch, cfg):
+        calls.append(1)
+        if len(calls) == 3:                                  # arrives during step 3
+            os.kill(os.getpid(), signal.SIGTERM)
+        return type(task).loss(task, model, batch, cfg)
+
+    monkeypatch.setattr(task, "loss", loss)
+    before = signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "run"
+    result = train("parser", "tiny", "facesynth:32", out, overrides={"max_steps": 50, "ckpt_every": 1000}, **QUIET)
+    assert result["step"] == 3 and result["stopped_by"] == "SIGTERM"
+    assert checkpoint.read_config(out / "last", "parser")["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1] == {"kind": "stop", "step": 3, "signal": "SIGTERM"}
+    monkeypatch.undo()
+    again = train("parser", "tiny", None, out, resume=True, overrides={"max_steps": 6}, **QUIET)
+    assert again["step"] == 6 and "stopped_by" not in again
+
+
+def test_sigterm_to_the_process_group_saves_and_exits_143(tmp_path):
+    """The CLI as a scheduler pre-empts it, with a data-loading worker: SIGTERM reaches every
+    process of the group; the worker must not die under the trainer, which saves its step and
+    exits with 143 and a line that says how to go on."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "faceweave.cli", "train", "parser", "--preset", "tiny", "--data", "facesynth:32",
+           "--out", str(out), "--max-steps", "100000", "--set", "workers=1", "--set", "log_every=1",
+           "--set", "ckpt_every=100000", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "metrics.jsonl").exists() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 143, err
+    assert "--resume" in err and "Traceback" not in err, err
+    saved = checkpoint.read_config(out / "last", "parser")["step"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1] == {"kind": "stop", "step": saved, "signal": "SIGTERM"} and saved >= 2
+
+
+
+def test_a_second_ctrl_c_interrupts_at_once():
+    from faceweave.train.loop import _StopRequest
+
+    with _StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert stop.signal == "SIGINT"                       # the first one only asks
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_init_from_another_checkpoint(tmp_path):

@@ -151,6 +151,9 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --preset s64 --out runs/parser64 --resume
+
+    Ctrl-C (or SIGTERM) saves the checkpoint after the step in progress and stops;
+    --resume continues from there.
     """
     from .train import train
 
@@ -180,6 +183,13 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
     import os
     if int(os.environ.get("RANK", "0")) != 0:          # one summary line per run, not per process
         return
+    if result.get("stopped_by"):
+        # 128 + the signal's number, as a shell reports a process that a signal ended
+        import signal
+        code = getattr(signal, result["stopped_by"], signal.SIGTERM)
+        click.echo(f"stopped at step {result['step']} ({result['stopped_by']}); the checkpoint is saved: "
+                   f"continue with  faceweave train {family} --out {out} --resume", err=True)
+        sys.exit(128 + int(code))
     click.echo(f"finished at step {result['step']}: " +
                ", ".join(f"{k}={v:.4f}" for k, v in result.items() if k != "step" and isinstance(v, float)))
 

@@ -17,6 +17,9 @@ validation metrics and named presets. Everything else lives here, once:
 
 `--resume` reloads OUT/last (weights, optimizer moments, step) and continues to max_steps;
 the data order after a resume is a fresh shuffle (seeded by seed and step), not a replay.
+Ctrl-C or SIGTERM stops after the step in progress and saves last/ first (a second Ctrl-C
+stops at once); a run killed outright resumes from its last checkpoint, and the resume drops
+the metrics.jsonl lines of the steps it redoes.
 The learning rate is a pure function of the step (linear warmup, cosine decay), so it needs
 no state of its own. With ema_decay > 0 an exponential moving average of the weights is kept
 (saved in last/ema.safetensors and resumed); with grad_accum = k each optimizer step
@@ -30,7 +33,9 @@ import json
 import math
 import os
 import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -145,6 +150,10 @@ def _check_keys(dataset: Dataset, needs: tuple[str, ...], family: str, spec: str
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)                            # a render worker must not fight the trainer
+    # Ctrl-C and SIGTERM reach the whole process group; the trainer turns them into a clean stop
+    # (see _StopRequest), which a worker dying under it would break. Workers end with the trainer.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
@@ -203,6 +212,62 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step
         e.lerp_(p.detach().to(e.dtype), 1 - d)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+class _StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, a session's end) become a request
+    to stop after the step in progress: the loop then saves last/ and returns, so at most that
+    one step is lost instead of everything since the previous checkpoint. A second Ctrl-C
+    interrupts at once. Handlers can only be installed from the main thread; elsewhere the
+    signals keep their usual meaning."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *_exc) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def agreed(self, accelerator) -> bool:
+        """Whether to stop now; with several processes all of them stop at the same step."""
+        if accelerator.num_processes == 1:
+            return self.signal is not None
+        flag = torch.tensor([1.0 if self.signal else 0.0], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+
+
+def _purge_metrics_after(path: Path, step: int) -> int:
+    """Drop the metrics.jsonl lines of steps after `step`: a run killed between checkpoints logged
+    steps that its resume does again, and the log should hold each step once. Returns how many."""
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            later = int(json.loads(line).get("step", 0)) > step
+        except (ValueError, TypeError, AttributeError):
+            later = False                                # keep what cannot be read, as it was
+        if later:
+            dropped += 1
+        else:
+            kept.append(line)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, path)
+    return dropped
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -312,6 +377,8 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
                                                                        if k not in ("family", "preset")},
                   "commands": commands}
         (out / RUN_FILE).write_text(json.dumps(record, indent=1) + "\n")
+        if resume:
+            _purge_metrics_after(out / METRICS_FILE, step)
     log = open(out / METRICS_FILE, "a", encoding="utf-8") if main else None
 
     def write(entry: dict) -> None:
@@ -370,51 +437,67 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     micro = 0
     bar = tqdm(total=cfg["max_steps"], initial=step, disable=not (progress and main),
                desc=f"{family}/{preset}", dynamic_ncols=True)
-    while step < cfg["max_steps"]:
-        for batch in loader:
-            if step >= cfg["max_steps"]:
-                break
-            batch = _to_device(batch, device, cfg["channels_last"])
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, cfg)
-            with accelerator.autocast():
-                loss, parts = task.loss(model, batch, cfg)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
-            micro += 1
-            last_micro = micro == accum
-            # Gradients are only synchronised across processes on the last micro-batch.
-            with (contextlib.nullcontext() if last_micro else accelerator.no_sync(model)):
-                accelerator.backward(loss / accum)
-            for key, value in {"loss": float(loss.detach()), **parts}.items():
-                sums[key] = sums.get(key, 0.0) + value / accum
-            if not last_micro:
-                continue
-            micro = 0
-            if cfg["grad_clip"]:
-                accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                _ema_update(ema, accelerator.unwrap_model(model), cfg["ema_decay"], step)
-            step += 1
-            bar.update(1)
-            count += 1
-            if cfg["log_every"] and step % cfg["log_every"] == 0:
-                log_train()
-            if cfg["eval_every"] and step % cfg["eval_every"] == 0 and main:
+    stopped = False
+    with _StopRequest() as stop:
+        while step < cfg["max_steps"] and not stopped:
+            batches = iter(loader)
+            while step < cfg["max_steps"]:
+                batch = next(batches, None)
+                if batch is None:                       # the end of an epoch
+                    break
+                batch = _to_device(batch, device, cfg["channels_last"])
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(step, cfg)
+                with accelerator.autocast():
+                    loss, parts = task.loss(model, batch, cfg)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"loss became {float(loss)} at step {step}; lower --lr or check the data")
+                micro += 1
+                last_micro = micro == accum
+                # Gradients are only synchronised across processes on the last micro-batch.
+                with (contextlib.nullcontext() if last_micro else accelerator.no_sync(model)):
+                    accelerator.backward(loss / accum)
+                for key, value in {"loss": float(loss.detach()), **parts}.items():
+                    sums[key] = sums.get(key, 0.0) + value / accum
+                if not last_micro:
+                    continue
+                micro = 0
+                if cfg["grad_clip"]:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    _ema_update(ema, accelerator.unwrap_model(model), cfg["ema_decay"], step)
+                step += 1
+                bar.update(1)
+                count += 1
+                if cfg["log_every"] and step % cfg["log_every"] == 0:
+                    log_train()
+                if cfg["eval_every"] and step % cfg["eval_every"] == 0 and main:
+                    validate()
+                if cfg["ckpt_every"] and step % cfg["ckpt_every"] == 0:
+                    save_last()
+                if stop.agreed(accelerator):
+                    stopped = True
+                    break
+        if count:                                       # the steps since the last log line
+            log_train()
+        bar.close()
+        if stopped:
+            # save what was trained and leave; validation would only delay the stop
+            save_last()
+            if main:
+                write({"kind": "stop", "step": step, "signal": stop.signal or "elsewhere"})
+        else:
+            if main and last_val.get("step") != step:
                 validate()
-            if cfg["ckpt_every"] and step % cfg["ckpt_every"] == 0:
-                save_last()
-    if count:                                           # the steps since the last log line
-        log_train()
-    bar.close()
-    if main and last_val.get("step") != step:
-        validate()
-    save_last()
+            save_last()
     if log is not None:
         log.close()
-    return {"step": step, **{k: v for k, v in last_val.items() if k not in ("kind", "step")}}
+    result = {"step": step, **{k: v for k, v in last_val.items() if k not in ("kind", "step")}}
+    if stopped:
+        result["stopped_by"] = stop.signal or "another process"
+    return result
 
 
 def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
