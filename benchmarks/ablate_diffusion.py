@@ -5,12 +5,19 @@
 
     # design choices, one training run each (a GPU: ~10 min per variant at --steps 3000)
     python benchmarks/ablate_diffusion.py train --steps 3000 --n 500 --out runs/ablate_train
+    # ... or some variants only; run again after a stop and it goes on where it was
+    python benchmarks/ablate_diffusion.py train --steps 3000 --n 500 --out runs/ablate_train --only "mask tokens"
 
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
 with one change per variant (mask as tokens / spatial / both; loss weighting edm / uniform
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.json.
+
+`train` is meant to span sessions on a CPU (~2 h per variant there): a variant whose run
+stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
+and each variant's scores are kept in its run folder (scores.json), so a second call only
+trains and scores what is missing. A signal stops the whole script after the checkpoint.
 """
 from __future__ import annotations
 
@@ -72,26 +79,49 @@ def ablate_guidance(args) -> tuple[dict, dict]:
 
 
 def ablate_training(args) -> tuple[dict, dict]:
+    from faceweave import checkpoint
     from faceweave.backends.diffusion import DiffusionBackend
     from faceweave.eval.evaluate import evaluate
-    from faceweave.train import TASKS, export, train
+    from faceweave.train import TASKS, export, resolve_config, train
 
-    parser, classifier = _instruments(args.size)
-    arch = dataclasses.asdict(TASKS["diffusion"].architectures["s64"])
+    preset = args.preset
+    arch = dataclasses.asdict(TASKS["diffusion"].architectures[resolve_config("diffusion", preset)["arch"]])
+    size = args.size                                    # the ruler's sizes: 64 or 128
+    parser = classifier = None
     rows, ceiling = {}, None
-    for name, change in TRAIN_VARIANTS.items():
+    variants = {k: v for k, v in TRAIN_VARIANTS.items() if not args.only or k.split(" (")[0] in args.only}
+    for name, change in variants.items():
         run = args.out / name.split(" (")[0].replace(" ", "_").replace(",", "")
         model_change = {k: v for k, v in change.items() if k in arch}
-        overrides = {"max_steps": args.steps, **{k: v for k, v in change.items() if k not in arch}}
-        if model_change:
-            overrides["model"] = {**arch, **model_change}
-        if not (run / "last").exists():
-            train("diffusion", "s64", "facesynth:64", run, overrides=overrides, progress=not args.quiet)
-        shipped = export(run, run / "export", dtype=None)
-        result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample), given="prompt,mask",
-                          n=args.n, size=args.size, parser=parser, classifier=classifier, progress=not args.quiet)
-        rows[name] = {k: result.metrics[k] for k in COLUMNS}
-        ceiling = result.metrics["ceiling"]
+        overrides = {"max_steps": args.steps, "size": size, **{k: v for k, v in change.items() if k not in arch}}
+        if model_change or arch.get("size") != size:
+            overrides["model"] = {**arch, "size": size, **model_change}
+        done = checkpoint.read_config(run / "last").get("step", 0) if (run / "last").exists() else None
+        if done is None or done < args.steps:
+            result = train("diffusion", preset, "facesynth:" + str(size), run, resume=done is not None,
+                           overrides=overrides, progress=not args.quiet)
+            if result.get("stopped_by"):
+                raise SystemExit(f"{name}: stopped at step {result['step']} ({result['stopped_by']}); "
+                                 "run the same command again to go on")
+        elif done > args.steps:
+            raise SystemExit(f"{run} is already trained to {done} steps, more than --steps {args.steps}; "
+                             f"give --steps {done} or another --out")
+        scores = run / "scores.json"
+        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample}
+        stored = json.loads(scores.read_text()) if scores.exists() else {}
+        if stored.get("key") == key:
+            rows[name], ceiling = stored["row"], stored["ceiling"]
+        else:
+            if parser is None:
+                parser, classifier = _instruments(size)
+            shipped = export(run, run / "export", dtype=None)
+            result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample), given="prompt,mask",
+                              n=args.n, size=size, parser=parser, classifier=classifier, progress=not args.quiet)
+            rows[name] = {k: result.metrics[k] for k in COLUMNS}
+            ceiling = {k: result.metrics["ceiling"].get(k) for k in COLUMNS}
+            tmp = scores.with_name("scores.json.tmp")
+            tmp.write_text(json.dumps({"key": key, "row": rows[name], "ceiling": ceiling}, indent=1))
+            tmp.replace(scores)
         print(f"{name}: {rows[name]}", flush=True)
     return rows, ceiling
 
@@ -106,6 +136,9 @@ def main() -> None:
                     help="guidance: sampling steps (default 20); train: training steps per variant (default 3000)")
     ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
+    ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
+                    help="train: this variant only (repeatable; default: all)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

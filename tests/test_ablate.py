@@ -1,0 +1,46 @@
+"""benchmarks/ablate_diffusion.py train spans sessions: a short run is resumed to --steps, never
+scored half-trained, and a variant's scores are kept and reused."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_diffusion.py"
+
+
+def _ablate(out: Path, steps: int) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(SCRIPT), "train", "--preset", "tiny", "--steps", str(steps), "--n", "2",
+           "--steps-sample", "2", "--only", "mask tokens", "--out", str(out), "--quiet"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_training_ablation_resumes_and_keeps_scores(tmp_path):
+    run = tmp_path / "mask_tokens"
+    first = _ablate(tmp_path, 2)
+    assert first.returncode == 0, first.stderr
+    assert json.loads((run / "scores.json").read_text())["key"]["steps"] == 2
+
+    # more steps asked of the same folder: resumed from step 2, not retrained, and scored again
+    second = _ablate(tmp_path, 3)
+    assert second.returncode == 0, second.stderr
+    assert json.loads((run / "last" / "config.json").read_text())["step"] == 3
+    assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
+    scores = json.loads((run / "scores.json").read_text())
+    assert scores["key"]["steps"] == 3 and 0 <= scores["row"]["mask_miou"] <= 1
+    table = json.loads((tmp_path / "ablation.json").read_text())
+    assert table["rows"]["mask tokens"] == scores["row"] and table["steps"] == 3
+
+    # the same call again trains and scores nothing
+    stamp = (run / "scores.json").stat().st_mtime_ns
+    third = _ablate(tmp_path, 3)
+    assert third.returncode == 0, third.stderr
+    assert (run / "scores.json").stat().st_mtime_ns == stamp
+    assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
+
+    fewer = _ablate(tmp_path, 2)
+    assert fewer.returncode != 0 and "already trained to 3 steps" in fewer.stderr
+    assert "Traceback" not in fewer.stderr
