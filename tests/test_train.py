@@ -154,12 +154,21 @@ def test_sigterm_to_the_process_group_saves_and_exits_143(tmp_path):
 def test_a_second_ctrl_c_interrupts_at_once():
     from faceweave.train.loop import _StopRequest
 
-    with _StopRequest() as stop:
-        os.kill(os.getpid(), signal.SIGINT)
-        assert stop.signal == "SIGINT"                       # the first one only asks
-        with pytest.raises(KeyboardInterrupt):
+    # as in a terminal (a job started in the background, as CI may run us, ignores SIGINT)
+    started = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with _StopRequest() as stop:
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+            assert stop.signal == "SIGINT"                   # the first one only asks
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)         # ignored before: left ignored
+        with _StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, started)
 
 
 def test_init_from_another_checkpoint(tmp_path):

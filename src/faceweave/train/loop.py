@@ -218,8 +218,8 @@ class _StopRequest:
     """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, a session's end) become a request
     to stop after the step in progress: the loop then saves last/ and returns, so at most that
     one step is lost instead of everything since the previous checkpoint. A second Ctrl-C
-    interrupts at once. Handlers can only be installed from the main thread; elsewhere the
-    signals keep their usual meaning."""
+    interrupts at once. Handlers can only be installed from the main thread; elsewhere, and
+    for a signal the process was started ignoring, the signals keep their usual meaning."""
 
     def __init__(self) -> None:
         self.signal: str | None = None
@@ -228,7 +228,8 @@ class _StopRequest:
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:  # a background job ignores Ctrl-C; so do we
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, _frame) -> None:
