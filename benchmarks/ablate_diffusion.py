@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -97,6 +98,8 @@ def ablate_training(args) -> tuple[dict, dict]:
         if model_change or arch.get("size") != size:
             overrides["model"] = {**arch, "size": size, **model_change}
         done = checkpoint.read_config(run / "last").get("step", 0) if (run / "last").exists() else None
+        if done is None and run.exists():
+            shutil.rmtree(run)                          # killed before its first checkpoint: start over
         if done is None or done < args.steps:
             result = train("diffusion", preset, "facesynth:" + str(size), run, resume=done is not None,
                            overrides=overrides, progress=not args.quiet)

@@ -20,6 +20,8 @@ def _ablate(out: Path, steps: int) -> subprocess.CompletedProcess:
 
 def test_training_ablation_resumes_and_keeps_scores(tmp_path):
     run = tmp_path / "mask_tokens"
+    run.mkdir()                                          # a variant killed before its first checkpoint
+    (run / "run.json").write_text("{}")
     first = _ablate(tmp_path, 2)
     assert first.returncode == 0, first.stderr
     assert json.loads((run / "scores.json").read_text())["key"]["steps"] == 2

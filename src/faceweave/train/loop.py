@@ -488,7 +488,7 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
             # save what was trained and leave; validation would only delay the stop
             save_last()
             if main:
-                write({"kind": "stop", "step": step, "signal": stop.signal or "elsewhere"})
+                write({"kind": "stop", "step": step, "signal": stop.signal or "another process"})
         else:
             if main and last_val.get("step") != step:
                 validate()
