@@ -150,7 +150,6 @@ def test_sigterm_to_the_process_group_saves_and_exits_143(tmp_path):
     assert lines[-1] == {"kind": "stop", "step": saved, "signal": "SIGTERM"} and saved >= 2
 
 
-
 def test_a_second_ctrl_c_interrupts_at_once():
     from faceweave.train.loop import _StopRequest
 

@@ -249,11 +249,11 @@ class _StopRequest:
         return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
 
-def _purge_metrics_after(path: Path, step: int) -> int:
+def _purge_metrics_after(path: Path, step: int) -> None:
     """Drop the metrics.jsonl lines of steps after `step`: a run killed between checkpoints logged
-    steps that its resume does again, and the log should hold each step once. Returns how many."""
+    steps that its resume does again, and the log should hold each step once."""
     if not path.is_file():
-        return 0
+        return
     kept, dropped = [], 0
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
@@ -268,7 +268,6 @@ def _purge_metrics_after(path: Path, step: int) -> int:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, path)
-    return dropped
 
 
 # --- the loop -----------------------------------------------------------------------------
