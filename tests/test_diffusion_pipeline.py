@@ -128,6 +128,44 @@ def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):
     assert np.abs(c.images[0].astype(int) - b.images[0]).mean() < 8
 
 
+def test_a_prompt_also_sets_the_attributes_it_names(pipe, face):
+    """prompt_attributes (the default): the attributes parse_prompt reads from the prompt join
+    the attribute tokens, exactly as if they were given with it; explicit ones win."""
+    from faceweave.text import parse_prompt
+    prompt = "a smiling blond man with eyeglasses"
+    named = parse_prompt(prompt)
+    assert named == {"Smiling": 1, "Blond_Hair": 1, "Male": 1, "Eyeglasses": 1}
+    on = pipe(prompt=prompt, mask=face.mask, seeds=[0, 1], **FAST)
+    off = pipe(prompt=prompt, mask=face.mask, seeds=[0, 1], prompt_attributes=False, **FAST)
+    spelled = pipe(prompt=prompt, attributes=named, mask=face.mask, seeds=[0, 1], prompt_attributes=False, **FAST)
+    assert all(np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(on.images, spelled.images))
+    assert np.abs(on.images[0].astype(int) - off.images[0]).mean() > 0.5
+    assert on.metadata[0]["attributes_from_prompt"] == named and on.metadata[0]["prompt_attributes"] is True
+    assert "attributes_from_prompt" not in off.metadata[0] and off.metadata[0]["given"] == ["prompt", "mask"]
+    # explicit attributes win over the prompt's, the rest of the prompt's still count
+    mixed = pipe(prompt=prompt, attributes={"Male": 0}, seeds=[0], **FAST).images[0]
+    merged = pipe(prompt=prompt, attributes={**named, "Male": 0}, seeds=[0], prompt_attributes=False,
+                  **FAST).images[0]
+    assert np.abs(mixed.astype(int) - merged).max() <= 1
+    # a prompt that names no attribute changes nothing
+    plain = [pipe(prompt="a face", seeds=[0], prompt_attributes=flag, **FAST).images[0] for flag in (True, False)]
+    assert np.array_equal(*plain)
+
+
+def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
+    """With per-modality guidance the prompt's attributes are on exactly when the prompt is:
+    guiding the mask contrasts (prompt + its attributes + mask) with (prompt + its attributes)."""
+    from faceweave.text import parse_prompt
+    prompt = "a smiling blond man with eyeglasses"
+    on = pipe(prompt=prompt, mask=face.mask, seeds=[0], guidance_scale={"mask": 3.0}, **FAST).images[0]
+    spelled = pipe(prompt=prompt, attributes=parse_prompt(prompt), mask=face.mask, seeds=[0],
+                   guidance_scale={"mask": 3.0}, prompt_attributes=False, **FAST).images[0]
+    assert np.abs(on.astype(int) - spelled).max() <= 1
+    without = pipe(prompt=prompt, mask=face.mask, seeds=[0], guidance_scale={"mask": 3.0}, prompt_attributes=False,
+                   **FAST).images[0]
+    assert np.abs(on.astype(int) - without).mean() > 0.5
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"num_inference_steps": 0}, "num_inference_steps must be a whole number from 1 to 1000"),
     ({"guidance_scale": 500.0}, "guidance scale for all must be a number from 0 to 30"),
@@ -221,8 +259,13 @@ def test_cli_generate_end_to_end(tiny_model, face, tmp_path):
                                                       "meta.json"]
     meta = json.loads((out / "meta.json").read_text())
     assert [r["seed"] for r in meta["results"]] == [0, 1, 2] and meta["results"][0]["prompt"] == "a smiling woman"
+    assert meta["results"][0]["attributes_from_prompt"] == {"Smiling": 1, "Male": 0}
     again = CliRunner().invoke(main, args)                 # never overwrite silently
     assert again.exit_code == 2 and "--overwrite" in again.output
+    plain = CliRunner().invoke(main, args + ["--overwrite", "--no-prompt-attributes"])
+    assert plain.exit_code == 0, plain.output
+    meta = json.loads((out / "meta.json").read_text())["results"][0]
+    assert meta["prompt_attributes"] is False and "attributes_from_prompt" not in meta
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -240,6 +283,18 @@ def test_cli_generate_bad_input(tiny_model, tmp_path, extra, message):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("args", [
+    ["evaluate", "--backend", "copy", "--n", "2"],
+    ["generate", "--backend", "gan", "--prompt", "a man"],
+    ["edit", "--backend", "collab", "--image", "photo.png", "--prompt", "a man"],
+])
+def test_prompt_attributes_flag_is_for_the_diffusion_backend(args, tmp_path):
+    result = CliRunner().invoke(main, args + ["--no-prompt-attributes", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2, result.output
+    assert "apply to --backend diffusion" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
 def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     out = tmp_path / "eval"
     args = ["evaluate", "--backend", "diffusion", "--model", str(tiny_model), "--given", "prompt,mask",
@@ -251,6 +306,7 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert metrics["n"] == 4 and 0 <= metrics["mask_miou"] <= 1 and metrics["sec_per_image"] > 0
     assert metrics["latency_batch1"] > 0 and metrics["peak_memory_mb"] > 100
     assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
+    assert metrics["protocol"]["backend"]["prompt_attributes"] is True
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output
 

@@ -369,6 +369,9 @@ def _condition_panels(cond, size: int):
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
 @click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
               help="ODE sampler (diffusion, collab)  [default: dpmpp_2m]")
+@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
+              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
+                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
 @click.option("--diversity", default=None, type=float,
@@ -383,7 +386,7 @@ def _condition_panels(cond, size: int):
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler,
-                 diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
+                 prompt_attributes, diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -428,12 +431,15 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                              "drop --steps/--guidance/--scale/--sampler")
     if family != "gan" and diversity is not None:
         raise FaceweaveError("--diversity applies to --backend gan only; drop it")
+    if family != "diffusion" and prompt_attributes is not None:
+        raise FaceweaveError("--prompt-attributes/--no-prompt-attributes apply to --backend diffusion only; drop it")
     pipe = faceweave.load(model or family)
     if family == "gan":
         result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
                       progress=not quiet)
     else:
-        extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else {}
+        extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
+            {"prompt_attributes": prompt_attributes is not False}
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
                       guidance_scale=scale,
                       sampler=sampler or "dpmpp_2m", progress=not quiet, **extra)
@@ -470,6 +476,9 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
               help="Inversion and sampling steps  [default: 50; collab: 20 sampling steps; gan: 100 projector "
                    "steps after the encoder, 0 for the encoder alone]")
 @click.option("--guidance", default=None, type=float, help="Guidance scale of the edit  [default: 1.0; collab: 2.0]")
+@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
+              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
+                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
 @click.option("--everywhere", is_flag=True,
               help="Let the whole image change (default: only where the mask changed, dilated 2 px).")
 @click.option("--classes", default=None, metavar="NAME,...",
@@ -493,7 +502,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
               help="Output folder: edited.png, comparison.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, everywhere, classes,
+def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, guidance, prompt_attributes,
+             everywhere, classes,
              embed_steps, finetune_steps, eta, seed, strength, blend, no_align, out, overwrite, quiet) -> None:
     """Edit a face photo with a new mask, prompt or attributes, keeping the rest.
 
@@ -524,6 +534,8 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                              f"{backend!r} cannot edit photos yet")
     if backend != "gan" and (strength is not None or blend or no_align):
         raise FaceweaveError("--strength, --blend and --no-align apply to --backend gan only; drop them")
+    if backend != "diffusion" and prompt_attributes is not None:
+        raise FaceweaveError("--prompt-attributes/--no-prompt-attributes apply to --backend diffusion only; drop it")
     if model and family != backend:
         raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
                              f"drop --backend or pass a {backend} checkpoint")
@@ -557,7 +569,8 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     region = np.ones((size, size), bool) if everywhere or target.mask is None else None
     names = [c.strip() for c in classes.split(",") if c.strip()] if classes else None
     result = pipe.edit(photo, source, target, num_inference_steps=steps, guidance_scale=guidance,
-                       region=region, classes=names, progress=not quiet)
+                       region=region, classes=names, progress=not quiet,
+                       prompt_attributes=prompt_attributes is not False)
     small = io.resize_image(photo, size)
     out = _prepare_out(out, overwrite)
     edited = result.images[0]
@@ -772,6 +785,9 @@ def _psnr(a, b) -> float:
 @click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
+@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
+              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
+                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
 @click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
               help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
@@ -780,8 +796,8 @@ def _psnr(a, b) -> float:
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, mixing, batch_size, edit_task,
-                 quiet) -> None:
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, prompt_attributes, mixing,
+                 batch_size, edit_task, quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
     Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
@@ -804,6 +820,11 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         if backend != "collab":
             raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
         options["mixing"] = mixing
+    if prompt_attributes is not None:
+        if backend != "diffusion":
+            raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
+                                 f"not {backend}; drop it")
+        options["prompt_attributes"] = prompt_attributes
     if backend in ("diffusion", "collab"):
         if scales and guidance is not None:
             raise FaceweaveError("give either --guidance or --scale MODALITY=W, not both")

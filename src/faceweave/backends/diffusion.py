@@ -40,6 +40,7 @@ from ..errors import FaceweaveError
 from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ..models.vae import downsample_conditions
+from ..text import parse_prompt
 from .base import Backend, per_seed_conditions
 
 FAMILY = "diffusion"
@@ -107,20 +108,30 @@ class DiffusionPipeline:
         return tuple(f for f, m in MODALITY.items() if m in self.model.config.modalities)
 
     # -- conditions -> tensors ----------------------------------------------------------------
-    def _prepare(self, conditions: Sequence[Conditions]) -> tuple[dict[str, Any], list[list[str]]]:
+    def _prepare(self, conditions: Sequence[Conditions], prompt_attributes: bool = True
+                 ) -> tuple[dict[str, Any], list[list[str]]]:
         """Condition tensors for a batch (absent modalities marked absent per sample), and the
-        notes to report per image (e.g. a resized mask)."""
+        notes to report per image (e.g. a resized mask).
+
+        prompt_attributes: also read the attributes a prompt names (text.parse_prompt) into
+        the attribute tokens, for a model that reads both. They belong to the prompt: they
+        are on exactly when the prompt is (guidance), and explicit attributes win."""
         n, size = len(conditions), self.size
         notes: list[list[str]] = [[] for _ in conditions]
         device = self.device
         present = {m: torch.zeros(n, dtype=torch.bool) for m in MODALITY.values()}
         enc = self.text_encoder.encode([c.prompt for c in conditions]) if any(c.prompt for c in conditions) else None
         attributes = torch.full((n, len(CELEBA_ATTRIBUTES)), -1.0)
+        read = prompt_attributes and {"text", "attributes"} <= set(self.model.config.modalities)
+        implied = torch.full((n, len(CELEBA_ATTRIBUTES)), -1.0) if read else None
         masks = torch.zeros(n, size, size, dtype=torch.long)
         sketches = torch.zeros(n, 1, size, size)
         for i, c in enumerate(conditions):
             if c.prompt:
                 present["text"][i] = True
+                if read:
+                    for name, value in parse_prompt(c.prompt).items():
+                        implied[i, CELEBA_ATTRIBUTES.index(name)] = float(value)
             if c.attributes:
                 present["attributes"][i] = True
                 for name, value in c.attributes.items():
@@ -146,6 +157,7 @@ class DiffusionPipeline:
             "text_mask": enc.mask if enc is not None else None,
             "attributes": attributes.to(device), "mask": masks.to(device), "sketch": sketches.to(device),
             "present": {m: p.to(device) for m, p in present.items()},
+            "prompt_attributes": implied.to(device) if implied is not None and (implied >= 0).any() else None,
         }
         return tensors, notes
 
@@ -158,6 +170,16 @@ class DiffusionPipeline:
         dtype = next(model.parameters()).dtype
         cache: dict[tuple, tuple] = {}
 
+        def attributes_for(subset: frozenset) -> torch.Tensor:
+            """The attribute values a subset of the given fields sets (-1 = unknown): the
+            prompt's when "prompt" is in it, the explicit ones (which win) when "attributes" is."""
+            out = torch.full_like(tensors["attributes"], -1.0)
+            if "prompt" in subset and tensors["prompt_attributes"] is not None:
+                out = tensors["prompt_attributes"].clone()
+            if "attributes" in subset:
+                out = torch.where(tensors["attributes"] >= 0, tensors["attributes"], out)
+            return out
+
         def conditions_for(subsets: list[frozenset], n: int) -> tuple:
             key = tuple(subsets)
             if key not in cache:
@@ -165,10 +187,12 @@ class DiffusionPipeline:
                 rep = (lambda t: None if t is None else t.repeat(k, *([1] * (t.dim() - 1))))
                 present = {m: torch.cat([tensors["present"][m] & (field in s) for s in subsets])
                            for field, m in MODALITY.items()}
+                attributes = torch.cat([attributes_for(s) for s in subsets])
+                present["attributes"] = (attributes >= 0).any(1)
                 text = tensors["text"]
                 context, context_mask, spatial = model.conditioner(
                     rep(text).to(dtype) if text is not None else None, rep(tensors["text_mask"]),
-                    rep(tensors["attributes"]), rep(tensors["mask"]), rep(tensors["sketch"]).to(dtype), present)
+                    attributes, rep(tensors["mask"]), rep(tensors["sketch"]).to(dtype), present)
                 cache[key] = (context, context_mask, None if spatial is None else spatial.to(dtype))
             return cache[key]
 
@@ -219,7 +243,7 @@ class DiffusionPipeline:
                  num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
                  guidance_window: tuple[float, float] | None = None, sampler: str = "dpmpp_2m",
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
-                 progress: bool = True, output_type: str = "np") -> PipelineOutput:
+                 progress: bool = True, output_type: str = "np", prompt_attributes: bool = True) -> PipelineOutput:
         """Generate one image per seed. Conditions come as keyword arguments (the same for every
         seed) or as `conditions=` (one Conditions, or one per seed).
 
@@ -227,7 +251,9 @@ class DiffusionPipeline:
         (each against the rest; 1 = conditioned but not guided). guidance_window = (start,
         end) fractions of the steps where guidance is on. callback(step, sigma, x, denoised)
         is called per step of each batch. output_type "np" (uint8 arrays) or "pt" (float
-        tensors in [-1, 1]).
+        tensors in [-1, 1]). prompt_attributes: also condition on the attributes the prompt
+        names ("a blond man" -> Blond_Hair, Male), read by text.parse_prompt; explicit
+        `attributes` win; False leaves the prompt to the text encoder alone.
         """
         seeds = [int(s) for s in seeds]
         if not seeds or any(s < 0 for s in seeds):
@@ -246,14 +272,15 @@ class DiffusionPipeline:
         images, metadata = [], []
         settings = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
                     "sampler": sampler, "schedule": schedule, "guidance_scale": scale,
-                    "guidance_window": list(guidance_window) if guidance_window else None}
+                    "guidance_window": list(guidance_window) if guidance_window else None,
+                    "prompt_attributes": bool(prompt_attributes)}
         try:
             for start in range(0, len(seeds), batch_size):
                 chunk = conds[start:start + batch_size]
                 chunk_seeds = seeds[start:start + batch_size]
                 t0 = time.perf_counter()
                 x0, notes = self._sample(chunk, chunk_seeds, sigmas, sampler, scale, guidance_window,
-                                         callback, bar)
+                                         callback, bar, prompt_attributes)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
                 metadata += [image_metadata(c, s, settings, per_image, note)
@@ -269,8 +296,8 @@ class DiffusionPipeline:
                             for seed in seeds]).to(self.device)
 
     @torch.no_grad()
-    def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar):
-        tensors, notes = self._prepare(conds)
+    def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar, prompt_attributes=True):
+        tensors, notes = self._prepare(conds, prompt_attributes)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)           # stays on the CPU: samplers read floats from it
         denoise = self._denoiser(tensors, given, scale, window, sigmas)
@@ -304,7 +331,8 @@ class DiffusionPipeline:
     @torch.no_grad()
     def edit(self, image: np.ndarray, source: Conditions, target: Conditions, *, num_inference_steps: int = 50,
              guidance_scale: float | dict[str, float] = 1.0, region: np.ndarray | None = None,
-             dilate: int = 2, classes: Sequence[str] | None = None, progress: bool = True) -> PipelineOutput:
+             dilate: int = 2, classes: Sequence[str] | None = None, progress: bool = True,
+             prompt_attributes: bool = True) -> PipelineOutput:
         """Edit a photo: invert it under `source` (its own conditions), regenerate under `target`.
 
         region: H x W bool, where the edit may change the photo; by default the pixels whose
@@ -313,7 +341,7 @@ class DiffusionPipeline:
         narrows that to changes from or to those classes: with a parsed source mask of a real
         photo, parser mistakes elsewhere then do not count as edits. Outside the region the
         photo's own inversion trajectory replaces the sample after every step, so it comes
-        back as it was.
+        back as it was. prompt_attributes: as in __call__, for both conditions.
         """
         size = self.size
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
@@ -322,7 +350,7 @@ class DiffusionPipeline:
         sigmas = _edit_sigmas(n)
 
         # 1. the photo's own path: trajectory[k] = x at sigmas[k]; trajectory[n] = the photo
-        src, src_notes = self._prepare([source])
+        src, src_notes = self._prepare([source], prompt_attributes)
         src_given = frozenset(g for g in source.given if g in MODALITY)
         trajectory: list[torch.Tensor | None] = [None] * n + [x0]
 
@@ -338,7 +366,7 @@ class DiffusionPipeline:
         keep_photo = torch.from_numpy(~region).to(self.device)[None, None].float()
         # in latent space a latent pixel is free when any image pixel it covers is
         keep = 1 - F.adaptive_max_pool2d(1 - keep_photo, self.model.config.size)
-        tgt, tgt_notes = self._prepare([target])
+        tgt, tgt_notes = self._prepare([target], prompt_attributes)
         denoise = self._denoiser(tgt, frozenset(g for g in target.given if g in MODALITY), scale, None, sigmas)
         step = get_sampler("heun")
         from tqdm import tqdm
@@ -350,34 +378,37 @@ class DiffusionPipeline:
         x = keep_photo * photo + (1 - keep_photo) * self.model.space.decode(x).float().clamp(-1, 1)
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "steps": n, "guidance_scale": scale,
                 "edited_pixels": int(region.sum()), "source": source.digest(), "conditions": target.digest(),
+                "prompt_attributes": bool(prompt_attributes),
                 "notes": list(dict.fromkeys(notes + src_notes[0] + tgt_notes[0]))}
         return PipelineOutput(_to_uint8(x), [meta])
 
     @torch.no_grad()
-    def invert(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50
-               ) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
+    def invert(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
+               prompt_attributes: bool = True) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
         """A photo -> (the noise that regenerates it under `conditions`, that regeneration,
         metadata). The noise is at sigma = sigmas[0] of the editing schedule (Karras, sigma_max
-        20, in the model's image space); `regenerate(noise, ...)` turns it back into a face."""
+        20, in the model's image space); Heun on the same schedule and conditions takes it back
+        to the face (the regeneration returned)."""
         self._check(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
         _, x0, notes = self._photo(image)
         sigmas = _edit_sigmas(num_inference_steps)
-        tensors, cond_notes = self._prepare([conditions])
+        tensors, cond_notes = self._prepare([conditions], prompt_attributes)
         denoise = self._denoiser(tensors, frozenset(g for g in conditions.given if g in MODALITY), 1.0, None, sigmas)
         noise = invert(denoise, x0, sigmas)
         back = self.model.space.decode(get_sampler("heun")(denoise, noise, sigmas)).clamp(-1, 1)
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
                 "sigma_max": float(sigmas[0]), "schedule": "karras", "conditions": conditions.digest(),
-                "given": list(conditions.given), "notes": list(dict.fromkeys(notes + cond_notes[0]))}
+                "given": list(conditions.given), "prompt_attributes": bool(prompt_attributes),
+                "notes": list(dict.fromkeys(notes + cond_notes[0]))}
         return noise.cpu(), _to_uint8(back)[0], meta
 
     def reconstruct(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
-                    progress: bool = False) -> np.ndarray:
+                    progress: bool = False, prompt_attributes: bool = True) -> np.ndarray:
         """Invert then regenerate under the same conditions with nothing pinned: the round trip
         whose error bounds how faithful an edit can be."""
         everywhere = np.ones((self.size, self.size), dtype=bool)
         return self.edit(image, conditions, conditions, num_inference_steps=num_inference_steps,
-                         region=everywhere, progress=progress).images[0]
+                         region=everywhere, progress=progress, prompt_attributes=prompt_attributes).images[0]
 
 
 def _edit_sigmas(steps: int) -> torch.Tensor:
@@ -408,9 +439,12 @@ def changed_region(source: np.ndarray | None, target: np.ndarray | None, size: i
 
 def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float, notes: list[str]) -> dict:
     """The metadata of one generated image: its seed, the call's settings, its conditions."""
-    return {"seed": seed, **settings, "given": list(cond.given), "prompt": cond.prompt,
+    meta = {"seed": seed, **settings, "given": list(cond.given), "prompt": cond.prompt,
             "attributes": cond.attributes, "conditions": cond.digest(),
             "sec_per_image": round(per_image, 4), "notes": notes}
+    if settings.get("prompt_attributes") and cond.prompt:
+        meta["attributes_from_prompt"] = parse_prompt(cond.prompt)
+    return meta
 
 
 def sampler_noise(sampler: str, seeds: Sequence[int], shape, device) -> dict:
@@ -434,11 +468,12 @@ class DiffusionBackend(Backend):
     accepts = GUIDABLE
 
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
-                 sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False):
+                 sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False,
+                 prompt_attributes: bool = True):
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
-                        "batch_size": batch_size, "progress": progress}
+                        "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images
@@ -448,11 +483,13 @@ class DiffusionBackend(Backend):
 
     def edit(self, image: np.ndarray, source: Conditions, target: Conditions, steps: int = 50) -> np.ndarray:
         """The photo edited from its own conditions to the target ones, at the photo's size."""
-        out = self.pipe.edit(image, source, target, num_inference_steps=steps, progress=False).images[0]
+        out = self.pipe.edit(image, source, target, num_inference_steps=steps, progress=False,
+                             prompt_attributes=self.options["prompt_attributes"]).images[0]
         return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
 
     def reconstruct(self, image: np.ndarray, conditions: Conditions, steps: int = 50) -> np.ndarray:
-        out = self.pipe.reconstruct(image, conditions, num_inference_steps=steps)
+        out = self.pipe.reconstruct(image, conditions, num_inference_steps=steps,
+                                    prompt_attributes=self.options["prompt_attributes"])
         return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
 
     def describe(self) -> dict[str, Any]:
