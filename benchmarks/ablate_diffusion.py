@@ -3,10 +3,11 @@
     # guidance on/off per modality, one trained model (minutes on a CPU at --n 200)
     python benchmarks/ablate_diffusion.py guidance --model diffusion-64 --n 200 --out runs/ablate_guidance
 
-    # design choices, one training run each (a GPU: ~10 min per variant at --steps 3000)
-    python benchmarks/ablate_diffusion.py train --steps 3000 --n 500 --out runs/ablate_train
+    # design choices, one training run each (the 2-core CPU: ~65 min + ~13 min scoring per
+    # variant at --steps 1500, the docs' table; a GPU: a few minutes, so try --steps 6000)
+    python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train
     # ... or some variants only; run again after a stop and it goes on where it was
-    python benchmarks/ablate_diffusion.py train --steps 3000 --n 500 --out runs/ablate_train --only "mask tokens"
+    python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train --only "mask tokens"
 
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
@@ -14,7 +15,7 @@ with one change per variant (mask as tokens / spatial / both; loss weighting edm
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.json.
 
-`train` is meant to span sessions on a CPU (~2 h per variant there): a variant whose run
+`train` is meant to span sessions on a CPU (~80 min per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
 and each variant's scores are kept in its run folder (scores.json), so a second call only
 trains and scores what is missing. A signal stops the whole script after the checkpoint.
@@ -136,7 +137,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=200, help="held-out conditions per setting")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=None,
-                    help="guidance: sampling steps (default 20); train: training steps per variant (default 3000)")
+                    help="guidance: sampling steps (default 20); train: training steps per variant (default 1500)")
     ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
@@ -149,7 +150,7 @@ def main() -> None:
         args.steps = args.steps or 20
         rows, ceiling = ablate_guidance(args)
     else:
-        args.steps = args.steps or 3000
+        args.steps = args.steps or 1500
         rows, ceiling = ablate_training(args)
     table = _table(rows, ceiling)
     print(table)
