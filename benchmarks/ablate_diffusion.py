@@ -111,7 +111,8 @@ def ablate_training(args) -> tuple[dict, dict]:
             raise SystemExit(f"{run} is already trained to {done} steps, more than --steps {args.steps}; "
                              f"give --steps {done} or another --out")
         scores = run / "scores.json"
-        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample}
+        # scores of another protocol (e.g. before prompts' attributes were read) are redone
+        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample, "prompt_attributes": True}
         stored = json.loads(scores.read_text()) if scores.exists() else {}
         if stored.get("key") == key:
             rows[name], ceiling = stored["row"], stored["ceiling"]
@@ -119,7 +120,8 @@ def ablate_training(args) -> tuple[dict, dict]:
             if parser is None:
                 parser, classifier = _instruments(size)
             shipped = export(run, run / "export", dtype=None)
-            result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample), given="prompt,mask",
+            result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample, prompt_attributes=True),
+                              given="prompt,mask",
                               n=args.n, size=size, parser=parser, classifier=classifier, progress=not args.quiet)
             rows[name] = {k: result.metrics[k] for k in COLUMNS}
             ceiling = {k: result.metrics["ceiling"].get(k) for k in COLUMNS}

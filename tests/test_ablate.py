@@ -43,6 +43,16 @@ def test_training_ablation_resumes_and_keeps_scores(tmp_path):
     assert (run / "scores.json").stat().st_mtime_ns == stamp
     assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
 
+    # scores kept under another protocol (before prompts' attributes were read) are redone
+    old = json.loads((run / "scores.json").read_text())
+    assert old["key"]["prompt_attributes"] is True
+    del old["key"]["prompt_attributes"]
+    (run / "scores.json").write_text(json.dumps(old))
+    fourth = _ablate(tmp_path, 3)
+    assert fourth.returncode == 0, fourth.stderr
+    assert json.loads((run / "scores.json").read_text())["key"]["prompt_attributes"] is True
+    assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
+
     fewer = _ablate(tmp_path, 2)
     assert fewer.returncode != 0 and "already trained to 3 steps" in fewer.stderr
     assert "Traceback" not in fewer.stderr
