@@ -351,6 +351,19 @@ def _condition_panels(cond, size: int):
     return panels
 
 
+# diffusion only: read the attributes a prompt names into attribute tokens (generate, edit, evaluate)
+_prompt_attributes_option = click.option(
+    "--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
+    help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; --attr wins); "
+         "--no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
+
+
+def _check_prompt_attributes(backend: str, value: bool | None) -> None:
+    if value is not None and backend != "diffusion":
+        raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
+                             f"not {backend}; drop it")
+
+
 @main.command("generate")
 @click.option("--prompt", default=None, help="Text description of the face.")
 @click.option("--mask", default=None, type=click.Path(dir_okay=False),
@@ -369,9 +382,7 @@ def _condition_panels(cond, size: int):
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
 @click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
               help="ODE sampler (diffusion, collab)  [default: dpmpp_2m]")
-@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
-              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
-                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
+@_prompt_attributes_option
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
 @click.option("--diversity", default=None, type=float,
@@ -431,8 +442,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                              "drop --steps/--guidance/--scale/--sampler")
     if family != "gan" and diversity is not None:
         raise FaceweaveError("--diversity applies to --backend gan only; drop it")
-    if family != "diffusion" and prompt_attributes is not None:
-        raise FaceweaveError("--prompt-attributes/--no-prompt-attributes apply to --backend diffusion only; drop it")
+    _check_prompt_attributes(family, prompt_attributes)
     pipe = faceweave.load(model or family)
     if family == "gan":
         result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
@@ -476,9 +486,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
               help="Inversion and sampling steps  [default: 50; collab: 20 sampling steps; gan: 100 projector "
                    "steps after the encoder, 0 for the encoder alone]")
 @click.option("--guidance", default=None, type=float, help="Guidance scale of the edit  [default: 1.0; collab: 2.0]")
-@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
-              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
-                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
+@_prompt_attributes_option
 @click.option("--everywhere", is_flag=True,
               help="Let the whole image change (default: only where the mask changed, dilated 2 px).")
 @click.option("--classes", default=None, metavar="NAME,...",
@@ -534,8 +542,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                              f"{backend!r} cannot edit photos yet")
     if backend != "gan" and (strength is not None or blend or no_align):
         raise FaceweaveError("--strength, --blend and --no-align apply to --backend gan only; drop them")
-    if backend != "diffusion" and prompt_attributes is not None:
-        raise FaceweaveError("--prompt-attributes/--no-prompt-attributes apply to --backend diffusion only; drop it")
+    _check_prompt_attributes(backend, prompt_attributes)
     if model and family != backend:
         raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
                              f"drop --backend or pass a {backend} checkpoint")
@@ -785,9 +792,7 @@ def _psnr(a, b) -> float:
 @click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
-@click.option("--prompt-attributes/--no-prompt-attributes", "prompt_attributes", default=None,
-              help="diffusion: also condition on the attributes the prompt names (\"blond\" -> Blond_Hair=1; "
-                   "--attr wins); --no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
+@_prompt_attributes_option
 @click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
               help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
@@ -820,10 +825,8 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         if backend != "collab":
             raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
         options["mixing"] = mixing
+    _check_prompt_attributes(backend, prompt_attributes)
     if prompt_attributes is not None:
-        if backend != "diffusion":
-            raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
-                                 f"not {backend}; drop it")
         options["prompt_attributes"] = prompt_attributes
     if backend in ("diffusion", "collab"):
         if scales and guidance is not None:
