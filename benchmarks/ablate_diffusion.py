@@ -4,7 +4,7 @@
     python benchmarks/ablate_diffusion.py guidance --model diffusion-64 --n 200 --out runs/ablate_guidance
 
     # design choices, one training run each (the 2-core CPU: ~65 min + ~13 min scoring per
-    # variant at --steps 1500, the docs' table; a GPU: a few minutes, so try --steps 6000)
+    # variant at --steps 1500, the docs' table; a GPU can afford more --steps)
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train
     # ... or some variants only; run again after a stop and it goes on where it was
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train --only "mask tokens"
