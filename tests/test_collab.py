@@ -103,6 +103,15 @@ def test_pipeline_influence_batch_identity_and_subsets(runs):
     assert np.abs(alone.images[0].astype(int) - ref.astype(int)).max() <= 1
     assert (alone.influence[0][1] == 0).all() and (alone.influence[0][0] == 1).all()
 
+    # DDIM's eta: fresh noise per step from each image's seed, batch-independent like the rest
+    ddim = [pipe(prompt="a smiling woman", mask=mask, seeds=seeds, sampler="ddim", eta=eta, **FAST)
+            for seeds, eta in (([3, 4], 0.0), ([3, 4], 1.0), ([4], 1.0))]
+    assert np.abs(ddim[1].images[0].astype(int) - ddim[0].images[0]).mean() > 0.5
+    assert np.abs(ddim[2].images[0].astype(int) - ddim[1].images[1]).max() <= 1
+    assert ddim[1].metadata[0]["eta"] == 1.0
+    with pytest.raises(FaceweaveError, match="eta applies to the ddim sampler"):
+        pipe(prompt="a smiling woman", seeds=[3], eta=1.0, **FAST)
+
     picture = influence_picture(out.influence[0], pipe.names, out.images[0])
     assert picture.ndim == 3 and picture.shape[0] >= 2 * 64 and picture.dtype == np.uint8
 

@@ -118,6 +118,22 @@ def test_every_sampler_runs(pipe, face, sampler):
     assert len(out.images) == 2 and out.metadata[0]["sampler"] == sampler
 
 
+def test_ddim_eta_is_stochastic_yet_a_function_of_each_seed(pipe, face):
+    """eta > 0 adds fresh noise at every step, drawn from each image's own seed: the image
+    changes, stays reproducible, and a batch gives what single calls give."""
+    cond = _conditions(face)
+    plain = pipe(conditions=cond, seeds=[0, 1], sampler="ddim", **FAST)
+    noisy = pipe(conditions=cond, seeds=[0, 1], sampler="ddim", eta=1.0, **FAST)
+    again = pipe(conditions=cond, seeds=[0, 1], sampler="ddim", eta=1.0, **FAST)
+    single = pipe(conditions=cond, seeds=[1], sampler="ddim", eta=1.0, **FAST)
+    assert np.abs(noisy.images[0].astype(int) - plain.images[0]).mean() > 0.5
+    assert all(np.array_equal(a, b) for a, b in zip(noisy.images, again.images))
+    assert np.abs(noisy.images[1].astype(int) - single.images[0]).max() <= 1   # batch float noise only
+    assert noisy.metadata[0]["eta"] == 1.0 and plain.metadata[0]["eta"] == 0.0
+    euler = pipe(conditions=cond, seeds=[0], sampler="euler", **FAST).images[0]
+    assert np.array_equal(euler, plain.images[0])          # eta 0: DDIM takes Euler's steps
+
+
 def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):
     a = pipe(prompt="   ", mask=face.mask, seeds=[0], **FAST)
     b = pipe(mask=face.mask, seeds=[0], **FAST)
@@ -174,6 +190,8 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"sampler": "magic"}, "unknown sampler 'magic'"),
     ({"seeds": [-1]}, "non-negative"),
     ({"guidance_window": (0.5, 0.2)}, "guidance window"),
+    ({"eta": 0.5}, "eta applies to the ddim sampler, not dpmpp_2m"),
+    ({"sampler": "ddim", "eta": 1.5}, "eta must be a number from 0"),
 ])
 def test_bad_settings_are_one_line_errors(pipe, face, kwargs, message):
     args = {"prompt": "a woman", "mask": face.mask, **FAST, **kwargs}
@@ -266,6 +284,11 @@ def test_cli_generate_end_to_end(tiny_model, face, tmp_path):
     assert plain.exit_code == 0, plain.output
     meta = json.loads((out / "meta.json").read_text())["results"][0]
     assert meta["prompt_attributes"] is False and "attributes_from_prompt" not in meta
+    tuned = CliRunner().invoke(main, args + ["--overwrite", "--sampler", "ddim", "--ddim-eta", "1",
+                                             "--guidance-window", "0.2,0.8"])
+    assert tuned.exit_code == 0, tuned.output
+    meta = json.loads((out / "meta.json").read_text())["results"][0]
+    assert meta["sampler"] == "ddim" and meta["eta"] == 1.0 and meta["guidance_window"] == [0.2, 0.8]
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -275,6 +298,10 @@ def test_cli_generate_end_to_end(tiny_model, face, tmp_path):
     (["--scale", "mask=2", "--guidance", "3"], "either --guidance"),
     (["--steps", "0"], "num_inference_steps must be"),
     (["--mask", "nope.png"], "nope.png"),
+    (["--ddim-eta", "1"], "--ddim-eta applies to --sampler ddim"),
+    (["--sampler", "ddim", "--ddim-eta", "2"], "eta must be a number from 0"),
+    (["--guidance-window", "0.2"], "must be two fractions START,END"),
+    (["--guidance-window", "0.8,0.2"], "guidance window must satisfy"),
 ])
 def test_cli_generate_bad_input(tiny_model, tmp_path, extra, message):
     args = ["generate", "--prompt", "a woman", "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--quiet"]
@@ -309,6 +336,19 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert metrics["protocol"]["backend"]["prompt_attributes"] is True
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output
+    tuned = CliRunner().invoke(main, args[:-3] + ["--sampler", "ddim", "--ddim-eta", "1", "--guidance-window",
+                                                  "0,0.5", "--seeds-per-condition", "1", "--out",
+                                                  str(tmp_path / "e3"), "--quiet"])
+    assert tuned.exit_code == 0, tuned.output
+    protocol = json.loads((tmp_path / "e3" / "metrics.json").read_text())["protocol"]["backend"]
+    assert (protocol["sampler"], protocol["eta"], protocol["guidance_window"]) == ("ddim", 1.0, [0.0, 0.5])
+    for extra, message in ((["--ddim-eta", "1"], "--ddim-eta applies to --sampler ddim"),
+                           (["--edit", "--sampler", "ddim"], "--edit inverts and regenerates")):
+        bad = CliRunner().invoke(main, args[:-3] + extra + ["--out", str(tmp_path / "e4")])
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
+    copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--n", "2", "--sampler", "heun",
+                                     "--out", str(tmp_path / "e5")])
+    assert copy.exit_code == 2 and "apply to --backend diffusion or collab, not copy" in copy.output
 
 
 def test_hairstyle_edit_only_paints_hair_and_background():

@@ -358,6 +358,34 @@ _prompt_attributes_option = click.option(
          "--no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
 
 
+# sampler details shared by generate and evaluate
+_eta_option = click.option(
+    "--ddim-eta", "eta", default=None, type=float,
+    help="With --sampler ddim: 0 deterministic, 1 ancestral (fresh noise each step, from each image's seed)  "
+         "[default: 0]")
+_window_option = click.option(
+    "--guidance-window", "window", default=None, metavar="START,END",
+    help="diffusion: guide only from START to END, fractions of the steps (e.g. 0.2,0.8)  [default: all steps]")
+
+
+def _parse_window(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    try:
+        start, end = (float(p) for p in parts)
+    except ValueError:
+        raise FaceweaveError(f"--guidance-window {text!r} must be two fractions START,END, e.g. 0.2,0.8") from None
+    return start, end
+
+
+def _check_sampling_options(backend: str, sampler: str | None, eta: float | None, window: str | None) -> None:
+    if eta is not None and (sampler or "dpmpp_2m") != "ddim":
+        raise FaceweaveError("--ddim-eta applies to --sampler ddim; add --sampler ddim or drop --ddim-eta")
+    if window is not None and backend != "diffusion":
+        raise FaceweaveError(f"--guidance-window applies to --backend diffusion, not {backend}; drop it")
+
+
 def _check_prompt_attributes(backend: str, value: bool | None) -> None:
     if value is not None and backend != "diffusion":
         raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
@@ -382,6 +410,8 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
 @click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
               help="ODE sampler (diffusion, collab)  [default: dpmpp_2m]")
+@_eta_option
+@_window_option
 @_prompt_attributes_option
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
@@ -396,7 +426,7 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
               help="Output folder: SEED.png per seed, grid.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler,
+def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, window,
                  prompt_attributes, diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
@@ -409,6 +439,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --prompt "a smiling woman with blond hair" \\
           --mask /tmp/fs/masks/000000.png --seeds 0-3 --out out/
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
+      faceweave generate --prompt "an old man with a goatee" --sampler ddim --ddim-eta 1 --steps 40 --out out5/
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
           --save-influence --out out3/
       faceweave generate --backend gan --prompt "a smiling man" --mask /tmp/fs/masks/000000.png --out out4/
@@ -437,9 +468,11 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                              f"drop --backend or pass a {backend} checkpoint")
     if family != "collab" and (mixing or save_influence):
         raise FaceweaveError("--mixing and --save-influence apply to --backend collab only; drop them")
-    if family == "gan" and (steps is not None or guidance is not None or scales or sampler):
+    if family == "gan" and (steps is not None or guidance is not None or scales or sampler or eta is not None
+                            or window is not None):
         raise FaceweaveError("the gan backend has no sampling steps, guidance or sampler (one forward pass); "
-                             "drop --steps/--guidance/--scale/--sampler")
+                             "drop --steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window")
+    _check_sampling_options(family, sampler, eta, window)
     if family != "gan" and diversity is not None:
         raise FaceweaveError("--diversity applies to --backend gan only; drop it")
     _check_prompt_attributes(family, prompt_attributes)
@@ -449,10 +482,10 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                       progress=not quiet)
     else:
         extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
-            {"prompt_attributes": prompt_attributes is not False}
+            {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window)}
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
-                      guidance_scale=scale,
-                      sampler=sampler or "dpmpp_2m", progress=not quiet, **extra)
+                      guidance_scale=scale, sampler=sampler or "dpmpp_2m", eta=eta or 0.0, progress=not quiet,
+                      **extra)
     out = _prepare_out(out, overwrite)
     if save_influence:
         from .backends.collab import influence_picture
@@ -792,6 +825,10 @@ def _psnr(a, b) -> float:
 @click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
+@click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
+              help="diffusion, collab: ODE sampler  [default: dpmpp_2m]")
+@_eta_option
+@_window_option
 @_prompt_attributes_option
 @click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
               help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
@@ -801,8 +838,8 @@ def _psnr(a, b) -> float:
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, prompt_attributes, mixing,
-                 batch_size, edit_task, quiet) -> None:
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, window,
+                 prompt_attributes, mixing, batch_size, edit_task, quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
     Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
@@ -835,10 +872,16 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
             options["steps"] = steps
         if scales or guidance is not None:
             options["guidance"] = _parse_pairs(scales, "--scale", float) if scales else guidance
-    elif steps is not None or guidance is not None or scales:
-        raise FaceweaveError(f"--steps/--guidance/--scale apply to --backend diffusion or collab, not {backend}; "
-                             "drop them")
+        _check_sampling_options(backend, sampler, eta, window)
+        options.update({k: v for k, v in (("sampler", sampler), ("eta", eta), ("guidance_window", _parse_window(window)))
+                        if v is not None})
+    elif steps is not None or guidance is not None or scales or sampler or eta is not None or window is not None:
+        raise FaceweaveError(f"--steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window apply to "
+                             f"--backend diffusion or collab, not {backend}; drop them")
     if edit_task:
+        if sampler or eta is not None or window is not None:
+            raise FaceweaveError("--edit inverts and regenerates with its own deterministic sampler; "
+                                 "drop --sampler/--ddim-eta/--guidance-window")
         from .backends import get_backend
         from .eval.editing import EDIT_STEPS, evaluate_editing, write_editing
         from .eval.evaluate import check_output_folder

@@ -35,7 +35,7 @@ from ..errors import FaceweaveError
 from ..io import resize_image
 from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
 from .base import Backend
-from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, image_metadata,
+from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
 FAMILY = "collab"
@@ -205,11 +205,12 @@ class CollabPipeline:
                  num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
                  sampler: str = "dpmpp_2m", schedule: str = "karras", mixing: str = "learned",
                  batch_size: int = 16, callback: Callable | None = None, progress: bool = True,
-                 return_influence: bool = False, output_type: str = "np") -> CollabOutput:
+                 return_influence: bool = False, output_type: str = "np", eta: float = 0.0) -> CollabOutput:
         """Generate one image per seed (same arguments as DiffusionPipeline). guidance_scale: a
         float for every collaborator (each guided against its own unconditional prediction) or
         {collaborator name or modality: scale}. mixing: "learned" (the dynamic diffuser) or
-        "average". return_influence: keep the mixing weights of every step."""
+        "average". return_influence: keep the mixing weights of every step. eta: DDIM's
+        stochasticity (sampler "ddim" only), as in DiffusionPipeline."""
         seeds = [int(s) for s in seeds]
         if not seeds or any(s < 0 for s in seeds):
             raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
@@ -233,6 +234,7 @@ class CollabPipeline:
             raise FaceweaveError(f"no collaborator reads {', '.join(unread)}; the collaborators "
                                  f"({', '.join(self.names)}) read {', '.join(self.modalities)}")
         self._first._check(num_inference_steps, sampler, schedule, 1.0, None, given)
+        eta = check_eta(sampler, eta)
         scales = self._scales(guidance_scale, given)
         sigmas = SCHEDULES[schedule](num_inference_steps)
         from tqdm import tqdm
@@ -240,14 +242,14 @@ class CollabPipeline:
                    unit="step", dynamic_ncols=True, leave=False)
         settings = {"backend": FAMILY, "model": self.meta.get("path"), "collaborators": self.names,
                     "mixing": mixing, "steps": num_inference_steps, "sampler": sampler, "schedule": schedule,
-                    "guidance_scale": scales}
+                    "guidance_scale": scales, "eta": eta}
         images, metadata, influence = [], [], []
         try:
             for start in range(0, len(seeds), batch_size):
                 chunk, chunk_seeds = conds[start:start + batch_size], seeds[start:start + batch_size]
                 t0 = time.perf_counter()
                 x0, notes, maps = self._sample(chunk, chunk_seeds, sigmas, sampler, scales, mixing,
-                                               callback, bar, return_influence)
+                                               callback, bar, return_influence, eta)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
                 if return_influence:
@@ -259,7 +261,7 @@ class CollabPipeline:
         return CollabOutput(images, metadata, influence if return_influence else None)
 
     @torch.no_grad()
-    def _sample(self, conds, seeds, sigmas, sampler, scales, mixing, callback, bar, keep_maps):
+    def _sample(self, conds, seeds, sigmas, sampler, scales, mixing, callback, bar, keep_maps, eta=0.0):
         tensors, notes = self._first._prepare(conds)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)
@@ -302,7 +304,7 @@ class CollabPipeline:
                 callback(i, sigma, xi, denoised)
 
         x = self._first.initial_noise(seeds) * float(sigmas[0])
-        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device)
+        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device, eta)
         x0 = get_sampler(sampler)(denoise, x, sigmas, callback=step_callback, **kwargs)
         image = self._first.model.space.decode(x0).clamp(-1, 1)
         return image, notes, ([m.numpy() for m in maps] if maps is not None else None)
@@ -501,13 +503,15 @@ class CollabBackend(Backend):
     accepts = tuple(MODALITY)
 
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
-                 mixing: str = "learned", sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False):
+                 mixing: str = "learned", sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False,
+                 eta: float = 0.0):
         if mixing not in MIXINGS:
             raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
         self.pipe = CollabPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": guidance, "mixing": mixing,
-                        "sampler": sampler, "batch_size": batch_size, "progress": progress}
+                        "sampler": sampler, "eta": check_eta(sampler, eta), "batch_size": batch_size,
+                        "progress": progress}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images

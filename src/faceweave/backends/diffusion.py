@@ -243,7 +243,8 @@ class DiffusionPipeline:
                  num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
                  guidance_window: tuple[float, float] | None = None, sampler: str = "dpmpp_2m",
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
-                 progress: bool = True, output_type: str = "np", prompt_attributes: bool = True) -> PipelineOutput:
+                 progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
+                 eta: float = 0.0) -> PipelineOutput:
         """Generate one image per seed. Conditions come as keyword arguments (the same for every
         seed) or as `conditions=` (one Conditions, or one per seed).
 
@@ -253,7 +254,8 @@ class DiffusionPipeline:
         is called per step of each batch. output_type "np" (uint8 arrays) or "pt" (float
         tensors in [-1, 1]). prompt_attributes: also condition on the attributes the prompt
         names ("a blond man" -> Blond_Hair, Male), read by text.parse_prompt; explicit
-        `attributes` win; False leaves the prompt to the text encoder alone.
+        `attributes` win; False leaves the prompt to the text encoder alone. eta (sampler "ddim"
+        only): 0 deterministic, 1 ancestral; its noise, too, comes from each image's own seed.
         """
         seeds = [int(s) for s in seeds]
         if not seeds or any(s < 0 for s in seeds):
@@ -265,6 +267,7 @@ class DiffusionPipeline:
             raise FaceweaveError(f"output_type must be 'np' or 'pt', got {output_type!r}")
         scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window,
                             {g for c in conds for g in c.given})
+        eta = check_eta(sampler, eta)
         sigmas = SCHEDULES[schedule](num_inference_steps)
         from tqdm import tqdm
         bar = tqdm(total=len(seeds) * num_inference_steps, disable=not progress, desc="generate",
@@ -273,14 +276,14 @@ class DiffusionPipeline:
         settings = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
                     "sampler": sampler, "schedule": schedule, "guidance_scale": scale,
                     "guidance_window": list(guidance_window) if guidance_window else None,
-                    "prompt_attributes": bool(prompt_attributes)}
+                    "prompt_attributes": bool(prompt_attributes), "eta": eta}
         try:
             for start in range(0, len(seeds), batch_size):
                 chunk = conds[start:start + batch_size]
                 chunk_seeds = seeds[start:start + batch_size]
                 t0 = time.perf_counter()
                 x0, notes = self._sample(chunk, chunk_seeds, sigmas, sampler, scale, guidance_window,
-                                         callback, bar, prompt_attributes)
+                                         callback, bar, prompt_attributes, eta)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
                 metadata += [image_metadata(c, s, settings, per_image, note)
@@ -296,7 +299,8 @@ class DiffusionPipeline:
                             for seed in seeds]).to(self.device)
 
     @torch.no_grad()
-    def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar, prompt_attributes=True):
+    def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar, prompt_attributes=True,
+                eta=0.0):
         tensors, notes = self._prepare(conds, prompt_attributes)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)           # stays on the CPU: samplers read floats from it
@@ -310,7 +314,7 @@ class DiffusionPipeline:
                 callback(i, sigma, xi, denoised)
 
         fn = get_sampler(sampler)
-        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device)
+        kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device, eta)
         return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
@@ -447,13 +451,23 @@ def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float
     return meta
 
 
-def sampler_noise(sampler: str, seeds: Sequence[int], shape, device) -> dict:
-    """Extra sampler arguments: DDIM's per-step noise, one generator per seed (seed + 1), so
-    image i stays a function of seed i."""
-    if sampler != "ddim":
+def check_eta(sampler: str, eta) -> float:
+    """DDIM's stochasticity: 0 (deterministic, the default) to 1 (ancestral); only ddim has it."""
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
+        raise FaceweaveError(f"eta must be a number from 0 (deterministic) to 1 (ancestral), got {eta!r}")
+    if eta and sampler != "ddim":
+        raise FaceweaveError(f"eta applies to the ddim sampler, not {sampler}; pass sampler='ddim' or drop eta")
+    return float(eta)
+
+
+def sampler_noise(sampler: str, seeds: Sequence[int], shape, device, eta: float = 0.0) -> dict:
+    """Extra sampler arguments: for DDIM with eta > 0, eta and its per-step noise, one generator
+    per seed (seed + 1), so image i stays a function of seed i."""
+    if sampler != "ddim" or not eta:
         return {}
     gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-    return {"noise": lambda i: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)}
+    return {"eta": float(eta),
+            "noise": lambda i: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)}
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
@@ -469,10 +483,11 @@ class DiffusionBackend(Backend):
 
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
                  sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False,
-                 prompt_attributes: bool = True):
+                 prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None):
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
+                        "eta": check_eta(sampler, eta), "guidance_window": guidance_window,
                         "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
