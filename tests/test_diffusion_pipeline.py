@@ -112,7 +112,7 @@ def test_guidance_per_modality_changes_only_with_its_condition(pipe, face):
                                                        **FAST).images[0])
 
 
-@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "ddim"])
+@pytest.mark.parametrize("sampler", ["euler", "heun", "dpmpp_2m", "ddim", "euler_ancestral"])
 def test_every_sampler_runs(pipe, face, sampler):
     out = pipe(conditions=_conditions(face), seeds=[0, 1], sampler=sampler, **FAST)
     assert len(out.images) == 2 and out.metadata[0]["sampler"] == sampler
@@ -132,6 +132,8 @@ def test_ddim_eta_is_stochastic_yet_a_function_of_each_seed(pipe, face):
     assert noisy.metadata[0]["eta"] == 1.0 and plain.metadata[0]["eta"] == 0.0
     euler = pipe(conditions=cond, seeds=[0], sampler="euler", **FAST).images[0]
     assert np.array_equal(euler, plain.images[0])          # eta 0: DDIM takes Euler's steps
+    ancestral = pipe(conditions=cond, seeds=[0, 1], sampler="euler_ancestral", **FAST)
+    assert all(np.array_equal(a, b) for a, b in zip(ancestral.images, noisy.images))   # = eta 1
 
 
 def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):

@@ -63,6 +63,20 @@ def test_ancestral_ddim_samples_the_data_distribution():
     out = sample_ddim(denoise, x_t, karras_sigmas(60), eta=1.0,
                       noise=lambda i: torch.randn(x_t.shape, dtype=x_t.dtype, generator=g))
     assert abs(out.mean().item() - MU) < 0.05 and abs(out.std().item() - S) < 0.05
+    # the trajectories are not the ODE's: each image ends far from its deterministic endpoint
+    assert (out - exact_endpoint(x_t, 80.0)).abs().mean() > 0.3 * S
+
+
+def test_euler_ancestral_is_ddim_at_eta_1():
+    x_t = start(seed=4)
+    runs = []
+    for name, kw in (("euler_ancestral", {}), ("ddim", {"eta": 1.0})):
+        g = torch.Generator().manual_seed(5)
+        runs.append(get_sampler(name)(denoise, x_t.clone(), karras_sigmas(12),
+                                      noise=lambda i: torch.randn(x_t.shape, dtype=x_t.dtype, generator=g), **kw))
+    assert torch.equal(runs[0], runs[1])
+    with pytest.raises(FaceweaveError, match="noise"):
+        get_sampler("euler_ancestral")(denoise, x_t, karras_sigmas(3))
 
 
 def test_callback_sees_every_step():
@@ -81,7 +95,9 @@ def test_bad_arguments():
         sample_ddim(denoise, start(4), karras_sigmas(3), eta=0.5)
     with pytest.raises(FaceweaveError, match="unknown sampler"):
         get_sampler("plms")
-    assert set(SAMPLERS) == {"euler", "heun", "dpmpp_2m", "ddim"}
+    assert set(SAMPLERS) == {"euler", "heun", "dpmpp_2m", "ddim", "euler_ancestral"}
+    from faceweave.cli import SAMPLER_NAMES
+    assert set(SAMPLER_NAMES) == set(SAMPLERS)
 
 
 def test_inversion_round_trip():

@@ -358,7 +358,9 @@ _prompt_attributes_option = click.option(
          "--no-prompt-attributes leaves the prompt to the text encoder  [default: on]")
 
 
-# sampler details shared by generate and evaluate
+# sampler details shared by generate and evaluate (names as in diffusion.samplers.SAMPLERS; not imported
+# here, so --help never loads torch)
+SAMPLER_NAMES = ("euler", "heun", "dpmpp_2m", "ddim", "euler_ancestral")
 _eta_option = click.option(
     "--ddim-eta", "eta", default=None, type=float,
     help="With --sampler ddim: 0 deterministic, 1 ancestral (fresh noise each step, from each image's seed)  "
@@ -408,8 +410,9 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
               help="Classifier-free guidance scale for all given conditions together (1 = off)  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
-@click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
-              help="ODE sampler (diffusion, collab)  [default: dpmpp_2m]")
+@click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
+              help="Sampler (diffusion, collab): the ODE solvers euler, heun, dpmpp_2m, ddim; euler_ancestral "
+                   "adds fresh noise each step (= ddim with --ddim-eta 1)  [default: dpmpp_2m]")
 @_eta_option
 @_window_option
 @_prompt_attributes_option
@@ -825,8 +828,8 @@ def _psnr(a, b) -> float:
 @click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
-@click.option("--sampler", default=None, type=click.Choice(["euler", "heun", "dpmpp_2m", "ddim"]),
-              help="diffusion, collab: ODE sampler  [default: dpmpp_2m]")
+@click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
+              help="diffusion, collab: sampler, as in generate  [default: dpmpp_2m]")
 @_eta_option
 @_window_option
 @_prompt_attributes_option

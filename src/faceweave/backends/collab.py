@@ -242,7 +242,7 @@ class CollabPipeline:
                    unit="step", dynamic_ncols=True, leave=False)
         settings = {"backend": FAMILY, "model": self.meta.get("path"), "collaborators": self.names,
                     "mixing": mixing, "steps": num_inference_steps, "sampler": sampler, "schedule": schedule,
-                    "guidance_scale": scales, "eta": eta}
+                    "guidance_scale": scales, "eta": eta if sampler == "ddim" else None}
         images, metadata, influence = [], [], []
         try:
             for start in range(0, len(seeds), batch_size):

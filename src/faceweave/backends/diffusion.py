@@ -35,7 +35,7 @@ from .. import checkpoint
 from ..conditions import CELEBA_ATTRIBUTES, CLASS_ID, Conditions
 from ..diffusion import guidance as guidance_lib
 from ..diffusion.inversion import invert
-from ..diffusion.samplers import SCHEDULES, get_sampler
+from ..diffusion.samplers import SCHEDULES, STOCHASTIC, get_sampler
 from ..errors import FaceweaveError
 from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
@@ -276,7 +276,7 @@ class DiffusionPipeline:
         settings = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
                     "sampler": sampler, "schedule": schedule, "guidance_scale": scale,
                     "guidance_window": list(guidance_window) if guidance_window else None,
-                    "prompt_attributes": bool(prompt_attributes), "eta": eta}
+                    "prompt_attributes": bool(prompt_attributes), "eta": eta if sampler == "ddim" else None}
         try:
             for start in range(0, len(seeds), batch_size):
                 chunk = conds[start:start + batch_size]
@@ -461,13 +461,13 @@ def check_eta(sampler: str, eta) -> float:
 
 
 def sampler_noise(sampler: str, seeds: Sequence[int], shape, device, eta: float = 0.0) -> dict:
-    """Extra sampler arguments: for DDIM with eta > 0, eta and its per-step noise, one generator
-    per seed (seed + 1), so image i stays a function of seed i."""
-    if sampler != "ddim" or not eta:
+    """Extra sampler arguments: for a stochastic sampler (euler_ancestral, or DDIM with eta > 0)
+    its per-step noise, one generator per seed (seed + 1), so image i stays a function of seed i."""
+    if sampler not in STOCHASTIC and not (sampler == "ddim" and eta):
         return {}
     gens = [torch.Generator().manual_seed(int(s) + 1) for s in seeds]
-    return {"eta": float(eta),
-            "noise": lambda i: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)}
+    extra = {"eta": float(eta)} if sampler == "ddim" else {}
+    return {**extra, "noise": lambda i: torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)}
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:

@@ -136,7 +136,17 @@ def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, noise=None, c
     return x
 
 
-SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim}
+@torch.no_grad()
+def sample_euler_ancestral(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
+    """Euler ancestral (k-diffusion's `sample_euler_ancestral` at eta 1): an Euler step down to
+    sigma_down, then fresh noise back up to the next sigma. In this variance-exploding form
+    that is exactly DDIM with eta = 1, so it is written as that. Needs `noise`."""
+    return sample_ddim(denoise, x, sigmas, eta=1.0, noise=noise, callback=callback)
+
+
+SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim,
+            "euler_ancestral": sample_euler_ancestral}
+STOCHASTIC = {"euler_ancestral"}       # always draw fresh noise (ddim does when eta > 0)
 
 
 def get_sampler(name: str):
