@@ -12,6 +12,7 @@ images that show each requested attribute (classifier probability on the right s
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
@@ -38,6 +39,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=16, help="images per prompt")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--sampler", default=None, help="the pipeline's sampler  [default: the pipeline's default]")
     ap.add_argument("--grid", type=Path, default=None, help="write a PNG: one row per prompt")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -50,8 +52,10 @@ def main() -> None:
     from faceweave.io import resize_image
     classifier = load_classifier()                      # the bundled 64 px classifier
     seeds = list(range(args.seeds))
+    extra = {"sampler": args.sampler} if args.sampler else {}
     images = {p: pipe(prompt=p, seeds=seeds, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      progress=False).images for p in PROMPTS}
+                      progress=False, **extra).images for p in PROMPTS}
+    sampler = args.sampler or inspect.signature(pipe.__call__).parameters["sampler"].default
     probs = {p: classifier.predict(np.stack([resize_image(im, 64) for im in images[p]])) for p in PROMPTS}
     rows = []
     print(f"| prompt | asks for | hit rate | chance (other prompts' images) |\n|---|---|---|---|")
@@ -66,10 +70,12 @@ def main() -> None:
         print(f"| {p} | {asks} | {np.mean(own):.3f} | {np.mean(other):.3f} |")
     mean, chance = np.mean([r["hit_rate"] for r in rows]), np.mean([r["chance"] for r in rows])
     print(f"| **mean** | | **{mean:.3f}** | {chance:.3f} |")
-    print(f"({args.seeds} seeds per prompt, {args.steps} steps, guidance {args.guidance}, model {pipe.meta.get('path')})")
+    print(f"({args.seeds} seeds per prompt, {args.steps} steps, {sampler}, guidance {args.guidance}, "
+          f"model {pipe.meta.get('path')})")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "mean_hit_rate": mean, "mean_chance": chance,
-                                         "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance},
+                                         "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+                                         "sampler": sampler},
                                         indent=1))
     if args.grid:
         from faceweave.data.sheet import image_grid
