@@ -67,7 +67,7 @@ def ablate_guidance(args) -> tuple[dict, dict]:
     from faceweave.eval.evaluate import evaluate
 
     parser, classifier = _instruments(args.size)
-    backend = DiffusionBackend(args.model, steps=args.steps)
+    backend = DiffusionBackend(args.model, steps=args.steps, sampler=args.sampler)
     rows, ceiling = {}, None
     for name, scale in GUIDANCE.items():
         backend.options["guidance_scale"] = _normalise_scale(scale)
@@ -111,16 +111,19 @@ def ablate_training(args) -> tuple[dict, dict]:
             raise SystemExit(f"{run} is already trained to {done} steps, more than --steps {args.steps}; "
                              f"give --steps {done} or another --out")
         scores = run / "scores.json"
-        # scores of another protocol (e.g. before prompts' attributes were read) are redone
-        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample, "prompt_attributes": True}
+        # scores of another protocol (e.g. before prompts' attributes were read) are redone; keys
+        # kept before the sampler was part of them were scored with dpmpp_2m
+        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample, "prompt_attributes": True,
+               "sampler": args.sampler}
         stored = json.loads(scores.read_text()) if scores.exists() else {}
-        if stored.get("key") == key:
+        if {"sampler": "dpmpp_2m", **stored.get("key", {})} == key:
             rows[name], ceiling = stored["row"], stored["ceiling"]
         else:
             if parser is None:
                 parser, classifier = _instruments(size)
             shipped = export(run, run / "export", dtype=None)
-            result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample, prompt_attributes=True),
+            result = evaluate(DiffusionBackend(str(shipped), steps=args.steps_sample, prompt_attributes=True,
+                                               sampler=args.sampler),
                               given="prompt,mask",
                               n=args.n, size=size, parser=parser, classifier=classifier, progress=not args.quiet)
             rows[name] = {k: result.metrics[k] for k in COLUMNS}
@@ -141,6 +144,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None,
                     help="guidance: sampling steps (default 20); train: training steps per variant (default 1500)")
     ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
+    ap.add_argument("--sampler", default="dpmpp_2m",
+                    help="the sampler every setting is scored with (train: the one its kept scores used)")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
     ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
@@ -157,7 +162,8 @@ def main() -> None:
     table = _table(rows, ceiling)
     print(table)
     tmp = args.out / "ablation.json.tmp"
-    tmp.write_text(json.dumps({"what": args.what, "n": args.n, "steps": args.steps, "rows": rows,
+    tmp.write_text(json.dumps({"what": args.what, "n": args.n, "steps": args.steps, "sampler": args.sampler,
+                               "rows": rows,
                                "ceiling": {k: ceiling.get(k) for k in COLUMNS} if ceiling else None,
                                "table": table}, indent=1))
     tmp.replace(args.out / "ablation.json")

@@ -53,6 +53,14 @@ def test_training_ablation_resumes_and_keeps_scores(tmp_path):
     assert json.loads((run / "scores.json").read_text())["key"]["prompt_attributes"] is True
     assert len(json.loads((run / "run.json").read_text())["commands"]) == 2
 
+    # a key kept before the sampler was recorded means dpmpp_2m: still valid, not redone
+    old = json.loads((run / "scores.json").read_text())
+    assert old["key"].pop("sampler") == "dpmpp_2m"
+    (run / "scores.json").write_text(json.dumps(old))
+    stamp = (run / "scores.json").stat().st_mtime_ns
+    assert _ablate(tmp_path, 3).returncode == 0
+    assert (run / "scores.json").stat().st_mtime_ns == stamp
+
     fewer = _ablate(tmp_path, 2)
     assert fewer.returncode != 0 and "already trained to 3 steps" in fewer.stderr
     assert "Traceback" not in fewer.stderr
