@@ -45,12 +45,13 @@ def main() -> None:
         times = {name: [] for name in runs}
         for name, (pipe, extra) in runs.items():       # warm-up
             pipe(conditions=cond, seeds=list(range(batch)), num_inference_steps=args.steps,
-                 guidance_scale=args.guidance, progress=False, **extra)
+                 guidance_scale=args.guidance, sampler="dpmpp_2m", progress=False, **extra)
         for _ in range(args.repeats):
             for name, (pipe, extra) in runs.items():
                 t0 = time.perf_counter()
                 pipe(conditions=cond, seeds=list(range(batch)), num_inference_steps=args.steps,
-                     guidance_scale=args.guidance, progress=False, batch_size=batch, **extra)
+                     guidance_scale=args.guidance, sampler="dpmpp_2m", progress=False, batch_size=batch,
+                     **extra)
                 times[name].append((time.perf_counter() - t0) / batch)
         base = statistics.median(times["diffusion-64 (joint)"])
         for name, ts in times.items():

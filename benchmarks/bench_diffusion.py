@@ -6,8 +6,8 @@
     python benchmarks/bench_diffusion.py --model runs/diffusion64/best --device cuda --batches 1,16,64
 
 For every guidance scale (default 2.0 and 1.0) and batch size (default 1,2,4,8,16) it times
-one pipeline call generating `batch` images in one batch (default: 20 steps, dpmpp_2m,
-karras), after a short warm-up call, repeated up to --repeats times (or until --budget
+one pipeline call generating `batch` images in one batch (default: 20 steps, the pipeline's
+default sampler, karras), after a short warm-up call, repeated up to --repeats times (or until --budget
 seconds are spent on that setting) and reports the median:
 
   sec/img     wall time of the pipeline call / images (everything the user waits for)
@@ -220,7 +220,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
-    ap.add_argument("--sampler", default="dpmpp_2m")
+    ap.add_argument("--sampler", default=None, help="default: the pipeline's (euler_ancestral)")
     ap.add_argument("--guidance", default="2.0,1.0", help="comma-separated guidance scales (default 2.0,1.0)")
     ap.add_argument("--batches", default="1,2,4,8,16", help="comma-separated batch sizes (default 1,2,4,8,16)")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per setting at most; the median is reported")
@@ -232,6 +232,11 @@ def main() -> None:
                     help="about a minute: batches 1,8 and one timed call per setting (unless given explicitly)")
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON here")
     args = ap.parse_args()
+    if args.sampler is None:
+        import inspect
+
+        from faceweave.backends.diffusion import DiffusionPipeline
+        args.sampler = inspect.signature(DiffusionPipeline.__call__).parameters["sampler"].default
     explicit = set(a.split("=")[0] for a in sys.argv[1:] if a.startswith("--"))
     if args.quick:
         if "--batches" not in explicit:

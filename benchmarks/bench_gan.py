@@ -54,7 +54,8 @@ def main() -> None:
     gan, diffusion = faceweave.load(args.gan, device=device), faceweave.load(args.diffusion, device=device)
     gan_rates = {b: rate(gan, cond, b, args.repeats, calls=max(1, 64 // b))
                  for b in (int(x) for x in args.batches.split(","))}
-    diff_rates = {b: rate(diffusion, cond, b, args.repeats, num_inference_steps=20, guidance_scale=2.0)
+    diff_rates = {b: rate(diffusion, cond, b, args.repeats, num_inference_steps=20, guidance_scale=2.0,
+                          sampler="dpmpp_2m")
                   for b in (1, 8)}
     for b, r in gan_rates.items():
         print(f"gan       batch {b:4d}: {r:9.1f} images/s  ({1000 / r:8.2f} ms/image)")

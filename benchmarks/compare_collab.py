@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--collab", default=None, help="collab checkpoint  [default: the bundled collab-64]")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
+    ap.add_argument("--sampler", default="dpmpp_2m",
+                    help="every row's sampler (dpmpp_2m: the rows in docs/collab.md; diffusion's default is now "
+                         "euler_ancestral)")
     ap.add_argument("--out", type=Path, default=Path("runs/compare_collab"))
     args = ap.parse_args()
 
@@ -56,7 +59,8 @@ def main() -> None:
                 metrics = run_evaluation(folder, overwrite=True, backend=backend,
                                          model=args.collab if backend == "collab" else None, given=given,
                                          n=args.n, size=64, seeds_per_condition=4, batch_size=16,
-                                         backend_options={"steps": args.steps, "guidance": args.guidance, **options})
+                                         backend_options={"steps": args.steps, "guidance": args.guidance,
+                                                          "sampler": args.sampler, **options})
             results[(given, name)] = metrics
             rows.append((given, name, metrics))
 

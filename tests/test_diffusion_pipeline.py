@@ -192,7 +192,7 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"sampler": "magic"}, "unknown sampler 'magic'"),
     ({"seeds": [-1]}, "non-negative"),
     ({"guidance_window": (0.5, 0.2)}, "guidance window"),
-    ({"eta": 0.5}, "eta applies to the ddim sampler, not dpmpp_2m"),
+    ({"eta": 0.5}, "eta applies to the ddim sampler, not euler_ancestral"),
     ({"sampler": "ddim", "eta": 1.5}, "eta must be a number from 0"),
 ])
 def test_bad_settings_are_one_line_errors(pipe, face, kwargs, message):

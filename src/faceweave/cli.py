@@ -382,7 +382,7 @@ def _parse_window(text: str | None) -> tuple[float, float] | None:
 
 
 def _check_sampling_options(backend: str, sampler: str | None, eta: float | None, window: str | None) -> None:
-    if eta is not None and (sampler or "dpmpp_2m") != "ddim":
+    if eta is not None and sampler != "ddim":
         raise FaceweaveError("--ddim-eta applies to --sampler ddim; add --sampler ddim or drop --ddim-eta")
     if window is not None and backend != "diffusion":
         raise FaceweaveError(f"--guidance-window applies to --backend diffusion, not {backend}; drop it")
@@ -412,7 +412,8 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
               help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
 @click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
               help="Sampler (diffusion, collab): the ODE solvers euler, heun, dpmpp_2m, ddim; euler_ancestral "
-                   "adds fresh noise each step (= ddim with --ddim-eta 1)  [default: dpmpp_2m]")
+                   "adds fresh noise each step (= ddim with --ddim-eta 1)  "
+                   "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
 @_eta_option
 @_window_option
 @_prompt_attributes_option
@@ -487,8 +488,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
         extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
             {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window)}
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
-                      guidance_scale=scale, sampler=sampler or "dpmpp_2m", eta=eta or 0.0, progress=not quiet,
-                      **extra)
+                      guidance_scale=scale, eta=eta or 0.0, progress=not quiet,
+                      **({"sampler": sampler} if sampler else {}), **extra)
     out = _prepare_out(out, overwrite)
     if save_influence:
         from .backends.collab import influence_picture
@@ -829,7 +830,8 @@ def _psnr(a, b) -> float:
 @click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
               help="diffusion: per-modality guidance instead of --guidance (repeatable).")
 @click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
-              help="diffusion, collab: sampler, as in generate  [default: dpmpp_2m]")
+              help="diffusion, collab: sampler, as in generate  "
+                   "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
 @_eta_option
 @_window_option
 @_prompt_attributes_option
