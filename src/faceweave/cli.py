@@ -443,7 +443,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --prompt "a smiling woman with blond hair" \\
           --mask /tmp/fs/masks/000000.png --seeds 0-3 --out out/
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
-      faceweave generate --prompt "an old man with a goatee" --sampler ddim --ddim-eta 1 --steps 40 --out out5/
+      faceweave generate --prompt "an old man with a goatee" --sampler dpmpp_2m --out out5/   # more variety, higher fd
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
           --save-influence --out out3/
       faceweave generate --backend gan --prompt "a smiling man" --mask /tmp/fs/masks/000000.png --out out4/
