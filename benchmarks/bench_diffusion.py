@@ -233,10 +233,8 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the figures as JSON here")
     args = ap.parse_args()
     if args.sampler is None:
-        import inspect
-
-        from faceweave.backends.diffusion import DiffusionPipeline
-        args.sampler = inspect.signature(DiffusionPipeline.__call__).parameters["sampler"].default
+        from faceweave.backends.diffusion import DEFAULT_SAMPLER
+        args.sampler = DEFAULT_SAMPLER
     explicit = set(a.split("=")[0] for a in sys.argv[1:] if a.startswith("--"))
     if args.quick:
         if "--batches" not in explicit:

@@ -12,7 +12,6 @@ images that show each requested attribute (classifier probability on the right s
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 from pathlib import Path
 
@@ -52,10 +51,10 @@ def main() -> None:
     from faceweave.io import resize_image
     classifier = load_classifier()                      # the bundled 64 px classifier
     seeds = list(range(args.seeds))
-    extra = {"sampler": args.sampler} if args.sampler else {}
+    from faceweave.backends.diffusion import DEFAULT_SAMPLER
+    sampler = args.sampler or DEFAULT_SAMPLER
     images = {p: pipe(prompt=p, seeds=seeds, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      progress=False, **extra).images for p in PROMPTS}
-    sampler = args.sampler or inspect.signature(pipe.__call__).parameters["sampler"].default
+                      sampler=sampler, progress=False).images for p in PROMPTS}
     probs = {p: classifier.predict(np.stack([resize_image(im, 64) for im in images[p]])) for p in PROMPTS}
     rows = []
     print(f"| prompt | asks for | hit rate | chance (other prompts' images) |\n|---|---|---|---|")

@@ -45,6 +45,7 @@ from .base import Backend, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64"
+DEFAULT_SAMPLER = "euler_ancestral"     # measured against the ODE solvers in docs/diffusion.md
 # Conditions field -> the conditioner's modality name.
 MODALITY = {"prompt": "text", "attributes": "attributes", "mask": "mask", "sketch": "sketch"}
 GUIDABLE = tuple(MODALITY)
@@ -241,7 +242,7 @@ class DiffusionPipeline:
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
                  num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
-                 guidance_window: tuple[float, float] | None = None, sampler: str = "euler_ancestral",
+                 guidance_window: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER,
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
                  progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
                  eta: float = 0.0) -> PipelineOutput:
@@ -485,7 +486,7 @@ class DiffusionBackend(Backend):
     accepts = GUIDABLE
 
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
-                 sampler: str = "euler_ancestral", batch_size: int = 16, progress: bool = False,
+                 sampler: str = DEFAULT_SAMPLER, batch_size: int = 16, progress: bool = False,
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None):
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
