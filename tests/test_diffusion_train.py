@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from faceweave import checkpoint
 from faceweave.data import collate, open_dataset
+from faceweave.errors import FaceweaveError
 from faceweave.train import TASKS, export, resolve_config, train
 
 QUIET = {"progress": False}
@@ -72,6 +74,20 @@ def test_train_ema_samples_resume_export(tmp_path):
     ema = checkpoint.load_tensors(out / "last", "ema")
     assert all(torch.equal(state[k], ema[k].half()) for k in state if state[k].is_floating_point())
     assert meta["training"]["step"] == 8 and meta["image_size"] == 32
+
+
+def test_sample_n_zero_trains_without_sample_grids(tmp_path):
+    """--set sample_n=0 used to train to the end and then fail drawing an empty grid, before
+    the final checkpoint: the run lost its last steps. 0 now means no grids."""
+    out = tmp_path / "nogrid"
+    result = train("diffusion", "tiny", "facesynth:32", out,
+                   overrides={"max_steps": 3, "ckpt_every": 1000, "sample_n": 0}, **QUIET)
+    assert result["step"] == 3 and np.isfinite(result["val_loss"])
+    assert checkpoint.read_config(out / "last", "diffusion")["step"] == 3
+    assert not (out / "samples").exists()
+    for bad in ({"sample_n": -1}, {"sample_n": 2.5}, {"sample_steps": 0}):
+        with pytest.raises(FaceweaveError, match=next(iter(bad))):
+            train("diffusion", "tiny", "facesynth:32", tmp_path / "bad", overrides=bad, **QUIET)
 
 
 def test_gradient_accumulation_matches_the_step_count(tmp_path):

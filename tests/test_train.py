@@ -205,6 +205,27 @@ def test_train_on_a_unified_folder_and_the_classifier(tmp_path):
     assert clf.predict_proba(np.zeros((32, 32, 3), np.uint8)).shape == (len(clf.attributes),)
 
 
+def test_a_failing_validation_keeps_the_trained_steps(tmp_path, monkeypatch):
+    """An error while validating (a bug, a full disk) goes on to the caller, but last/ holds
+    the step it happened at, not the last periodic checkpoint's, and --resume goes on."""
+    task = TASKS["parser"]
+
+    def evaluate(model, batches, cfg):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(task, "evaluate", evaluate)
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="disk full"):
+        train("parser", "tiny", "facesynth:32", out,
+              overrides={"max_steps": 20, "eval_every": 7, "ckpt_every": 5}, **QUIET)
+    assert checkpoint.read_config(out / "last", "parser")["step"] == 7
+    with pytest.raises(RuntimeError, match="disk full"):            # and at the end of a run
+        train("parser", "tiny", None, out, resume=True, overrides={"max_steps": 9, "eval_every": 0}, **QUIET)
+    assert checkpoint.read_config(out / "last", "parser")["step"] == 9
+    monkeypatch.undo()
+    assert train("parser", "tiny", None, out, resume=True, overrides={"max_steps": 10}, **QUIET)["step"] == 10
+
+
 def test_bad_runs(tmp_path):
     out = tmp_path / "run"
     train("parser", "tiny", "facesynth:32", out, overrides={"max_steps": 2}, **QUIET)

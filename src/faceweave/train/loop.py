@@ -93,6 +93,11 @@ def _check_numbers(cfg: dict) -> None:
     for key in ("ckpt_every", "eval_every", "log_every", "warmup_steps", "workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
+    # the families that draw a sample grid at each validation (0: no grid)
+    if "sample_n" in cfg and (not isinstance(cfg["sample_n"], int) or cfg["sample_n"] < 0):
+        raise FaceweaveError(f"sample_n must be a non-negative integer (0: no sample grids), got {cfg['sample_n']!r}")
+    if "sample_steps" in cfg and (not isinstance(cfg["sample_steps"], int) or cfg["sample_steps"] < 1):
+        raise FaceweaveError(f"sample_steps must be a positive integer, got {cfg['sample_steps']!r}")
 
 
 def _init_weights(model: torch.nn.Module, cfg: dict, family: str, task=None) -> None:
@@ -392,6 +397,16 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     last_val: dict[str, Any] = {}
 
     def validate() -> None:
+        """Scores (and a sample grid) on the validation split; only the main process calls it.
+        If it fails (a bug in a task's evaluate, a full disk), the steps trained since the last
+        checkpoint are saved to last/ before the error goes on: a run never loses work to it."""
+        try:
+            _validate()
+        except Exception:
+            save_now()
+            raise
+
+    def _validate() -> None:
         nonlocal best_score, last_val
         if val_batches is None:
             return
@@ -400,7 +415,7 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
         judged.eval()
         with accelerator.autocast():
             scores = task.evaluate(judged, val_batches, cfg)
-            if hasattr(task, "snapshot"):
+            if hasattr(task, "snapshot") and cfg.get("sample_n", 1) > 0:
                 task.snapshot(judged, val_batches, cfg, out / "samples" / f"step_{step:07d}.png")
         bare.train()
         last_val = {"kind": "val", "step": step, **scores}
@@ -409,11 +424,14 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
             best_score = scores["score"]
             _save(out / BEST, family, cfg, judged, step, val=scores)
 
+    def save_now() -> None:                            # the main process's part of save_last
+        _save(out / LAST, family, cfg, accelerator.unwrap_model(model), step, optimizer=optimizer,
+              ema=ema, val=last_val or None)
+
     def save_last() -> None:
         accelerator.wait_for_everyone()
         if main:
-            _save(out / LAST, family, cfg, accelerator.unwrap_model(model), step, optimizer=optimizer,
-                  ema=ema, val=last_val or None)
+            save_now()
 
     sums: dict[str, float] = {}
     count, tick = 0, time.perf_counter()
