@@ -238,10 +238,43 @@ def test_bad_runs(tmp_path):
         (lambda: train("parser", "tiny", "facesynth:32", tmp_path / "c", overrides={"batch_size": 0}, **QUIET),
          "batch_size"),
         (lambda: train("parser", "tiny", "nope:32", tmp_path / "d", **QUIET), "bad data spec"),
+        (lambda: train("diffusion", "tiny", "facesynth:32", tmp_path / "e", overrides={"model.mask_mode": "foo"},
+                       **QUIET), "bad diffusion model config: .*tokens, spatial or both"),
     ]
     for call, words in cases:
         with pytest.raises(FaceweaveError, match=words):
             call()
+
+
+@pytest.mark.parametrize("family, key, value, words", [
+    ("parser", "val_n", 0, "val_n must be a positive integer"),        # was a ZeroDivisionError
+    ("parser", "seed", -3, "seed must be an integer from 0"),           # was numpy's traceback
+    ("parser", "mixed_precision", "fp8", "one of auto, no, bf16, fp16"),  # was accelerate's
+    ("parser", "betas", [0.9], "two numbers"),
+    ("parser", "channels_last", 1, "true or false"),
+    ("parser", "grad_clip", -1, "a number >= 0"),                       # these trained silently
+    ("diffusion", "drop", 2, "drop must be a number from 0 to 1"),
+    ("diffusion", "p_std", -1, "p_std must be a number > 0"),
+    ("diffusion", "p_mean", "nan", "p_mean must be a finite number"),   # was a TypeError mid-step
+    ("diffusion", "weighting", "bar", "one of edm, uniform, p2, min_snr"),
+    ("stylegan2", "r1_every", 0, "r1_every must be a positive integer"),
+])
+def test_bad_settings_are_one_line_errors_before_any_work(family, key, value, words):
+    with pytest.raises(FaceweaveError, match=words):
+        resolve_config(family, "tiny", {key: value})
+
+
+def test_model_fields_can_be_set_one_by_one():
+    """--set model.NAME=VALUE changes one field of the preset's architecture (the training
+    ablations' variants, from the command line)."""
+    base = resolve_config("diffusion", "s64")
+    cfg = resolve_config("diffusion", "s64", {"model.mask_mode": "tokens", "model.pooled": False})
+    assert cfg["model"] == {**base["model"], "mask_mode": "tokens", "pooled": False}
+    assert base["model"]["mask_mode"] == "both"                          # the preset is untouched
+    with pytest.raises(FaceweaveError, match="unknown model field 'nope'.*mask_mode"):
+        resolve_config("diffusion", "s64", {"model.nope": 1})
+    with pytest.raises(FaceweaveError, match="unknown training setting 'mask_mode'.*model.NAME"):
+        resolve_config("diffusion", "s64", {"mask_mode": "tokens"})
 
 
 def test_parser_needs_masks(tmp_path):

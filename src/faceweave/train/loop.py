@@ -37,6 +37,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from .. import checkpoint
 from ..data import collate, open_dataset
 from ..data.unified import UnifiedDataset
+from ..diffusion.losses import WEIGHTINGS
 from ..errors import FaceweaveError
 from .tasks import COMMON_DEFAULTS, TASKS, model_config
 
@@ -64,17 +66,29 @@ def resolve_config(family: str, preset: str, overrides: dict[str, Any] | None = 
     if preset not in task.presets:
         raise FaceweaveError(f"{family} has no preset {preset!r}; presets: {', '.join(task.presets)}")
     cfg = {**COMMON_DEFAULTS, **task.presets[preset], "family": family, "preset": preset}
+    fields: dict[str, Any] = {}                         # "model.NAME": one field of the architecture
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if key.startswith("model."):
+            fields[key[len("model."):]] = value
+            continue
         if key not in cfg and key != "model":
-            raise FaceweaveError(f"unknown training setting {key!r}; settings: {', '.join(sorted(cfg))}")
+            raise FaceweaveError(f"unknown training setting {key!r}; settings: {', '.join(sorted(cfg))} "
+                                 "(or model.NAME for a field of the architecture)")
         cfg[key] = value
     if "model" not in cfg:                              # an explicit model config wins over "arch"
         if cfg.get("arch") not in task.architectures:
             raise FaceweaveError(f"{family} has no architecture {cfg.get('arch')!r}; "
                                  f"known: {', '.join(task.architectures)}")
         cfg["model"] = model_config(task, cfg["arch"])
+    if fields:
+        cfg["model"] = dict(cfg["model"])
+        for name, value in fields.items():
+            if name not in cfg["model"]:
+                raise FaceweaveError(f"unknown model field {name!r} for {family}; fields of its "
+                                     f"architecture: {', '.join(sorted(cfg['model']))}")
+            cfg["model"][name] = value
     _check_numbers(cfg)
     return cfg
 
@@ -93,11 +107,47 @@ def _check_numbers(cfg: dict) -> None:
     for key in ("ckpt_every", "eval_every", "log_every", "warmup_steps", "workers"):
         if not isinstance(cfg[key], int) or cfg[key] < 0:
             raise FaceweaveError(f"{key} must be a non-negative integer, got {cfg[key]!r}")
-    # the families that draw a sample grid at each validation (0: no grid)
-    if "sample_n" in cfg and (not isinstance(cfg["sample_n"], int) or cfg["sample_n"] < 0):
-        raise FaceweaveError(f"sample_n must be a non-negative integer (0: no sample grids), got {cfg['sample_n']!r}")
-    if "sample_steps" in cfg and (not isinstance(cfg["sample_steps"], int) or cfg["sample_steps"] < 1):
-        raise FaceweaveError(f"sample_steps must be a positive integer, got {cfg['sample_steps']!r}")
+    for key, (ok, what) in _RULES.items():             # the keys this family's recipe has
+        if key in cfg and not ok(cfg[key]):
+            raise FaceweaveError(f"{key} must be {what}, got {cfg[key]!r}")
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(low: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+_FRACTION = (lambda v: _number(v) and 0 <= v <= 1, "a number from 0 to 1")
+_WEIGHT = (lambda v: _number(v) and v >= 0, "a number >= 0")
+# What a setting may be, by name, whichever families' recipes have it: a value outside these
+# would train silently wrong or fail with a traceback steps later (checked before any work).
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "val_n": (_count(1), "a positive integer"),
+    "seed": (lambda v: _count(0)(v) and v < 2**32, "an integer from 0 to 2**32 - 1"),
+    "min_lr_ratio": _FRACTION,
+    "weight_decay": _WEIGHT,
+    "grad_clip": (_WEIGHT[0], "a number >= 0 (0: off)"),
+    "betas": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_number(b) and 0 <= b < 1 for b in v),
+              "two numbers in [0, 1), e.g. [0.9,0.999]"),
+    "channels_last": (lambda v: isinstance(v, bool), "true or false"),
+    "mixed_precision": (lambda v: v in ("auto", "no", "bf16", "fp16"), "one of auto, no, bf16, fp16"),
+    "sample_n": (_count(0), "a non-negative integer (0: no sample grids)"),
+    "sample_steps": (_count(1), "a positive integer"),
+    "weighting": (lambda v: v in WEIGHTINGS, "one of " + ", ".join(WEIGHTINGS)),
+    "p_mean": (_number, "a finite number"),
+    "p_std": (lambda v: _number(v) and v > 0, "a number > 0"),
+    **{key: _FRACTION for key in ("drop", "drop_all", "attr_keep_min", "style_mixing", "real_fraction",
+                                  "ada_target", "confident")},
+    **{key: _WEIGHT for key in ("kl_weight", "dice_weight", "delta_weight", "feature_weight", "latent_weight",
+                                "pixel_weight", "pl_weight", "r1_gamma")},
+    "truncation": (lambda v: _number(v) and v > 0, "a number > 0 (1: off)"),
+    "ada_kimg": (lambda v: _number(v) and v > 0, "a number > 0"),
+    "r1_every": (_count(1), "a positive integer"),
+    "pl_every": (_count(1), "a positive integer"),
+}
 
 
 def _init_weights(model: torch.nn.Module, cfg: dict, family: str, task=None) -> None:
@@ -333,7 +383,10 @@ def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume
     train_set, val_set = _splits(data, cfg["size"], cfg["val_n"])
     _check_keys(train_set, task.needs, family, data)
     # a task may complete the model config from other checkpoints (the diffusion model's VAE)
-    model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
+    try:
+        model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
+    except (TypeError, ValueError) as e:                # e.g. --set model.mask_mode=foo
+        raise FaceweaveError(f"bad {family} model config: {e}") from None
     if cfg.get("init") and not resume:
         _init_weights(model, cfg, family, task)
     if cfg["channels_last"]:
