@@ -146,6 +146,20 @@ def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):
     assert np.abs(c.images[0].astype(int) - b.images[0]).mean() < 8
 
 
+def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(pipe, face):
+    """The encoder reads 48 tokens; a longer prompt is said to be cut, not cut silently, and
+    the attributes it names after the cut still count."""
+    long = "a portrait of a person, " * 12 + "a smiling man"
+    result = pipe(prompt=long, seeds=[0], **FAST)
+    count = pipe.text_encoder.token_count(long)
+    assert count > pipe.text_encoder.max_tokens
+    assert result.metadata[0]["notes"] == [f"the prompt is {count} tokens long; the text encoder reads its first "
+                                           f"{pipe.text_encoder.max_tokens} (the attributes it names are read "
+                                           "from all of it)"]
+    assert result.metadata[0]["attributes_from_prompt"] == {"Smiling": 1, "Male": 1}
+    assert pipe(prompt="a smiling man", seeds=[0], **FAST).metadata[0]["notes"] == []
+
+
 def test_a_prompt_also_sets_the_attributes_it_names(pipe, face):
     """prompt_attributes (the default): the attributes parse_prompt reads from the prompt join
     the attribute tokens, exactly as if they were given with it; explicit ones win."""

@@ -130,6 +130,11 @@ class DiffusionPipeline:
         for i, c in enumerate(conditions):
             if c.prompt:
                 present["text"][i] = True
+                count = self.text_encoder.token_count(c.prompt)
+                if count > self.text_encoder.max_tokens:
+                    notes[i].append(f"the prompt is {count} tokens long; the text encoder reads its first "
+                                    f"{self.text_encoder.max_tokens}" + (" (the attributes it names are read "
+                                                                         "from all of it)" if read else ""))
                 if read:
                     for name, value in parse_prompt(c.prompt).items():
                         implied[i, CELEBA_ATTRIBUTES.index(name)] = float(value)

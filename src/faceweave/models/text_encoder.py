@@ -57,6 +57,11 @@ class TextEncoder:
         self._cache: collections.OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = collections.OrderedDict()
         self._cache_size = cache_size
 
+    def token_count(self, prompt: str) -> int:
+        """How many tokens the prompt is (with the [CLS] and [SEP] markers); beyond max_tokens
+        the encoder reads only the first max_tokens of them."""
+        return len(self.tokenizer(" ".join(prompt.split()))["input_ids"])
+
     @torch.no_grad()
     def _encode_one(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         # One prompt per forward pass, never padded beside others: a prompt's encoding must
