@@ -153,9 +153,9 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(pipe, face):
     result = pipe(prompt=long, seeds=[0], **FAST)
     count = pipe.text_encoder.token_count(long)
     assert count > pipe.text_encoder.max_tokens
-    assert result.metadata[0]["notes"] == [f"the prompt is {count} tokens long; the text encoder reads its first "
-                                           f"{pipe.text_encoder.max_tokens} (the attributes it names are read "
-                                           "from all of it)"]
+    note = (f"the prompt is {count} tokens long; the text encoder reads its first "
+            f"{pipe.text_encoder.max_tokens} (the attributes it names are read from all of it)")
+    assert result.metadata[0]["notes"] == [note]
     assert result.metadata[0]["attributes_from_prompt"] == {"Smiling": 1, "Male": 1}
     assert pipe(prompt="a smiling man", seeds=[0], **FAST).metadata[0]["notes"] == []
 
