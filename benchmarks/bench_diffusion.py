@@ -4,6 +4,7 @@
     python benchmarks/bench_diffusion.py --quick               # ~1 min: batches 1 and 8, one timed run each
     python benchmarks/bench_diffusion.py --threads 1 --json runs/bench/diffusion.json
     python benchmarks/bench_diffusion.py --model runs/diffusion64/best --device cuda --batches 1,16,64
+    python benchmarks/bench_diffusion.py --quick --precision bf16  # the denoiser under bf16 autocast
 
 For every guidance scale (default 2.0 and 1.0) and batch size (default 1,2,4,8,16) it times
 one pipeline call generating `batch` images in one batch (default: 20 steps, the pipeline's
@@ -11,6 +12,9 @@ default sampler, karras), after a short warm-up call, repeated up to --repeats t
 seconds are spent on that setting) and reports the median:
 
   sec/img     wall time of the pipeline call / images (everything the user waits for)
+  cpu/img     CPU time of this process during the call / images (all threads). On a virtual
+              machine whose cores are partly taken by the host ("steal" in vmstat), wall time
+              swings from run to run while CPU time does not: compare settings by this column there.
   text s      time inside the MiniLM text encoder during the call (prompts are cached per
               string, so after the warm-up this is a lookup; the cold cost is printed once
               separately). Not counted as sampler overhead.
@@ -187,16 +191,17 @@ class CallTimer:
 
 
 # -- the benchmark ------------------------------------------------------------------------
-def load_pipeline(name: str, device: torch.device, dtype: torch.dtype) -> tuple[DiffusionPipeline, str]:
+def load_pipeline(name: str, device: torch.device, dtype: torch.dtype,
+                  precision: str = "fp32") -> tuple[DiffusionPipeline, str]:
     try:
         path = checkpoint.resolve(name)
     except FaceweaveError:
         config = TASKS["diffusion"].architectures["s64"]
         torch.manual_seed(0)
         model = ConditionalDenoiser(config).to(dtype)
-        return (DiffusionPipeline(model, device=device),
+        return (DiffusionPipeline(model, device=device, precision=precision),
                 f"RANDOMLY INITIALISED s64 denoiser (no checkpoint {name!r}; timing does not depend on the weights)")
-    pipe = DiffusionPipeline.from_pretrained(path, device=device, dtype=dtype)
+    pipe = DiffusionPipeline.from_pretrained(path, device=device, dtype=dtype, precision=precision)
     return pipe, f"checkpoint {path}"
 
 
@@ -219,6 +224,8 @@ def main() -> None:
                     help="checkpoint folder or bundled model name (default diffusion-64; random s64 if absent)")
     ap.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
     ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="the pipeline's precision: bf16 = the denoiser under bfloat16 autocast (default fp32)")
     ap.add_argument("--steps", type=int, default=20, help="sampling steps (default 20)")
     ap.add_argument("--sampler", default=None, help="default: the pipeline's (euler_ancestral)")
     ap.add_argument("--guidance", default="2.0,1.0", help="comma-separated guidance scales (default 2.0,1.0)")
@@ -253,7 +260,7 @@ def main() -> None:
         ap.error("need at least one guidance scale, batch sizes >= 1 and --repeats >= 1")
 
     t_start = time.perf_counter()
-    pipe, model_note = load_pipeline(args.model, device, dtype)
+    pipe, model_note = load_pipeline(args.model, device, dtype, args.precision)
     size = pipe.size
     n_params = sum(p.numel() for p in pipe.model.parameters())
     conds = conditions_for(max(batches), size, args.seed)
@@ -263,7 +270,8 @@ def main() -> None:
         machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
                   f"{torch.get_num_threads()} torch threads"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    print(f"model:   {model_note}; {n_params / 1e6:.2f} M parameters, {size} px, {args.dtype}")
+    print(f"model:   {model_note}; {n_params / 1e6:.2f} M parameters, {size} px, {args.dtype}, "
+          f"precision {args.precision}")
     print(f"device:  {device} ({machine})" + (f"; load average {load:.2f}" if load is not None else ""))
     if device.type == "cpu" and load is not None and load > 0.5 * (os.cpu_count() or 1):
         print("warning: other processes are using the CPU; timings will be slower and noisier than on an idle machine")
@@ -297,7 +305,7 @@ def main() -> None:
     text = CallTimer(encoder, "encode", device)
     rows = []
     memory_method = None
-    header = (f"{'guid':>5} {'batch':>5} {'runs':>4} {'sec/img':>8} {'call s':>8} {'text s':>7} {'net s':>8} "
+    header = (f"{'guid':>5} {'batch':>5} {'runs':>4} {'sec/img':>8} {'cpu/img':>8} {'call s':>8} {'text s':>7} {'net s':>8} "
               f"{'fwd':>4} {'cond %':>6} {'ovh %':>6} {'peak MiB':>9} {'+MiB':>6}")
     print()
     print(header)
@@ -318,23 +326,24 @@ def main() -> None:
                     with PeakMemory(device) as mem:
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
-                        t0 = time.perf_counter()
+                        t0, c0 = time.perf_counter(), time.process_time()
                         pipe(num_inference_steps=args.steps, **kwargs)
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
-                        total = time.perf_counter() - t0
+                        total, cpu = time.perf_counter() - t0, time.process_time() - c0
                     memory_method = mem.method
                     spent += total
                     network, forwards = net.total, net.calls
                     if forwards == 0:
                         network, forwards = unet_timer.total + cond_timer.total, unet_timer.calls
-                    runs.append({"total": total, "text": text.total, "net": network, "cond": cond_timer.total,
+                    runs.append({"total": total, "cpu": cpu, "text": text.total, "net": network, "cond": cond_timer.total,
                                  "forwards": forwards, "peak": mem.peak, "increase": mem.increase})
-                med = {k: statistics.median(r[k] for r in runs) for k in ("total", "text", "net", "cond")}
+                med = {k: statistics.median(r[k] for r in runs) for k in ("total", "cpu", "text", "net", "cond")}
                 loop = med["total"] - med["text"] - med["net"]
                 peaks = [r["peak"] for r in runs if r["peak"] is not None]
                 incs = [r["increase"] for r in runs if r["increase"] is not None]
                 row = {"guidance": scale, "batch": b, "runs": len(runs), "sec_per_image": med["total"] / b,
+                       "cpu_sec_per_image": med["cpu"] / b,
                        "call_s": med["total"], "text_s": med["text"], "network_s": med["net"],
                        "loop_s": loop, "forwards": runs[0]["forwards"],
                        "conditioner_pct": 100 * med["cond"] / med["net"] if med["net"] else None,
@@ -343,7 +352,8 @@ def main() -> None:
                        "peak_increase_bytes": max(incs) if incs else None,
                        "all_calls_s": [r["total"] for r in runs]}
                 rows.append(row)
-                print(f"{scale:5.2g} {b:5d} {len(runs):4d} {row['sec_per_image']:8.3f} {med['total']:8.2f} "
+                print(f"{scale:5.2g} {b:5d} {len(runs):4d} {row['sec_per_image']:8.3f} "
+                      f"{row['cpu_sec_per_image']:8.3f} {med['total']:8.2f} "
                       f"{med['text']:7.3f} {med['net']:8.2f} {row['forwards']:4d} "
                       f"{row['conditioner_pct']:6.1f} {row['overhead_pct']:6.2f} "
                       f"{_fmt_mib(row['peak_bytes']):>9} {_fmt_mib(row['peak_increase_bytes']):>6}", flush=True)
@@ -369,19 +379,40 @@ def main() -> None:
         line += (f"best batch {top['batch']} {top['sec_per_image']:.3f} s/image; "
                  f"sampler overhead max {worst_ovh:.2f} % ({'within' if worst_ovh <= 5 else 'ABOVE'} the 5 % target)")
         print(line)
+    agreement = None
+    if args.precision != "fp32":
+        # the same images in fp32: how far the faster precision moves them
+        import numpy as np
+        b = max(batches)
+        kwargs = {"conditions": conds[:b], "seeds": list(range(b)), "guidance_scale": scales[0],
+                  "sampler": args.sampler, "batch_size": b, "progress": False, "num_inference_steps": args.steps}
+        fast = np.stack(pipe(**kwargs).images).astype(np.int16)
+        pipe.precision = "fp32"
+        full = np.stack(pipe(**kwargs).images).astype(np.int16)
+        pipe.precision = args.precision
+        diff = np.abs(fast - full)
+        spread = np.abs(full[1:] - full[:-1]).mean() if b > 1 else None
+        agreement = {"images": b, "guidance": scales[0], "mean_abs_grey_levels": float(diff.mean()),
+                     "p99_abs_grey_levels": float(np.percentile(diff, 99)), "max_abs_grey_levels": int(diff.max()),
+                     "neighbouring_seeds_mean_abs": None if spread is None else float(spread)}
+        print(f"{args.precision} vs fp32, the same {b} images (guidance {scales[0]:g}): mean |difference| "
+              f"{agreement['mean_abs_grey_levels']:.2f} grey levels, 99th percentile "
+              f"{agreement['p99_abs_grey_levels']:.0f}, max {agreement['max_abs_grey_levels']}"
+              + ("" if spread is None else f" (two neighbouring seeds differ by {spread:.1f} on average)"))
     print(f"memory:  {memory_method}")
     print(f"(ovh % excludes text encoding; peak MiB = peak during the call, +MiB = its increase over before; "
           f"benchmark took {time.perf_counter() - t_start:.0f} s)")
 
     if args.json:
         report = {"model": model_note, "random_weights": model_note.startswith("RANDOMLY"),
-                  "parameters": n_params, "size": size, "dtype": args.dtype, "device": str(device),
+                  "parameters": n_params, "size": size, "dtype": args.dtype, "precision": args.precision,
+                  "device": str(device),
                   "machine": machine, "load_average": load, "torch": torch.__version__,
                   "settings": {"steps": args.steps, "sampler": args.sampler, "schedule": "karras",
                                "guidance": scales, "batches": batches, "repeats": args.repeats,
                                "budget_s": args.budget, "threads": torch.get_num_threads(), "quick": args.quick},
                   "text_encoding_cold_s_per_prompt": text_cold, "memory_method": memory_method,
-                  "rows": rows, "best": best}
+                  "rows": rows, "best": best, "agreement_with_fp32": agreement}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {args.json}")
