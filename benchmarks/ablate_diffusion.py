@@ -8,6 +8,9 @@
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train
     # ... or some variants only; run again after a stop and it goes on where it was
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train --only "mask tokens"
+    # ... keeping each scored variant in a file to commit, for sessions whose runs/ is gone
+    python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train \
+        --kept benchmarks/results/ablate_train.json
 
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
@@ -19,6 +22,9 @@ table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.j
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
 and each variant's scores are kept in its run folder (scores.json), so a second call only
 trains and scores what is missing. A signal stops the whole script after the checkpoint.
+With --kept FILE the scores are also kept in FILE (one entry per variant, with the protocol
+they were scored under): a variant found there under the same protocol is neither trained
+nor scored again, even where its run folder no longer exists (a fresh checkout).
 """
 from __future__ import annotations
 
@@ -92,7 +98,17 @@ def ablate_training(args) -> tuple[dict, dict]:
     parser = classifier = None
     rows, ceiling = {}, None
     variants = {k: v for k, v in TRAIN_VARIANTS.items() if not args.only or k.split(" (")[0] in args.only}
+    # scores of another protocol (e.g. before prompts' attributes were read) are redone; keys
+    # kept before the sampler was part of them were scored with dpmpp_2m
+    key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample, "prompt_attributes": True,
+           "sampler": args.sampler}
+    kept = json.loads(args.kept.read_text()) if args.kept and args.kept.exists() else {}
     for name, change in variants.items():
+        entry = kept.get(name, {})
+        if entry.get("key") == {**key, "preset": preset, "size": size}:
+            rows[name], ceiling = entry["row"], entry["ceiling"]
+            print(f"{name}: {rows[name]} (kept in {args.kept})", flush=True)
+            continue
         run = args.out / name.split(" (")[0].replace(" ", "_").replace(",", "")
         model_change = {k: v for k, v in change.items() if k in arch}
         overrides = {"max_steps": args.steps, "size": size, **{k: v for k, v in change.items() if k not in arch}}
@@ -111,10 +127,6 @@ def ablate_training(args) -> tuple[dict, dict]:
             raise SystemExit(f"{run} is already trained to {done} steps, more than --steps {args.steps}; "
                              f"give --steps {done} or another --out")
         scores = run / "scores.json"
-        # scores of another protocol (e.g. before prompts' attributes were read) are redone; keys
-        # kept before the sampler was part of them were scored with dpmpp_2m
-        key = {"steps": args.steps, "n": args.n, "steps_sample": args.steps_sample, "prompt_attributes": True,
-               "sampler": args.sampler}
         stored = json.loads(scores.read_text()) if scores.exists() else {}
         if {"sampler": "dpmpp_2m", **stored.get("key", {})} == key:
             rows[name], ceiling = stored["row"], stored["ceiling"]
@@ -131,6 +143,13 @@ def ablate_training(args) -> tuple[dict, dict]:
             tmp = scores.with_name("scores.json.tmp")
             tmp.write_text(json.dumps({"key": key, "row": rows[name], "ceiling": ceiling}, indent=1))
             tmp.replace(scores)
+        if args.kept:
+            kept[name] = {"key": {**key, "preset": preset, "size": size}, "row": rows[name], "ceiling": ceiling,
+                          "run": str(run)}
+            args.kept.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.kept.with_name(args.kept.name + ".tmp")
+            tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+            tmp.replace(args.kept)
         print(f"{name}: {rows[name]}", flush=True)
     return rows, ceiling
 
@@ -150,6 +169,9 @@ def main() -> None:
     ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
     ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
                     help="train: this variant only (repeatable; default: all)")
+    ap.add_argument("--kept", type=Path, default=None, metavar="FILE",
+                    help="train: also keep each variant's scores here (commit it); variants found there under "
+                         "the same protocol are skipped")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)

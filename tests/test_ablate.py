@@ -11,9 +11,9 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_diffusion.py"
 
 
-def _ablate(out: Path, steps: int) -> subprocess.CompletedProcess:
+def _ablate(out: Path, steps: int, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(SCRIPT), "train", "--preset", "tiny", "--steps", str(steps), "--n", "2",
-           "--steps-sample", "2", "--only", "mask tokens", "--out", str(out), "--quiet"]
+           "--steps-sample", "2", "--only", "mask tokens", "--out", str(out), "--quiet", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -64,3 +64,23 @@ def test_training_ablation_resumes_and_keeps_scores(tmp_path):
     fewer = _ablate(tmp_path, 2)
     assert fewer.returncode != 0 and "already trained to 3 steps" in fewer.stderr
     assert "Traceback" not in fewer.stderr
+
+
+def test_scores_kept_in_a_file_outlive_the_run_folder(tmp_path):
+    """--kept FILE: a fresh checkout has no runs/; a variant scored in FILE under the same
+    protocol is neither trained nor scored again, one of another protocol is."""
+    kept = tmp_path / "kept.json"
+    first = _ablate(tmp_path / "a", 2, "--kept", str(kept))
+    assert first.returncode == 0, first.stderr
+    entry = json.loads(kept.read_text())["mask tokens"]
+    assert entry["key"]["preset"] == "tiny" and entry["key"]["steps"] == 2 and 0 <= entry["row"]["mask_miou"] <= 1
+
+    again = _ablate(tmp_path / "b", 2, "--kept", str(kept))    # another out folder: nothing there
+    assert again.returncode == 0, again.stderr
+    assert "kept in" in again.stdout and not (tmp_path / "b" / "mask_tokens").exists()
+    assert json.loads((tmp_path / "b" / "ablation.json").read_text())["rows"]["mask tokens"] == entry["row"]
+
+    other = _ablate(tmp_path / "c", 3, "--kept", str(kept))    # another --steps: trained and scored
+    assert other.returncode == 0, other.stderr
+    assert (tmp_path / "c" / "mask_tokens" / "scores.json").exists()
+    assert json.loads(kept.read_text())["mask tokens"]["key"]["steps"] == 3
