@@ -321,3 +321,18 @@ def test_cli_set_of_a_flag_key_is_kept_and_a_clash_is_an_error(tmp_path):
     res = CliRunner().invoke(main, ["train", "parser", "--preset", "tiny", "--data", "facesynth:32",
                                     "--out", str(tmp_path / "x"), "--lr", "0.001", "--set", "lr=0.0003"])
     assert res.exit_code != 0 and "lr given twice" in res.output and "Traceback" not in res.output
+
+
+def test_cli_set_model_field(tmp_path):
+    """--set model.NAME=VALUE reaches the run's architecture (JSON values: false is a bool)."""
+    out = tmp_path / "run"
+    res = CliRunner().invoke(main, ["train", "diffusion", "--preset", "tiny", "--data", "facesynth:32", "--out",
+                                    str(out), "--max-steps", "1", "--set", "model.mask_mode=spatial",
+                                    "--set", "model.pooled=false", "--set", "sample_n=0", "--quiet"])
+    assert res.exit_code == 0, res.output
+    model = checkpoint.read_config(out / "last", "diffusion")["config"]
+    assert model["mask_mode"] == "spatial" and model["pooled"] is False
+    res = CliRunner().invoke(main, ["train", "diffusion", "--preset", "tiny", "--data", "facesynth:32",
+                                    "--out", str(tmp_path / "x"), "--set", "model.mask_mod=spatial"])
+    assert res.exit_code == 2 and "unknown model field 'mask_mod'" in res.output
+    assert len(res.output.strip().splitlines()) == 1

@@ -130,7 +130,8 @@ def data_prepare(layout, src, out, size, limit, overwrite) -> None:
 @click.option("--batch-size", type=int, default=None, help="Images per step (overrides the preset).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (overrides the preset).")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
-              help="Any other preset key, e.g. --set ema_decay=0.999 --set weighting=p2 (JSON values).")
+              help="Any other preset key, e.g. --set ema_decay=0.999 --set weighting=p2 (JSON values); "
+                   "model.NAME sets one field of the architecture, e.g. --set model.mask_mode=spatial.")
 @click.option("--modalities", default=None, metavar="LIST",
               help="diffusion only: the conditions the model reads, e.g. text or mask,sketch (default: all four).")
 @click.option("--collaborators", default=None, metavar="NAME=CKPT,...",
@@ -146,6 +147,7 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train vae --preset f4 --data facesynth:128 --out runs/vae128
       faceweave train diffusion --preset s128 --data facesynth:128 --set vae=runs/vae128/best --out runs/d128
       faceweave train diffusion --preset uni64 --modalities mask --data facesynth:64 --out runs/uni-mask
+      faceweave train diffusion --preset s64 --data facesynth:64 --out runs/spatial --set model.mask_mode=spatial
       faceweave train collab --preset s64 --data facesynth:64 --out runs/collab64 \\
           --collaborators text=runs/uni-text/best,mask=runs/uni-mask/best
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
