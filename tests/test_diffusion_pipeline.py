@@ -236,6 +236,13 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"guidance_window": (0.5, 0.2)}, "guidance window"),
     ({"eta": 0.5}, "eta applies to the ddim sampler, not euler_ancestral"),
     ({"sampler": "ddim", "eta": 1.5}, "eta must be a number from 0"),
+    # these were tracebacks, or (0.5) silently seed 0
+    ({"seeds": "0-3"}, "seeds must be a list of non-negative integers"),
+    ({"seeds": [0.5]}, "got 0.5 among them"),
+    ({"seeds": []}, "got an empty list"),
+    ({"guidance_window": (0.5,)}, "guidance window must be two fractions"),
+    ({"callback": 3}, "callback must be a function"),
+    ({"attributes": ["Smiling"]}, "attributes must be a dict of name -> 0 or 1"),
 ])
 def test_bad_settings_are_one_line_errors(pipe, face, kwargs, message):
     args = {"prompt": "a woman", "mask": face.mask, **FAST, **kwargs}

@@ -73,6 +73,9 @@ def canonical_attribute(name: str) -> str:
 def validate_attributes(attributes: Mapping[str, int | bool | float] | None) -> dict[str, int]:
     """Canonical names -> 0/1. Values must be 0/1 (or bools); None means 'no attribute condition'."""
     out: dict[str, int] = {}
+    if attributes is not None and not isinstance(attributes, Mapping):
+        raise FaceweaveError(f"attributes must be a dict of name -> 0 or 1, e.g. {{'Smiling': 1}}, "
+                             f"got {type(attributes).__name__}")
     for name, value in (attributes or {}).items():
         canon = canonical_attribute(name)
         if isinstance(value, bool):

@@ -71,6 +71,27 @@ class Backend(abc.ABC):
         return {"backend": self.name}
 
 
+def check_seeds(seeds) -> list[int]:
+    """A pipeline's seeds: a non-empty list of whole numbers >= 0 (numpy integers too). A string
+    or a fraction is an error, not a silent int() of its pieces."""
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
+        raise FaceweaveError(f"seeds must be a list of non-negative integers, e.g. [0, 1, 2], got {seeds!r}")
+    out = []
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
+            raise FaceweaveError(f"seeds must be a non-empty list of non-negative integers, got {s!r} among them")
+        out.append(int(s))
+    if not out:
+        raise FaceweaveError("seeds must be a non-empty list of non-negative integers, got an empty list")
+    return out
+
+
+def check_callback(callback) -> None:
+    if callback is not None and not callable(callback):
+        raise FaceweaveError(f"callback must be a function callback(step, sigma, x, denoised), "
+                             f"got {type(callback).__name__}")
+
+
 def per_seed_conditions(conditions, prompt, attributes, mask, sketch, n: int, accepts: Sequence[str],
                         who: str) -> list[Conditions]:
     """A pipeline call's conditions as one Conditions per seed: `conditions` (one, or one per

@@ -34,7 +34,7 @@ from ..diffusion.samplers import SCHEDULES, get_sampler
 from ..errors import FaceweaveError
 from ..io import resize_image
 from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
-from .base import Backend
+from .base import Backend, check_callback, check_seeds
 from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
@@ -211,9 +211,8 @@ class CollabPipeline:
         {collaborator name or modality: scale}. mixing: "learned" (the dynamic diffuser) or
         "average". return_influence: keep the mixing weights of every step. eta: DDIM's
         stochasticity (sampler "ddim" only), as in DiffusionPipeline."""
-        seeds = [int(s) for s in seeds]
-        if not seeds or any(s < 0 for s in seeds):
-            raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
+        seeds = check_seeds(seeds)
+        check_callback(callback)
         if mixing not in MIXINGS:
             raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
         if mixing == "learned" and self.diffuser is None:

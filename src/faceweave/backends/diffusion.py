@@ -42,7 +42,7 @@ from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ..models.vae import downsample_conditions
 from ..text import parse_prompt
-from .base import Backend, per_seed_conditions
+from .base import Backend, check_callback, check_seeds, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64"
@@ -284,9 +284,8 @@ class DiffusionPipeline:
         docs/diffusion.md), or the deterministic "dpmpp_2m", "heun", "euler", "ddim". eta
         (sampler "ddim" only): 0 deterministic, 1 ancestral.
         """
-        seeds = [int(s) for s in seeds]
-        if not seeds or any(s < 0 for s in seeds):
-            raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
+        seeds = check_seeds(seeds)
+        check_callback(callback)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -50,7 +50,7 @@ from ..conditions import Conditions
 from ..errors import FaceweaveError
 from ..io import resize_sketch, resize_image, resize_mask
 from ..models.mm2latent import MM2Latent
-from .base import Backend, per_seed_conditions
+from .base import Backend, check_seeds, per_seed_conditions
 from .diffusion import PipelineOutput, image_metadata
 
 FAMILY = "gan"
@@ -218,9 +218,7 @@ class GANPipeline:
         mix_from    first W+ layer a seed may change  [default: the finest resolution's layers]
         truncation  0..1: psi for unconditional samples (1: none)
         """
-        seeds = [int(s) for s in seeds]
-        if not seeds or any(s < 0 for s in seeds):
-            raise FaceweaveError("seeds must be a non-empty list of non-negative integers")
+        seeds = check_seeds(seeds)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
         diversity = _float("diversity", diversity, 0.0, 1.0, "0 keeps the mapped code, 1 gives its finest "
                            "layers to the seed")

@@ -41,7 +41,11 @@ def check_guidance(scale: float | dict[str, float], given: Iterable[str],
             raise FaceweaveError(f"guidance scale given for {name!r}, but that condition is not given "
                                  f"(given: {', '.join(sorted(given)) or 'nothing'})")
     if window is not None:
-        start, end = window
+        try:
+            start, end = (float(v) for v in window)
+        except (TypeError, ValueError):
+            raise FaceweaveError(f"guidance window must be two fractions (start, end), e.g. (0.2, 0.8), "
+                                 f"got {window!r}") from None
         if not 0.0 <= start < end <= 1.0:
             raise FaceweaveError(f"guidance window must satisfy 0 <= start < end <= 1, got {window}")
 
