@@ -280,6 +280,10 @@ def test_edit_keeps_what_was_not_edited(pipe, face):
     assert out.metadata[0]["edited_pixels"] == region.sum() > changed.sum() > 20
     assert np.abs(edited[~region] - photo[~region]).max() <= 1
     assert np.abs(edited[region] - photo[region]).mean() > 3
+    with pytest.raises(FaceweaveError, match="source must be a faceweave.Conditions"):
+        pipe.edit(photo, {"mask": face.mask}, Conditions(mask=target), num_inference_steps=2, progress=False)
+    with pytest.raises(FaceweaveError, match="conditions must be a faceweave.Conditions"):
+        pipe.invert(photo, face.mask, num_inference_steps=2)
 
 
 def test_inversion_round_trip_is_close(pipe, face):

@@ -375,6 +375,7 @@ class DiffusionPipeline:
         back as it was. prompt_attributes: as in __call__, for both conditions.
         """
         size = self.size
+        _check_conditions(source=source, target=target)
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
         photo, x0, notes = self._photo(image)
         n = num_inference_steps
@@ -420,6 +421,7 @@ class DiffusionPipeline:
         metadata). The noise is at sigma = sigmas[0] of the editing schedule (Karras, sigma_max
         20, in the model's image space); Heun on the same schedule and conditions takes it back
         to the face (the regeneration returned)."""
+        _check_conditions(conditions=conditions)
         self._check(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
         _, x0, notes = self._photo(image)
         sigmas = _edit_sigmas(num_inference_steps)
@@ -485,6 +487,13 @@ def check_eta(sampler: str, eta) -> float:
     if eta and sampler != "ddim":
         raise FaceweaveError(f"eta applies to the ddim sampler, not {sampler}; pass sampler='ddim' or drop eta")
     return float(eta)
+
+
+def _check_conditions(**named) -> None:
+    for name, value in named.items():
+        if not isinstance(value, Conditions):
+            raise FaceweaveError(f"{name} must be a faceweave.Conditions, e.g. Conditions(mask=m, prompt='...'), "
+                                 f"got {type(value).__name__}")
 
 
 def check_precision(precision) -> str:
