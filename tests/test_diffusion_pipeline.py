@@ -162,6 +162,13 @@ def test_bf16_precision_is_close_to_fp32_and_a_function_of_each_seed(tiny_model,
     alone = fast(seeds=[1], **kw).images[0].astype(int)
     assert np.abs(alone - half[1]).max() <= 1                       # batch-vs-single identity
     assert np.array_equal(fast(seeds=[1], **kw).images[0], alone.astype(np.uint8))
+    # bf16 keeps the weights channels-last; back to fp32 is the fp32 layout, image for image
+    conv = next(m for m in fast.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    fast.precision = "fp32"
+    assert conv.weight.is_contiguous()
+    assert np.array_equal(np.stack(fast(seeds=[0, 1, 2], **kw).images), full.astype(np.uint8))
+    fast.precision = "bf16"
     monkeypatch.setattr("faceweave.backends.diffusion.native_bf16", lambda device: False)
     assert any("bf16 is not native on this cpu" in n for n in fast(seeds=[0], **kw).metadata[0]["notes"])
     assert not any("native" in n for n in pipe(seeds=[0], **kw).metadata[0]["notes"])

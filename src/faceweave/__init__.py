@@ -18,7 +18,7 @@ def load(name_or_path: str = "diffusion", device: str | None = None, precision: 
     """A ready pipeline: a backend name ("diffusion": its bundled default model), a bundled
     model name ("diffusion-64") or a checkpoint folder. The checkpoint's family picks the
     pipeline class. precision "bf16" (diffusion models): the denoiser under bfloat16
-    autocast, about 1.5x faster on a CPU with native bf16 (docs/diffusion.md)."""
+    autocast, 1.3-2.3x less CPU time on a CPU with native bf16 (docs/diffusion.md)."""
     from . import checkpoint
 
     key = str(name_or_path).strip()

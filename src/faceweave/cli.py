@@ -374,7 +374,7 @@ _window_option = click.option(
 
 _precision_option = click.option(
     "--precision", default=None, type=click.Choice(["fp32", "bf16"]),
-    help="diffusion: bf16 runs the denoiser under bfloat16 autocast: about 1.5x faster on a CPU with "
+    help="diffusion: bf16 runs the denoiser under bfloat16 autocast: 1.3-2.3x less CPU time on a CPU with "
          "AVX512-BF16 or AMX (measured in docs/diffusion.md), half a grey level from fp32 on average  "
          "[default: fp32]")
 
