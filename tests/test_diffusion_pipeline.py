@@ -248,6 +248,7 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"seeds": [0.5]}, "got 0.5 among them"),
     ({"seeds": []}, "got an empty list"),
     ({"guidance_window": (0.5,)}, "guidance window must be two fractions"),
+    ({"guidance_window": ("0.2", "0.8")}, "guidance window must be two fractions"),
     ({"callback": 3}, "callback must be a function"),
     ({"attributes": ["Smiling"]}, "attributes must be a dict of name -> 0 or 1"),
 ])

@@ -41,11 +41,12 @@ def check_guidance(scale: float | dict[str, float], given: Iterable[str],
             raise FaceweaveError(f"guidance scale given for {name!r}, but that condition is not given "
                                  f"(given: {', '.join(sorted(given)) or 'nothing'})")
     if window is not None:
-        try:
-            start, end = (float(v) for v in window)
-        except (TypeError, ValueError):
+        # numbers only, as for the scales: the sampler compares these very values with its steps
+        if isinstance(window, (str, bytes)) or not hasattr(window, "__len__") or len(window) != 2 or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in window):
             raise FaceweaveError(f"guidance window must be two fractions (start, end), e.g. (0.2, 0.8), "
-                                 f"got {window!r}") from None
+                                 f"got {window!r}")
+        start, end = window
         if not 0.0 <= start < end <= 1.0:
             raise FaceweaveError(f"guidance window must satisfy 0 <= start < end <= 1, got {window}")
 
