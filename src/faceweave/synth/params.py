@@ -108,17 +108,27 @@ def sample_attributes(rng: np.random.Generator) -> dict[str, int]:
     return {"_hair_color": color, "_hair_texture": texture, **a}
 
 
+SKIN_TONE_WEIGHTS = (0.04, 0.10, 0.18, 0.20, 0.18, 0.12, 0.10, 0.08)
+
+
+def sample_person(rng: np.random.Generator) -> dict:
+    """Every attribute FaceSynth renders, Pale_Skin included, plus the private keys
+    _hair_color, _hair_texture and _skin_tone: the first draws of sample_params, so a caller
+    can look at a person before paying for the rest of the render's choices."""
+    a = sample_attributes(rng)
+    # Pale_Skin is not sampled on its own: it is the lightest tone (as CelebA uses it).
+    tone = _pick(rng, range(8), SKIN_TONE_WEIGHTS)
+    a["Pale_Skin"] = int(tone == 0)
+    a["_skin_tone"] = int(tone)
+    return a
+
+
 def sample_params(rng: np.random.Generator) -> dict:
     """Attributes plus every continuous choice of the render (all plain JSON types)."""
-    a = sample_attributes(rng)
-    hair_color, hair_texture = a.pop("_hair_color"), a.pop("_hair_texture")
+    a = sample_person(rng)
+    hair_color, hair_texture, tone = a.pop("_hair_color"), a.pop("_hair_texture"), a.pop("_skin_tone")
     u, n = rng.random, rng.normal
     male = a["Male"]
-
-    skin_w = (0.04, 0.10, 0.18, 0.20, 0.18, 0.12, 0.10, 0.08)
-    # Pale_Skin is not sampled on its own: it is the lightest tone (as CelebA uses it).
-    tone = _pick(rng, range(8), skin_w)
-    a["Pale_Skin"] = int(tone == 0)
     skin = SKIN_TONES[tone] + rng.uniform(-0.02, 0.02, 3).astype(np.float32)
 
     if a["Bald"]:
