@@ -221,7 +221,7 @@ def test_run_generate_gives_the_pipelines_images_and_metadata(models):
     ({"prompt": "a face", "attributes": {"Smilling": 1}}, "unknown attribute"),
     ({"prompt": "a face", "steps": 0}, "steps must be a whole number from 1 to 100"),
     ({"prompt": "a face", "n_images": 9}, "number of images"),
-    ({"prompt": "a face", "scales": {"mask": 3.0}}, "guidance scale given for 'mask'"),
+    ({"prompt": "a face", "scales": {"sketch": 3.0}}, "guidance scale given for 'sketch'"),
     ({"prompt": "a face", "backend": "ddgi"}, "not implemented yet"),
     ({"prompt": "a face", "guidance": "lots"}, "guidance must be a number"),
 ])

@@ -19,9 +19,11 @@ from faceweave.backends.diffusion import DiffusionPipeline
 from faceweave.cli import main
 from faceweave.conditions import Conditions
 from faceweave.errors import FaceweaveError
-from faceweave.io import write_mask
+from faceweave.io import read_image, write_mask
 from faceweave.models.denoiser import ConditionalDenoiser, DenoiserConfig
 from faceweave.synth import render
+from faceweave.synth.layout import draw_layout
+from faceweave.text import parse_prompt
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real"
 FAST = {"num_inference_steps": 3, "progress": False}
@@ -80,9 +82,46 @@ def test_batch_equals_single(pipe, face):
     for scale in (2.0, {"mask": 2.5}):
         batch = pipe(conditions=conds, seeds=seeds, guidance_scale=scale, **FAST).images
         for c, s, im in zip(conds, seeds, batch):
-            alone = pipe(conditions=c, seeds=[s], guidance_scale=scale if c.mask is not None or
+            drawn = c.mask is None and c.sketch is None and bool(c.prompt or c.attributes)   # the layout prior
+            alone = pipe(conditions=c, seeds=[s], guidance_scale=scale if c.mask is not None or drawn or
                          not isinstance(scale, dict) else 1.0, **FAST).images[0]
             assert np.abs(alone.astype(int) - im).max() <= 1
+
+
+def test_layout_prior_draws_one_mask_per_seed_and_conditions_on_it(pipe):
+    """Given a prompt but no mask, each image follows the FaceSynth layout drawn from its own
+    seed: exactly the image that mask would give with the prior off."""
+    prompt = "a smiling man wearing eyeglasses"
+    out = pipe(prompt=prompt, seeds=[0, 1], **FAST)
+    meta = out.metadata[0]
+    assert set(meta["given"]) == {"prompt", "mask"} and meta["layout_prior"] is True
+    assert {"Eyeglasses", "Male", "Smiling"} <= set(meta["layout"]["matched"]) and not meta["layout"]["unmatched"]
+    assert any("FaceSynth layout" in n for n in meta["notes"])
+    lay = draw_layout(parse_prompt(prompt), 0, 32)
+    assert np.array_equal(out.layouts[0], lay.mask) and meta["layout"]["draw"] == lay.draw
+    assert not np.array_equal(out.layouts[0], out.layouts[1])
+    same = pipe(prompt=prompt, mask=lay.mask, seeds=[0], layout_prior=False, **FAST)
+    assert np.array_equal(same.images[0], out.images[0])
+    off = pipe(prompt=prompt, seeds=[0], layout_prior=False, **FAST)
+    assert off.layouts == [None] and "layout" not in off.metadata[0] and off.metadata[0]["given"] == ["prompt"]
+    assert np.abs(off.images[0].astype(int) - out.images[0]).mean() > 0.5
+    attrs = pipe(attributes={"Wearing_Hat": 1}, seeds=[2], **FAST)     # attributes alone get one too
+    assert set(attrs.metadata[0]["given"]) == {"attributes", "mask"} and (attrs.layouts[0] == 14).any()
+
+
+def test_layout_prior_leaves_masks_sketches_and_empty_calls_alone(pipe, face, tiny_model, tmp_path):
+    for cond in (Conditions(prompt="a man", mask=face.mask), Conditions(prompt="a man", sketch=face.sketch),
+                 Conditions()):
+        out = pipe(conditions=cond, seeds=[0], **FAST)
+        assert out.layouts == [None] and "layout" not in out.metadata[0]
+        assert set(out.metadata[0]["given"]) == set(cond.given)
+    with pytest.raises(FaceweaveError, match="layout_prior must be True or False"):
+        pipe(prompt="a man", seeds=[0], layout_prior="yes", **FAST)
+    config = DenoiserConfig(size=32, unet="tiny", patch=8, modalities=("text", "attributes"))
+    checkpoint.save(tmp_path / "nomask", "diffusion", dataclasses.asdict(config),
+                    ConditionalDenoiser(config).state_dict(), image_size=32)
+    unmasked = faceweave.load(str(tmp_path / "nomask"))(prompt="a man", seeds=[0], **FAST)
+    assert unmasked.layouts == [None] and unmasked.metadata[0]["given"] == ["prompt"]
 
 
 def test_save_load_round_trip_and_fp16_export(pipe, face, tmp_path):
@@ -185,14 +224,14 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_reported(pipe, face):
     """The encoder reads 48 tokens; a longer prompt is said to be cut, not cut silently, and
     the attributes it names after the cut still count."""
     long = "a portrait of a person, " * 12 + "a smiling man"
-    result = pipe(prompt=long, seeds=[0], **FAST)
+    result = pipe(prompt=long, seeds=[0], layout_prior=False, **FAST)
     count = pipe.text_encoder.token_count(long)
     assert count > pipe.text_encoder.max_tokens
     note = (f"the prompt is {count} tokens long; the text encoder reads its first "
             f"{pipe.text_encoder.max_tokens} (the attributes it names are read from all of it)")
     assert result.metadata[0]["notes"] == [note]
     assert result.metadata[0]["attributes_from_prompt"] == {"Smiling": 1, "Male": 1}
-    assert pipe(prompt="a smiling man", seeds=[0], **FAST).metadata[0]["notes"] == []
+    assert pipe(prompt="a smiling man", seeds=[0], layout_prior=False, **FAST).metadata[0]["notes"] == []
 
 
 def test_a_prompt_also_sets_the_attributes_it_names(pipe, face):
@@ -376,6 +415,38 @@ def test_cli_generate_bad_input(tiny_model, tmp_path, extra, message):
     assert message in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_cli_generate_writes_the_drawn_layouts(tiny_model, tmp_path):
+    """A prompt alone: each seed's layout is written as a colour mask that --mask reads back
+    into the same image, and grid.png shows the layouts under the faces."""
+    out = tmp_path / "gen"
+    args = ["generate", "--prompt", "a man with a hat", "--model", str(tiny_model), "--seeds", "0-1", "--steps", "2",
+            "--quiet"]
+    result = CliRunner().invoke(main, args + ["--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000000_layout.png", "000001.png",
+                                                      "000001_layout.png", "grid.png", "meta.json"]
+    assert "FaceSynth layout" in result.output
+    assert read_image(out / "grid.png").shape[:2] == (2 * 32 + 2, 2 * 32 + 2)      # faces over layouts
+    listing = json.loads((out / "meta.json").read_text())
+    assert listing["layouts"] == ["000000_layout.png", "000001_layout.png"]
+    assert listing["results"][1]["layout"]["matched"] == ["Male", "Wearing_Hat"]
+    back = tmp_path / "back"
+    again = CliRunner().invoke(main, ["generate", "--prompt", "a man with a hat", "--mask",
+                                      str(out / "000001_layout.png"), "--model", str(tiny_model), "--seeds", "1",
+                                      "--steps", "2", "--quiet", "--out", str(back)])
+    assert again.exit_code == 0, again.output
+    assert np.array_equal(read_image(back / "000001.png"), read_image(out / "000001.png"))
+    off = tmp_path / "off"
+    plain = CliRunner().invoke(main, args + ["--no-layout-prior", "--out", str(off)])
+    assert plain.exit_code == 0, plain.output
+    assert not list(off.glob("*_layout.png")) and "layout" not in json.loads((off / "meta.json").read_text())[
+        "results"][0]
+    for cmd in (["generate", "--backend", "gan", "--prompt", "a man"], ["evaluate", "--backend", "copy", "--n", "2"]):
+        bad = CliRunner().invoke(main, cmd + ["--no-layout-prior", "--out", str(tmp_path / "x")])
+        assert bad.exit_code == 2 and "--layout-prior/--no-layout-prior apply to --backend diffusion" in bad.output
+        assert len(bad.output.strip().splitlines()) == 1
+
+
 def test_precision_flag_is_for_the_diffusion_backend(tmp_path):
     for args in (["generate", "--backend", "gan", "--prompt", "a man"], ["evaluate", "--backend", "copy", "--n", "2"]):
         result = CliRunner().invoke(main, args + ["--precision", "bf16", "--out", str(tmp_path / "o")])
@@ -407,14 +478,16 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert metrics["latency_batch1"] > 0 and metrics["peak_memory_mb"] > 100
     assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
     assert metrics["protocol"]["backend"]["prompt_attributes"] is True
+    assert metrics["protocol"]["backend"]["layout_prior"] is True
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output
     tuned = CliRunner().invoke(main, args[:-3] + ["--sampler", "ddim", "--ddim-eta", "1", "--guidance-window",
-                                                  "0,0.5", "--seeds-per-condition", "1", "--out",
-                                                  str(tmp_path / "e3"), "--quiet"])
+                                                  "0,0.5", "--seeds-per-condition", "1", "--no-layout-prior",
+                                                  "--out", str(tmp_path / "e3"), "--quiet"])
     assert tuned.exit_code == 0, tuned.output
     protocol = json.loads((tmp_path / "e3" / "metrics.json").read_text())["protocol"]["backend"]
     assert (protocol["sampler"], protocol["eta"], protocol["guidance_window"]) == ("ddim", 1.0, [0.0, 0.5])
+    assert protocol["layout_prior"] is False
     for extra, message in ((["--ddim-eta", "1"], "--ddim-eta applies to --sampler ddim"),
                            (["--edit", "--sampler", "ddim"], "--edit inverts and regenerates")):
         bad = CliRunner().invoke(main, args[:-3] + extra + ["--out", str(tmp_path / "e4")])

@@ -11,7 +11,12 @@ from faceweave.data.unified import facesynth_seed
 from faceweave.errors import FaceweaveError
 from faceweave.synth import render
 from faceweave.synth.face import Painter
-from faceweave.synth.layout import LAYOUT_ATTRIBUTES, PAINT_ONLY, _generator, draw_layout
+from faceweave.synth.layout import (
+    LAYOUT_ATTRIBUTES,
+    PAINT_ONLY,
+    _generator,
+    draw_layout,
+)
 from faceweave.synth.params import FACESYNTH_ATTRIBUTES, sample_params
 
 
@@ -40,7 +45,7 @@ def test_paint_only_attributes_never_change_a_label_map():
     for j in range(12):
         params = sample_params(_generator(3, j))
 
-        def label(p):
+        def label(p, j=j):
             rng = _generator(3, j)
             sample_params(rng)                           # the rng where render() would be
             painter = Painter(p, 32, rng)

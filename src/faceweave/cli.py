@@ -402,6 +402,19 @@ def _check_sampling_options(backend: str, sampler: str | None, eta: float | None
         raise FaceweaveError(f"--guidance-window applies to --backend diffusion, not {backend}; drop it")
 
 
+# diffusion only: draw a FaceSynth layout for a prompt or attributes given without a mask (generate, evaluate)
+_layout_prior_option = click.option(
+    "--layout-prior/--no-layout-prior", "layout_prior", default=None,
+    help="diffusion: given a prompt or attributes but no mask or sketch, follow a FaceSynth label map drawn "
+         "(from each seed) to have the attributes asked for; --no-layout-prior lets the model invent the "
+         "layout  [default: on]")
+
+
+def _check_layout_prior(backend: str, value: bool | None) -> None:
+    if value is not None and backend != "diffusion":
+        raise FaceweaveError(f"--layout-prior/--no-layout-prior apply to --backend diffusion, not {backend}; drop it")
+
+
 def _check_prompt_attributes(backend: str, value: bool | None) -> None:
     if value is not None and backend != "diffusion":
         raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
@@ -431,6 +444,7 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
 @_eta_option
 @_window_option
 @_prompt_attributes_option
+@_layout_prior_option
 @_precision_option
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
@@ -446,7 +460,7 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, window,
-                 prompt_attributes, precision, diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
+                 prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -458,6 +472,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --prompt "a smiling woman with blond hair" \\
           --mask /tmp/fs/masks/000000.png --seeds 0-3 --out out/
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
+      faceweave generate --prompt "a bald man with glasses" --out out7/   # + SEED_layout.png, the layout drawn
+      faceweave generate --prompt "a bald man with glasses" --mask out7/000002_layout.png --seeds 2 --out out8/
       faceweave generate --prompt "an old man with a goatee" --sampler dpmpp_2m --out out5/   # more variety, higher fd
       faceweave generate --prompt "a woman with glasses" --precision bf16 --seeds 0-15 --out out6/   # faster on a CPU with bf16
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
@@ -468,8 +484,9 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
 
     from . import checkpoint
     from .backends.base import backend_name
+    from .conditions import colorize_mask
     from .data.sheet import image_grid
-    from .io import write_png
+    from .io import resize_mask, write_png
 
     if backend is not None:
         backend = backend_name(backend)
@@ -496,6 +513,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     if family != "gan" and diversity is not None:
         raise FaceweaveError("--diversity applies to --backend gan only; drop it")
     _check_prompt_attributes(family, prompt_attributes)
+    _check_layout_prior(family, layout_prior)
     _check_precision(family, precision)
     pipe = faceweave.load(model or family, precision=precision or "fp32")
     if family == "gan":
@@ -503,7 +521,8 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                       progress=not quiet)
     else:
         extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
-            {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window)}
+            {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window),
+             "layout_prior": layout_prior is not False}
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
                       guidance_scale=scale, eta=eta or 0.0, progress=not quiet,
                       **({"sampler": sampler} if sampler else {}), **extra)
@@ -515,11 +534,31 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
         write_png(out / "influence.png", np.concatenate(pictures, 0))
     for seed, image in zip(seed_list, result.images):
         write_png(out / f"{seed:06d}.png", image)
+    layouts = getattr(result, "layouts", None) or [None] * len(seed_list)
+    for seed, layout in zip(seed_list, layouts):
+        if layout is not None:      # colour-coded, so it can be edited and passed back as --mask
+            write_png(out / f"{seed:06d}_layout.png", colorize_mask(layout))
     size = result.images[0].shape[0]
-    shown = result.images[:16]
-    write_png(out / "grid.png", image_grid(_condition_panels(cond, size) + shown,
-                                           columns=len(_condition_panels(cond, size)) + min(8, len(shown))))
-    _write_json(out / "meta.json", {"images": [f"{s:06d}.png" for s in seed_list], "results": result.metadata})
+    panels = _condition_panels(cond, size)
+    per_row = min(8, len(seed_list))
+    if any(layout is not None for layout in layouts[:16]):
+        # each row of outputs over a row of the layouts drawn for them
+        blank = np.full((size, size, 3), 255, np.uint8)
+        cells = []
+        for start in range(0, min(16, len(seed_list)), per_row):
+            outs = result.images[start:start + per_row]
+            lays = [blank if m is None else colorize_mask(resize_mask(m, size)) for m in layouts[start:start + per_row]]
+            pad = [blank] * (per_row - len(outs))
+            cells += (panels if start == 0 else [blank] * len(panels)) + outs + pad
+            cells += [blank] * len(panels) + lays + pad
+        write_png(out / "grid.png", image_grid(cells, columns=len(panels) + per_row))
+    else:
+        shown = result.images[:16]
+        write_png(out / "grid.png", image_grid(panels + shown, columns=len(panels) + min(8, len(shown))))
+    listing = {"images": [f"{s:06d}.png" for s in seed_list]}
+    if any(layout is not None for layout in layouts):
+        listing["layouts"] = [None if m is None else f"{s:06d}_layout.png" for s, m in zip(seed_list, layouts)]
+    _write_json(out / "meta.json", {**listing, "results": result.metadata})
     for note in sorted({n for m in result.metadata for n in m["notes"]}):
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {len(seed_list)} images, grid.png and meta.json to {out}")
@@ -852,6 +891,7 @@ def _psnr(a, b) -> float:
 @_eta_option
 @_window_option
 @_prompt_attributes_option
+@_layout_prior_option
 @_precision_option
 @click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
               help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
@@ -862,7 +902,7 @@ def _psnr(a, b) -> float:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
                  parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, window,
-                 prompt_attributes, precision, mixing, batch_size, edit_task, quiet) -> None:
+                 prompt_attributes, layout_prior, precision, mixing, batch_size, edit_task, quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
     Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
@@ -888,6 +928,9 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     _check_prompt_attributes(backend, prompt_attributes)
     if prompt_attributes is not None:
         options["prompt_attributes"] = prompt_attributes
+    _check_layout_prior(backend, layout_prior)
+    if layout_prior is not None:
+        options["layout_prior"] = layout_prior
     _check_precision(backend, precision)
     if precision is not None:
         options["precision"] = precision

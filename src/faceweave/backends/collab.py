@@ -257,7 +257,7 @@ class CollabPipeline:
                              for c, s, note in zip(chunk, chunk_seeds, notes)]
         finally:
             bar.close()
-        return CollabOutput(images, metadata, influence if return_influence else None)
+        return CollabOutput(images, metadata, influence=influence if return_influence else None)
 
     @torch.no_grad()
     def _sample(self, conds, seeds, sigmas, sampler, scales, mixing, callback, bar, keep_maps, eta=0.0):

@@ -57,6 +57,8 @@ PRECISIONS = ("fp32", "bf16")
 class PipelineOutput:
     images: list[np.ndarray]          # H x W x 3 uint8 RGB, one per seed
     metadata: list[dict[str, Any]]    # per image: seed, settings, conditions digest, notes
+    # per image: the label map the layout prior drew for it (H x W class ids), or None
+    layouts: list[np.ndarray | None] = dataclasses.field(default_factory=list)
 
 
 def _normalise_scale(scale: float | dict[str, float]) -> float | dict[str, float]:
@@ -272,6 +274,27 @@ class DiffusionPipeline:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this diffusion model")
 
+    def _with_layouts(self, conds: list[Conditions], seeds: list[int], layout_prior: bool
+                      ) -> tuple[list[Conditions], list]:
+        """The layout prior: each condition with a prompt or attributes but neither mask nor
+        sketch gets the label map of a FaceSynth person with the attributes asked for
+        (synth.layout), drawn from its image's own seed. A sketch fixes the layout itself,
+        and a call with no condition at all stays unconditional."""
+        if not isinstance(layout_prior, bool):
+            raise FaceweaveError(f"layout_prior must be True or False, got {layout_prior!r}")
+        layouts: list = [None] * len(conds)
+        if not layout_prior or "mask" not in self.modalities:
+            return conds, layouts
+        from ..synth.layout import draw_layout
+        out = []
+        for i, (c, seed) in enumerate(zip(conds, seeds)):
+            if c.mask is None and c.sketch is None and (c.prompt or c.attributes):
+                asked = {**(parse_prompt(c.prompt) if c.prompt else {}), **c.attributes}
+                layouts[i] = draw_layout(asked, seed, self.size)
+                c = dataclasses.replace(c, mask=layouts[i].mask)
+            out.append(c)
+        return out, layouts
+
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
@@ -279,7 +302,7 @@ class DiffusionPipeline:
                  guidance_window: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER,
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
                  progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
-                 eta: float = 0.0) -> PipelineOutput:
+                 eta: float = 0.0, layout_prior: bool = True) -> PipelineOutput:
         """Generate one image per seed. Conditions come as keyword arguments (the same for every
         seed) or as `conditions=` (one Conditions, or one per seed).
 
@@ -293,11 +316,15 @@ class DiffusionPipeline:
         "euler_ancestral" (the default: fresh noise at every step, drawn from each image's own
         seed; on diffusion-64 it gives lower fd and kid and better masks than the ODE solvers,
         docs/diffusion.md), or the deterministic "dpmpp_2m", "heun", "euler", "ddim". eta
-        (sampler "ddim" only): 0 deterministic, 1 ancestral.
+        (sampler "ddim" only): 0 deterministic, 1 ancestral. layout_prior: given a prompt or
+        attributes but no mask or sketch, condition each image on a FaceSynth label map
+        drawn (from its seed) to have the attributes asked for (`out.layouts`; metadata
+        "layout"); False lets the model invent the layout.
         """
         seeds = check_seeds(seeds)
         check_callback(callback)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
+        conds, layouts = self._with_layouts(conds, seeds, layout_prior)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_type not in ("np", "pt"):
@@ -314,7 +341,7 @@ class DiffusionPipeline:
                     "sampler": sampler, "schedule": schedule, "guidance_scale": scale,
                     "guidance_window": list(guidance_window) if guidance_window else None,
                     "prompt_attributes": bool(prompt_attributes), "eta": eta if sampler == "ddim" else None,
-                    "precision": self.precision}
+                    "precision": self.precision, "layout_prior": layout_prior}
         try:
             for start in range(0, len(seeds), batch_size):
                 chunk = conds[start:start + batch_size]
@@ -324,11 +351,12 @@ class DiffusionPipeline:
                                          callback, bar, prompt_attributes, eta)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
-                metadata += [image_metadata(c, s, settings, per_image, note)
-                             for c, s, note in zip(chunk, chunk_seeds, notes)]
+                metadata += [image_metadata(c, s, settings, per_image, note, layout)
+                             for c, s, note, layout in zip(chunk, chunk_seeds, notes,
+                                                           layouts[start:start + batch_size])]
         finally:
             bar.close()
-        return PipelineOutput(images, metadata)
+        return PipelineOutput(images, metadata, layouts=[None if lay is None else lay.mask for lay in layouts])
 
     def initial_noise(self, seeds: Sequence[int]) -> torch.Tensor:
         """Unit Gaussian noise, one generator per seed (CPU generators: the same on every device)."""
@@ -481,13 +509,22 @@ def changed_region(source: np.ndarray | None, target: np.ndarray | None, size: i
     return changed[0, 0].numpy() > 0
 
 
-def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float, notes: list[str]) -> dict:
-    """The metadata of one generated image: its seed, the call's settings, its conditions."""
+def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float, notes: list[str],
+                   layout=None) -> dict:
+    """The metadata of one generated image: its seed, the call's settings, its conditions
+    (with the drawn layout as its mask, if the layout prior drew one)."""
     meta = {"seed": seed, **settings, "given": list(cond.given), "prompt": cond.prompt,
             "attributes": cond.attributes, "conditions": cond.digest(),
             "sec_per_image": round(per_image, 4), "notes": notes}
     if settings.get("prompt_attributes") and cond.prompt:
         meta["attributes_from_prompt"] = parse_prompt(cond.prompt)
+    if layout is not None:
+        meta["layout"] = layout.describe()
+        notes.append("no mask or sketch given: each face follows a FaceSynth layout drawn for the attributes "
+                     "asked for (layout_prior=False or --no-layout-prior lets the model invent it)")
+        if layout.unmatched:
+            notes.append(f"no layout drawn had {', '.join(layout.unmatched)} together with the other attributes "
+                         "asked for; the layout lacks it, the attribute tokens still ask for it")
     return meta
 
 
@@ -549,12 +586,13 @@ class DiffusionBackend(Backend):
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
                  sampler: str = DEFAULT_SAMPLER, batch_size: int = 16, progress: bool = False,
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None,
-                 precision: str = "fp32"):
+                 precision: str = "fp32", layout_prior: bool = True):
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, precision=precision)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
                         "eta": check_eta(sampler, eta), "guidance_window": guidance_window,
-                        "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes}
+                        "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes,
+                        "layout_prior": layout_prior}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images

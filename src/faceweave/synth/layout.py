@@ -15,7 +15,7 @@ Reproducible: draw j of `seed` is a function of (seed, j) alone, from a stream o
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
