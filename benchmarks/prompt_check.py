@@ -2,6 +2,7 @@
 prompt only (no mask), several seeds each, judged by the bundled attribute classifier.
 
     python benchmarks/prompt_check.py --model diffusion-64 --seeds 16 [--grid docs/diffusion_prompts.png]
+        [--no-layout-prior]
 
 The attributes a prompt asks for are what `faceweave.text.parse_prompt` reads from it (the
 same rule `faceweave evaluate` uses for prompt-only runs). Prints, per prompt, the share of
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--guidance", type=float, default=2.0)
     ap.add_argument("--sampler", default=None, help="the pipeline's sampler  [default: the pipeline's default]")
+    ap.add_argument("--no-layout-prior", dest="layout_prior", action="store_false",
+                    help="let the model invent each face's layout instead of following a drawn FaceSynth one")
     ap.add_argument("--grid", type=Path, default=None, help="write a PNG: one row per prompt")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
@@ -54,7 +57,7 @@ def main() -> None:
     from faceweave.backends.diffusion import DEFAULT_SAMPLER
     sampler = args.sampler or DEFAULT_SAMPLER
     images = {p: pipe(prompt=p, seeds=seeds, num_inference_steps=args.steps, guidance_scale=args.guidance,
-                      sampler=sampler, progress=False).images for p in PROMPTS}
+                      sampler=sampler, layout_prior=args.layout_prior, progress=False).images for p in PROMPTS}
     probs = {p: classifier.predict(np.stack([resize_image(im, 64) for im in images[p]])) for p in PROMPTS}
     rows = []
     print(f"| prompt | asks for | hit rate | chance (other prompts' images) |\n|---|---|---|---|")
@@ -70,11 +73,11 @@ def main() -> None:
     mean, chance = np.mean([r["hit_rate"] for r in rows]), np.mean([r["chance"] for r in rows])
     print(f"| **mean** | | **{mean:.3f}** | {chance:.3f} |")
     print(f"({args.seeds} seeds per prompt, {args.steps} steps, {sampler}, guidance {args.guidance}, "
-          f"model {pipe.meta.get('path')})")
+          f"layout prior {'on' if args.layout_prior else 'off'}, model {pipe.meta.get('path')})")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "mean_hit_rate": mean, "mean_chance": chance,
                                          "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
-                                         "sampler": sampler},
+                                         "sampler": sampler, "layout_prior": args.layout_prior},
                                         indent=1))
     if args.grid:
         from faceweave.data.sheet import image_grid
