@@ -274,21 +274,22 @@ class DiffusionPipeline:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this diffusion model")
 
+    def _wants_layout(self, c: Conditions, layout_prior: bool) -> bool:
+        """The layout prior's rule: a condition with a prompt or attributes but neither mask
+        nor sketch gets a drawn layout. A sketch fixes the layout itself, and a call with no
+        condition at all stays unconditional."""
+        return (layout_prior and "mask" in self.modalities and c.mask is None and c.sketch is None
+                and bool(c.prompt or c.attributes))
+
     def _with_layouts(self, conds: list[Conditions], seeds: list[int], layout_prior: bool
                       ) -> tuple[list[Conditions], list]:
-        """The layout prior: each condition with a prompt or attributes but neither mask nor
-        sketch gets the label map of a FaceSynth person with the attributes asked for
-        (synth.layout), drawn from its image's own seed. A sketch fixes the layout itself,
-        and a call with no condition at all stays unconditional."""
-        if not isinstance(layout_prior, bool):
-            raise FaceweaveError(f"layout_prior must be True or False, got {layout_prior!r}")
-        layouts: list = [None] * len(conds)
-        if not layout_prior or "mask" not in self.modalities:
-            return conds, layouts
+        """Each condition that _wants_layout gets the label map of a FaceSynth person with the
+        attributes asked for (synth.layout), drawn from its image's own seed."""
         from ..synth.layout import draw_layout
+        layouts: list = [None] * len(conds)
         out = []
         for i, (c, seed) in enumerate(zip(conds, seeds)):
-            if c.mask is None and c.sketch is None and (c.prompt or c.attributes):
+            if self._wants_layout(c, layout_prior):
                 asked = {**(parse_prompt(c.prompt) if c.prompt else {}), **c.attributes}
                 layouts[i] = draw_layout(asked, seed, self.size)
                 c = dataclasses.replace(c, mask=layouts[i].mask)
@@ -324,14 +325,18 @@ class DiffusionPipeline:
         seeds = check_seeds(seeds)
         check_callback(callback)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
-        conds, layouts = self._with_layouts(conds, seeds, layout_prior)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_type not in ("np", "pt"):
             raise FaceweaveError(f"output_type must be 'np' or 'pt', got {output_type!r}")
-        scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window,
-                            {g for c in conds for g in c.given})
+        if not isinstance(layout_prior, bool):
+            raise FaceweaveError(f"layout_prior must be True or False, got {layout_prior!r}")
+        given = {g for c in conds for g in c.given}
+        if any(self._wants_layout(c, layout_prior) for c in conds):
+            given.add("mask")                      # a drawn layout is a given mask, which may be guided
+        scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
         eta = check_eta(sampler, eta)
+        conds, layouts = self._with_layouts(conds, seeds, layout_prior)    # every input checked: now the work
         sigmas = SCHEDULES[schedule](num_inference_steps)
         from tqdm import tqdm
         bar = tqdm(total=len(seeds) * num_inference_steps, disable=not progress, desc="generate",
