@@ -216,6 +216,23 @@ def test_run_generate_gives_the_pipelines_images_and_metadata(models):
         assert np.mean(a != b) < 0.001
 
 
+def test_run_generate_without_a_mask_shows_the_drawn_layouts(models):
+    """The diffusion pipeline's layout prior: each face comes with the layout drawn for it,
+    and a per-modality setting guides the drawn mask with the common scale."""
+    out = app.run_generate(models, "a man with glasses", steps=1, seed=2, n_images=2,
+                           scales={"prompt": 3.0})
+    assert len(out.layouts) == 2 and all(lay.shape == (64, 64) for lay in out.layouts)
+    assert out.metadata[0]["given"] == ["prompt", "mask"] and "Eyeglasses" in out.metadata[0]["layout"]["matched"]
+    assert out.metadata[0]["guidance_scale"] == {"prompt": 3.0, "mask": 2.0}
+    items = app._gallery(out)
+    assert [caption for _, caption in items] == ["seed 2", "seed 2: the layout drawn for it", "seed 3",
+                                                 "seed 3: the layout drawn for it"]
+    assert np.array_equal(items[1][0], colorize_mask(out.layouts[0]))
+    with_mask = app.run_generate(models, "a man with glasses", mask=out.layouts[0], steps=1, seed=2,
+                                 scales={"prompt": 3.0})
+    assert with_mask.layouts == [None] and len(app._gallery(with_mask)) == 1
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({}, "nothing to generate from"),
     ({"prompt": "a face", "attributes": {"Smilling": 1}}, "unknown attribute"),
@@ -339,6 +356,12 @@ def test_api_generate_returns_images_metadata_and_a_download(server):
     with zipfile.ZipFile(archive) as zf:
         assert sorted(zf.namelist()) == ["000005.png", "000006.png", "meta.json"]
         assert json.loads(zf.read("meta.json"))["images"] == ["000005.png", "000006.png"]
+    # a prompt alone: each face comes with the layout drawn for it, in the gallery and the download
+    gallery, meta, archive, _ = client.predict(*generate_args("a woman in a hat", seed=1), api_name="/generate")
+    assert [g["caption"] for g in gallery] == ["seed 1", "seed 1: the layout drawn for it"]
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["000001.png", "000001_layout.png", "meta.json"]
+        assert json.loads(zf.read("meta.json"))["layouts"] == ["000001_layout.png"]
 
 
 def test_api_user_mistakes_come_back_as_one_line_messages(server, tmp_path):

@@ -330,6 +330,7 @@ class Generated:
     images: list[np.ndarray]          # H x W x 3 uint8, one per seed
     metadata: list[dict[str, Any]]    # the pipeline's per-image metadata
     influence: list[np.ndarray] = dataclasses.field(default_factory=list)  # collab: maps per image
+    layouts: list[np.ndarray | None] = dataclasses.field(default_factory=list)  # diffusion: drawn layouts
 
 
 def _influence_picture(pipe, out) -> np.ndarray | None:
@@ -390,8 +391,11 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
     if not cond.given:
         raise FaceweaveError("nothing to generate from: type a prompt, set an attribute, paint or pick a "
                              "mask, or draw a sketch")
-    scale = guidance_setting(guidance, scales, cond.given)
     pipe = models.pipeline(backend)
+    given = list(cond.given)
+    if getattr(pipe, "wants_layout", lambda c: False)(cond):
+        given.append("mask")            # the diffusion pipeline draws a layout: a mask, guided like the rest
+    scale = guidance_setting(guidance, scales, given)
     params = inspect.signature(pipe).parameters
     extra = {"return_influence": True} if "return_influence" in params else {}
     sampled = "num_inference_steps" in params       # the gan backend has no steps: one pass per image
@@ -410,6 +414,7 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
                 on_step(k + 1, total)
         result.images.extend(out.images)
         result.metadata.extend(out.metadata)
+        result.layouts.extend(getattr(out, "layouts", None) or [None] * len(out.images))
         picture = _influence_picture(pipe, out)
         if picture is not None:
             result.influence.append(picture)
@@ -523,7 +528,14 @@ def _legend_html() -> str:
 
 
 def _gallery(result: Generated) -> list:
-    return [(im, f"seed {m['seed']}") for im, m in zip(result.images, result.metadata)]
+    """Each face, followed by the layout drawn for it when the pipeline drew one."""
+    items = []
+    for k, (im, m) in enumerate(zip(result.images, result.metadata)):
+        items.append((im, f"seed {m['seed']}"))
+        layout = result.layouts[k] if k < len(result.layouts) else None
+        if layout is not None:
+            items.append((colorize_mask(layout), f"seed {m['seed']}: the layout drawn for it"))
+    return items
 
 
 def _maps(result: Generated):
@@ -615,8 +627,13 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
             yield _gallery(last), {"results": last.metadata}, None, _maps(last)
         names = [f"{m['seed']:06d}.png" for m in last.metadata]
         record = {"images": names, "results": last.metadata}
+        drawn = [(f"{m['seed']:06d}_layout.png", colorize_mask(lay))
+                 for m, lay in zip(last.metadata, last.layouts) if lay is not None]
+        if drawn:                          # as `faceweave generate` writes them: masks to edit and reuse
+            record["layouts"] = [name for name, _ in drawn]
         _prune(work)
-        yield _gallery(last), record, str(save_results(last.images, names, record, work)), _maps(last)
+        saved = save_results(last.images + [im for _, im in drawn], names + [name for name, _ in drawn], record, work)
+        yield _gallery(last), record, str(saved), _maps(last)
 
     def on_example(label):
         if not label:

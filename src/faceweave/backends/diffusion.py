@@ -274,7 +274,7 @@ class DiffusionPipeline:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this diffusion model")
 
-    def _wants_layout(self, c: Conditions, layout_prior: bool) -> bool:
+    def wants_layout(self, c: Conditions, layout_prior: bool = True) -> bool:
         """The layout prior's rule: a condition with a prompt or attributes but neither mask
         nor sketch gets a drawn layout. A sketch fixes the layout itself, and a call with no
         condition at all stays unconditional."""
@@ -283,13 +283,13 @@ class DiffusionPipeline:
 
     def _with_layouts(self, conds: list[Conditions], seeds: list[int], layout_prior: bool
                       ) -> tuple[list[Conditions], list]:
-        """Each condition that _wants_layout gets the label map of a FaceSynth person with the
+        """Each condition that wants_layout gets the label map of a FaceSynth person with the
         attributes asked for (synth.layout), drawn from its image's own seed."""
         from ..synth.layout import draw_layout
         layouts: list = [None] * len(conds)
         out = []
         for i, (c, seed) in enumerate(zip(conds, seeds)):
-            if self._wants_layout(c, layout_prior):
+            if self.wants_layout(c, layout_prior):
                 asked = {**(parse_prompt(c.prompt) if c.prompt else {}), **c.attributes}
                 layouts[i] = draw_layout(asked, seed, self.size)
                 c = dataclasses.replace(c, mask=layouts[i].mask)
@@ -332,7 +332,7 @@ class DiffusionPipeline:
         if not isinstance(layout_prior, bool):
             raise FaceweaveError(f"layout_prior must be True or False, got {layout_prior!r}")
         given = {g for c in conds for g in c.given}
-        if any(self._wants_layout(c, layout_prior) for c in conds):
+        if any(self.wants_layout(c, layout_prior) for c in conds):
             given.add("mask")                      # a drawn layout is a given mask, which may be guided
         scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
         eta = check_eta(sampler, eta)
