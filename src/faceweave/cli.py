@@ -460,7 +460,8 @@ def _check_prompt_attributes(backend: str, value: bool | None) -> None:
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, window,
-                 prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out, overwrite, quiet) -> None:
+                 prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out, overwrite,
+                 quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
