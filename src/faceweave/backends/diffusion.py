@@ -15,6 +15,11 @@ Image i depends only on (conditions, seeds[i]): every image draws its starting n
 its own generator, and nothing in the network mixes images of a batch (text encodings are
 computed one prompt at a time, padding is masked out of attention).
 
+Given a prompt or attributes but no mask or sketch, each image follows a FaceSynth label
+map drawn from its own seed to have the attributes asked for (the layout prior,
+`synth.layout`; `layout_prior=False` lets the model invent the layout): the model follows
+a layout far better than it invents one (docs/diffusion.md).
+
 Editing a real photo (`pipe.edit`) inverts it with the probability-flow ODE under its own
 conditions, regenerates from that noise under the edited ones, and at every step keeps the
 photo's own trajectory outside the region the edit touches (the changed mask pixels,
