@@ -5,7 +5,7 @@ itself, and the diffusion model learns that far more slowly than it learns to fo
 mask (docs/diffusion.md: eyeglasses, earrings, necklaces, brow and nose shapes are drawn
 far more often given a mask). `draw_layout` closes that gap the way two-stage
 text -> layout -> image systems do: it draws FaceSynth people until one has every
-attribute asked for (FaceSynth draws attributes with CelebA-like joint frequencies, then
+attribute asked for that shapes a label map (FaceSynth draws attributes with CelebA-like joint frequencies, then
 the geometry *given* them, so it is the exact prior of the data the model learnt from)
 and returns that person's label map.
 
@@ -34,7 +34,7 @@ PAINT_ONLY: frozenset[str] = frozenset({
     "Wearing_Lipstick", "Young",
 })
 LAYOUT_ATTRIBUTES: tuple[str, ...] = tuple(a for a in FACESYNTH_ATTRIBUTES if a not in PAINT_ONLY)
-DEFAULT_DRAWS = 10_000            # about 0.7 s on a 2-core CPU when no draw has them all
+DEFAULT_DRAWS = 10_000            # 1-2 s on the 2-core CPU when no draw has them all (benchmarks/bench_layout.py)
 
 
 @dataclasses.dataclass
@@ -74,7 +74,7 @@ def draw_layout(attributes: Mapping[str, int] | None, seed: int, size: int = 64,
     free = sorted(k for k in asked if k not in wanted)
     best = (-1, 0)                                # (attributes matched, draw)
     for j in range(max_draws):
-        have = sample_person(_generator(seed, j))  # the person only: a tenth of a render's choices
+        have = sample_person(_generator(seed, j))  # the person only, not the rest of the render's choices
         hits = sum(have[k] == v for k, v in wanted.items())
         if hits > best[0]:
             best = (hits, j)
