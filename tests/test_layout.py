@@ -66,7 +66,7 @@ def test_combination_facesynth_never_draws_uses_the_best_draw():
     lay = draw_layout({"Male": 0, "Goatee": 1, "Eyeglasses": 1, "Attractive": 1}, seed=0, size=32,
                       max_draws=300)
     assert lay.unmatched in (["Goatee"], ["Male"])        # FaceSynth gives goatees to men only
-    assert lay.matched[-1] == "Eyeglasses" or "Eyeglasses" in lay.matched
+    assert "Eyeglasses" in lay.matched
     assert lay.free == ["Attractive"]                    # not rendered at all
     assert draw_layout({}, seed=0, size=32).draw == 0    # nothing asked: the first draw
 
