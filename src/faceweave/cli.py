@@ -379,9 +379,11 @@ _precision_option = click.option(
          "[default: fp32]")
 
 
-def _check_precision(backend: str, precision: str | None) -> None:
-    if precision is not None and backend != "diffusion":
-        raise FaceweaveError(f"--precision applies to --backend diffusion, not {backend}; drop it")
+def _diffusion_only(backend: str, value, flag: str) -> None:
+    """A diffusion-only option given (not None) with another backend is a one-line error."""
+    if value is not None and backend != "diffusion":
+        verb = "apply" if "/" in flag else "applies"
+        raise FaceweaveError(f"{flag} {verb} to --backend diffusion, not {backend}; drop it")
 
 
 def _parse_window(text: str | None) -> tuple[float, float] | None:
@@ -408,17 +410,6 @@ _layout_prior_option = click.option(
     help="diffusion: given a prompt or attributes but no mask or sketch, follow a FaceSynth label map drawn "
          "(from each seed) to have the attributes asked for; --no-layout-prior lets the model invent the "
          "layout  [default: on]")
-
-
-def _check_layout_prior(backend: str, value: bool | None) -> None:
-    if value is not None and backend != "diffusion":
-        raise FaceweaveError(f"--layout-prior/--no-layout-prior apply to --backend diffusion, not {backend}; drop it")
-
-
-def _check_prompt_attributes(backend: str, value: bool | None) -> None:
-    if value is not None and backend != "diffusion":
-        raise FaceweaveError(f"--prompt-attributes/--no-prompt-attributes apply to --backend diffusion, "
-                             f"not {backend}; drop it")
 
 
 @main.command("generate")
@@ -513,9 +504,9 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     _check_sampling_options(family, sampler, eta, window)
     if family != "gan" and diversity is not None:
         raise FaceweaveError("--diversity applies to --backend gan only; drop it")
-    _check_prompt_attributes(family, prompt_attributes)
-    _check_layout_prior(family, layout_prior)
-    _check_precision(family, precision)
+    _diffusion_only(family, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
+    _diffusion_only(family, layout_prior, "--layout-prior/--no-layout-prior")
+    _diffusion_only(family, precision, "--precision")
     pipe = faceweave.load(model or family, precision=precision or "fp32")
     if family == "gan":
         result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
@@ -636,7 +627,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                              f"{backend!r} cannot edit photos yet")
     if backend != "gan" and (strength is not None or blend or no_align):
         raise FaceweaveError("--strength, --blend and --no-align apply to --backend gan only; drop them")
-    _check_prompt_attributes(backend, prompt_attributes)
+    _diffusion_only(backend, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
     if model and family != backend:
         raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
                              f"drop --backend or pass a {backend} checkpoint")
@@ -926,13 +917,13 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         if backend != "collab":
             raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
         options["mixing"] = mixing
-    _check_prompt_attributes(backend, prompt_attributes)
+    _diffusion_only(backend, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
     if prompt_attributes is not None:
         options["prompt_attributes"] = prompt_attributes
-    _check_layout_prior(backend, layout_prior)
+    _diffusion_only(backend, layout_prior, "--layout-prior/--no-layout-prior")
     if layout_prior is not None:
         options["layout_prior"] = layout_prior
-    _check_precision(backend, precision)
+    _diffusion_only(backend, precision, "--precision")
     if precision is not None:
         options["precision"] = precision
     if backend in ("diffusion", "collab"):
