@@ -3,8 +3,9 @@
     # guidance on/off per modality, one trained model (minutes on a CPU at --n 200)
     python benchmarks/ablate_diffusion.py guidance --model diffusion-64 --n 200 --out runs/ablate_guidance
 
-    # design choices, one training run each (the 2-core CPU: ~65 min + ~13 min scoring per
-    # variant at --steps 1500, the docs' table; a GPU can afford more --steps)
+    # design choices, one training run each (a 2-core CPU: 65 min to 2.5 h of training by
+    # the machine, 5-12 images/s at batch 32, + ~15 min scoring per variant at --steps 1500,
+    # the docs' table; a GPU can afford more --steps)
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train
     # ... or some variants only; run again after a stop and it goes on where it was
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train --only "mask tokens"
@@ -18,7 +19,7 @@ with one change per variant (mask as tokens / spatial / both; loss weighting edm
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.json.
 
-`train` is meant to span sessions on a CPU (~80 min per variant there): a variant whose run
+`train` is meant to span sessions on a CPU (up to ~2.75 h per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
 and each variant's scores are kept in its run folder (scores.json), so a second call only
 trains and scores what is missing. A signal stops the whole script after the checkpoint.
