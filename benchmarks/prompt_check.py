@@ -55,6 +55,7 @@ def main() -> None:
     classifier = load_classifier()                      # the bundled 64 px classifier
     seeds = list(range(args.seeds))
     from faceweave.backends.diffusion import DEFAULT_SAMPLER
+    from faceweave.synth.layout import DEFAULT_MATCH
     sampler = args.sampler or DEFAULT_SAMPLER
     images = {p: pipe(prompt=p, seeds=seeds, num_inference_steps=args.steps, guidance_scale=args.guidance,
                       sampler=sampler, layout_prior=args.layout_prior, progress=False).images for p in PROMPTS}
@@ -77,7 +78,8 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "mean_hit_rate": mean, "mean_chance": chance,
                                          "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
-                                         "sampler": sampler, "layout_prior": args.layout_prior},
+                                         "sampler": sampler, "layout_prior": args.layout_prior,
+                                         "layout_match": DEFAULT_MATCH if args.layout_prior else None},
                                         indent=1))
     if args.grid:
         from faceweave.data.sheet import image_grid

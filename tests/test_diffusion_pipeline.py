@@ -96,6 +96,7 @@ def test_layout_prior_draws_one_mask_per_seed_and_conditions_on_it(pipe):
     meta = out.metadata[0]
     assert set(meta["given"]) == {"prompt", "mask"} and meta["layout_prior"] is True
     assert {"Eyeglasses", "Male", "Smiling"} <= set(meta["layout"]["matched"]) and not meta["layout"]["unmatched"]
+    assert meta["layout"]["match"] == "all"
     assert any("FaceSynth layout" in n for n in meta["notes"])
     lay = draw_layout(parse_prompt(prompt), 0, 32)
     assert np.array_equal(out.layouts[0], lay.mask) and meta["layout"]["draw"] == lay.draw
@@ -479,6 +480,7 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert metrics["protocol"]["backend"]["guidance_scale"] == {"mask": 2.0}
     assert metrics["protocol"]["backend"]["prompt_attributes"] is True
     assert metrics["protocol"]["backend"]["layout_prior"] is True
+    assert metrics["protocol"]["backend"]["layout_match"] == "all"
     bad = CliRunner().invoke(main, args[:-3] + ["--guidance", "2", "--out", str(tmp_path / "e2")])
     assert bad.exit_code == 2 and "either --guidance" in bad.output
     tuned = CliRunner().invoke(main, args[:-3] + ["--sampler", "ddim", "--ddim-eta", "1", "--guidance-window",
@@ -487,7 +489,7 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert tuned.exit_code == 0, tuned.output
     protocol = json.loads((tmp_path / "e3" / "metrics.json").read_text())["protocol"]["backend"]
     assert (protocol["sampler"], protocol["eta"], protocol["guidance_window"]) == ("ddim", 1.0, [0.0, 0.5])
-    assert protocol["layout_prior"] is False
+    assert protocol["layout_prior"] is False and protocol["layout_match"] is None
     for extra, message in ((["--ddim-eta", "1"], "--ddim-eta applies to --sampler ddim"),
                            (["--edit", "--sampler", "ddim"], "--edit inverts and regenerates")):
         bad = CliRunner().invoke(main, args[:-3] + extra + ["--out", str(tmp_path / "e4")])

@@ -24,10 +24,10 @@ def test_layout_has_the_attributes_asked_for_and_is_reproducible():
     asked = {"Eyeglasses": 1, "Wearing_Hat": 1, "Male": 0, "Smiling": 1, "Blond_Hair": 1}
     a = draw_layout(asked, seed=7, size=32)
     assert a.mask.shape == (32, 32) and a.mask.dtype == np.uint8 and a.mask.max() < NUM_CLASSES
-    assert a.matched == ["Eyeglasses", "Male", "Smiling", "Wearing_Hat"] and a.unmatched == []
-    assert a.free == ["Blond_Hair"]                      # hair colour does not shape a label map
+    assert a.matched == ["Blond_Hair", "Eyeglasses", "Male", "Smiling", "Wearing_Hat"] and a.unmatched == []
+    assert a.free == [] and a.describe()["match"] == "all"
     person = sample_params(_generator(7, a.draw))["attributes"]
-    assert all(person[k] == v for k, v in asked.items() if k != "Blond_Hair")
+    assert all(person[k] == v for k, v in asked.items())
     assert (a.mask == 3).any() and (a.mask == 14).any()  # eyeglasses and hat classes are in the map
     b = draw_layout(asked, seed=7, size=32)
     assert b.draw == a.draw and np.array_equal(a.mask, b.mask)
@@ -35,6 +35,26 @@ def test_layout_has_the_attributes_asked_for_and_is_reproducible():
     assert not any(np.array_equal(a.mask, m) for m in others)
     no_glasses = draw_layout({"Eyeglasses": 0, "Wearing_Hat": 0}, seed=7, size=32)
     assert not (no_glasses.mask == 3).any() and not (no_glasses.mask == 14).any()
+
+
+def test_paint_only_attributes_are_matched_unless_match_is_layout():
+    """Hair colour does not shape a label map, but it rules some out: FaceSynth never gives a
+    bald man blond hair, so match="all" (the default) never draws a bald layout for "blond",
+    while match="layout" (the stop-19 prior) leaves hair colour free and sometimes does."""
+    asked = {"Male": 1, "Blond_Hair": 1, "5_o_Clock_Shadow": 1}
+    bald = {"all": 0, "layout": 0}
+    for seed in range(40):
+        for match in bald:
+            lay = draw_layout(asked, seed=seed, size=32, match=match)
+            person = sample_params(_generator(seed, lay.draw))["attributes"]
+            bald[match] += person["Bald"]
+            if match == "all":
+                assert lay.matched == sorted(asked) and lay.free == []
+                assert person["Blond_Hair"] == 1 and person["5_o_Clock_Shadow"] == 1 and person["No_Beard"] == 1
+            else:
+                assert lay.matched == ["Male"] and lay.free == ["5_o_Clock_Shadow", "Blond_Hair"]
+                assert lay.describe()["match"] == "layout"
+    assert bald["all"] == 0 and bald["layout"] > 0
 
 
 def test_paint_only_attributes_never_change_a_label_map():
@@ -80,7 +100,7 @@ def test_layouts_are_not_faces_of_the_data_splits():
 
 @pytest.mark.parametrize("kw, message", [
     ({"seed": -1}, "non-negative"), ({"seed": 1.5}, "non-negative"), ({"seed": True}, "non-negative"),
-    ({"max_draws": 0}, "positive"), ({"size": 16}, "size"),
+    ({"max_draws": 0}, "positive"), ({"size": 16}, "size"), ({"match": "paint"}, "match must be"),
 ])
 def test_bad_arguments_are_one_line_errors(kw, message):
     args = {"attributes": {"Male": 1}, "seed": 0, "size": 32, **kw}

@@ -622,5 +622,7 @@ class DiffusionBackend(Backend):
         return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
 
     def describe(self) -> dict[str, Any]:
+        from ..synth.layout import DEFAULT_MATCH as LAYOUT_MATCH
         return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
-                "precision": self.pipe.precision, **{k: v for k, v in self.options.items() if k != "progress"}}
+                "precision": self.pipe.precision, **{k: v for k, v in self.options.items() if k != "progress"},
+                "layout_match": LAYOUT_MATCH if self.options["layout_prior"] else None}
