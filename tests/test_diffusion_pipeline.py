@@ -108,6 +108,10 @@ def test_layout_prior_draws_one_mask_per_seed_and_conditions_on_it(pipe):
     assert np.abs(off.images[0].astype(int) - out.images[0]).mean() > 0.5
     attrs = pipe(attributes={"Wearing_Hat": 1}, seeds=[2], **FAST)     # attributes alone get one too
     assert set(attrs.metadata[0]["given"]) == {"attributes", "mask"} and (attrs.layouts[0] == 14).any()
+    odd = pipe(attributes={"Male": 0, "Goatee": 1}, seeds=[0], **FAST).metadata[0]   # FaceSynth never draws it
+    assert odd["layout"]["unmatched"] in (["Goatee"], ["Male"])
+    assert any(n.startswith(f"no FaceSynth person drawn for the layout had {odd['layout']['unmatched'][0]}")
+               for n in odd["notes"])
 
 
 def test_layout_prior_leaves_masks_sketches_and_empty_calls_alone(pipe, face, tiny_model, tmp_path):

@@ -533,8 +533,9 @@ def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float
         notes.append("no mask or sketch given: each face follows a FaceSynth layout drawn for the attributes "
                      "asked for (layout_prior=False or --no-layout-prior lets the model invent it)")
         if layout.unmatched:
-            notes.append(f"no layout drawn had {', '.join(layout.unmatched)} together with the other attributes "
-                         "asked for; the layout lacks it, the attribute tokens still ask for it")
+            notes.append(f"no FaceSynth person drawn for the layout had {', '.join(layout.unmatched)} together with "
+                         "the other attributes asked for; the layout is one without it, the attribute tokens still "
+                         "ask for it")
     return meta
 
 
