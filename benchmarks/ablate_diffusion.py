@@ -17,7 +17,9 @@
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
 with one change per variant (mask as tokens / spatial / both; loss weighting edm / uniform
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
-table (the numbers in docs/diffusion.md come from here) and write OUT/ablation.json.
+table (the numbers in docs/diffusion.md come from here; `train` adds each scored checkpoint's
+validation loss, EDM-weighted for every variant, with all conditions and with none) and
+write OUT/ablation.json.
 
 `train` is meant to span sessions on a CPU (up to ~2.75 h per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
@@ -52,16 +54,37 @@ TRAIN_VARIANTS = {
     "min-snr weighting": {"weighting": "min_snr"},
 }
 COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
+# train: the scored checkpoint's validation loss (EDM-weighted whatever the variant's weighting,
+# so the variants compare), with all conditions and with none
+VALIDATION = ("val_loss", "val_loss_uncond")
 
 
 def _table(rows: dict[str, dict], ceiling: dict | None) -> str:
-    lines = ["| setting | " + " | ".join(COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    columns = (VALIDATION if any(VALIDATION[0] in m for m in rows.values()) else ()) + COLUMNS
+    lines = ["| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     if ceiling:
         lines.append("| ceiling (real faces) | " + " | ".join(
-            "—" if ceiling.get(c) is None else f"{ceiling[c]:.4f}" for c in COLUMNS) + " |")
+            "—" if ceiling.get(c) is None else f"{ceiling[c]:.4f}" for c in columns) + " |")
     for name, m in rows.items():
-        lines.append(f"| {name} | " + " | ".join("—" if m.get(c) is None else f"{m[c]:.4f}" for c in COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join("—" if m.get(c) is None else f"{m[c]:.4f}" for c in columns) + " |")
     return "\n".join(lines)
+
+
+def _validation(run: Path) -> dict[str, float]:
+    """The validation losses of the checkpoint a variant was scored with (its export's
+    config.json records them), or {} where the run folder is gone."""
+    config = run / "export" / "config.json"
+    if not config.exists():
+        return {}
+    val = (json.loads(config.read_text()).get("training") or {}).get("val") or {}
+    return {k: val[k] for k in VALIDATION if k in val}
+
+
+def _write_kept(path: Path, kept: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def _instruments(size: int):
@@ -106,11 +129,15 @@ def ablate_training(args) -> tuple[dict, dict]:
     kept = json.loads(args.kept.read_text()) if args.kept and args.kept.exists() else {}
     for name, change in variants.items():
         entry = kept.get(name, {})
+        run = args.out / name.split(" (")[0].replace(" ", "_").replace(",", "")
         if entry.get("key") == {**key, "preset": preset, "size": size}:
             rows[name], ceiling = entry["row"], entry["ceiling"]
+            val = {} if VALIDATION[0] in rows[name] else _validation(run)   # kept before losses were recorded
+            if val:
+                rows[name] = entry["row"] = {**rows[name], **val}
+                _write_kept(args.kept, kept)
             print(f"{name}: {rows[name]} (kept in {args.kept})", flush=True)
             continue
-        run = args.out / name.split(" (")[0].replace(" ", "_").replace(",", "")
         model_change = {k: v for k, v in change.items() if k in arch}
         overrides = {"max_steps": args.steps, "size": size, **{k: v for k, v in change.items() if k not in arch}}
         if model_change or arch.get("size") != size:
@@ -130,7 +157,7 @@ def ablate_training(args) -> tuple[dict, dict]:
         scores = run / "scores.json"
         stored = json.loads(scores.read_text()) if scores.exists() else {}
         if {"sampler": "dpmpp_2m", **stored.get("key", {})} == key:
-            rows[name], ceiling = stored["row"], stored["ceiling"]
+            rows[name], ceiling = {**stored["row"], **_validation(run)}, stored["ceiling"]
         else:
             if parser is None:
                 parser, classifier = _instruments(size)
@@ -139,7 +166,7 @@ def ablate_training(args) -> tuple[dict, dict]:
                                                sampler=args.sampler),
                               given="prompt,mask",
                               n=args.n, size=size, parser=parser, classifier=classifier, progress=not args.quiet)
-            rows[name] = {k: result.metrics[k] for k in COLUMNS}
+            rows[name] = {**{k: result.metrics[k] for k in COLUMNS}, **_validation(run)}
             ceiling = {k: result.metrics["ceiling"].get(k) for k in COLUMNS}
             tmp = scores.with_name("scores.json.tmp")
             tmp.write_text(json.dumps({"key": key, "row": rows[name], "ceiling": ceiling}, indent=1))
@@ -147,10 +174,7 @@ def ablate_training(args) -> tuple[dict, dict]:
         if args.kept:
             kept[name] = {"key": {**key, "preset": preset, "size": size}, "row": rows[name], "ceiling": ceiling,
                           "run": str(run)}
-            args.kept.parent.mkdir(parents=True, exist_ok=True)
-            tmp = args.kept.with_name(args.kept.name + ".tmp")
-            tmp.write_text(json.dumps(kept, indent=1, sort_keys=True) + "\n")
-            tmp.replace(args.kept)
+            _write_kept(args.kept, kept)
         print(f"{name}: {rows[name]}", flush=True)
     return rows, ceiling
 

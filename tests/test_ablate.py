@@ -74,6 +74,16 @@ def test_scores_kept_in_a_file_outlive_the_run_folder(tmp_path):
     assert first.returncode == 0, first.stderr
     entry = json.loads(kept.read_text())["mask tokens"]
     assert entry["key"]["preset"] == "tiny" and entry["key"]["steps"] == 2 and 0 <= entry["row"]["mask_miou"] <= 1
+    val = json.loads((tmp_path / "a" / "mask_tokens" / "export" / "config.json").read_text())["training"]["val"]
+    assert entry["row"]["val_loss"] == val["val_loss"] > 0 and entry["row"]["val_loss_uncond"] == val["val_loss_uncond"]
+    assert "| val_loss | val_loss_uncond | mask_miou |" in first.stdout
+
+    # an entry kept before the losses were recorded gets them from its run folder, if it still exists
+    old = json.loads(kept.read_text())
+    del old["mask tokens"]["row"]["val_loss"], old["mask tokens"]["row"]["val_loss_uncond"]
+    kept.write_text(json.dumps(old))
+    assert _ablate(tmp_path / "a", 2, "--kept", str(kept)).returncode == 0
+    assert json.loads(kept.read_text())["mask tokens"] == entry
 
     again = _ablate(tmp_path / "b", 2, "--kept", str(kept))    # another out folder: nothing there
     assert again.returncode == 0, again.stderr
