@@ -31,7 +31,11 @@ def negated(values):
 
 
 def contrast_pipeline(pipe, contrast: float, scale: float):
-    """Make `pipe` (a DiffusionPipeline) sample with the contrast term; returns it."""
+    """Make `pipe` (a DiffusionPipeline) sample with the contrast term; returns it.
+
+    For this benchmark's generation only: the patched pipeline guides with one scale `scale`
+    whatever it is asked (no window, no per-modality scales; editing would be guided too),
+    and it negates the attributes a prompt names, not explicitly given ones."""
     if contrast == 0:
         return pipe
     base = type(pipe)
