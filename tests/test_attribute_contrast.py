@@ -2,18 +2,14 @@
 images whose prompt names attributes, and c = 0 is the pipeline's own guidance."""
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 import faceweave
 import faceweave.text
-from faceweave import checkpoint
-from faceweave.models.denoiser import ConditionalDenoiser, DenoiserConfig
 from faceweave.synth import render
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attribute_contrast.py"
@@ -25,20 +21,6 @@ def _script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = DenoiserConfig(size=32, unet="tiny", patch=8)
-    model = ConditionalDenoiser(config)
-    with torch.no_grad():                   # zero-initialised output layers would hide the conditions
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    checkpoint.save(path, "diffusion", dataclasses.asdict(config), model.state_dict(), image_size=32)
-    return path
 
 
 def test_negated_flips_known_values_only():

@@ -30,20 +30,6 @@ FAST = {"num_inference_steps": 3, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = DenoiserConfig(size=32, unet="tiny", patch=8)
-    model = ConditionalDenoiser(config)
-    with torch.no_grad():                   # zero-initialised output layers would hide the conditions
-        for p in model.parameters():
-            if p.dim() > 1 and not p.any():
-                p.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    checkpoint.save(path, "diffusion", dataclasses.asdict(config), model.state_dict(), image_size=32)
-    return path
-
-
-@pytest.fixture(scope="module")
 def pipe(tiny_model) -> DiffusionPipeline:
     return faceweave.load(str(tiny_model), device="cpu")
 

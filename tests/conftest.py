@@ -1,0 +1,26 @@
+"""Fixtures shared by several test modules."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from faceweave import checkpoint
+from faceweave.models.denoiser import ConditionalDenoiser, DenoiserConfig
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny random 32 px diffusion checkpoint that reads every condition."""
+    torch.manual_seed(0)
+    config = DenoiserConfig(size=32, unet="tiny", patch=8)
+    model = ConditionalDenoiser(config)
+    with torch.no_grad():                   # zero-initialised output layers would hide the conditions
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0, 0.05)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny"
+    checkpoint.save(path, "diffusion", dataclasses.asdict(config), model.state_dict(), image_size=32)
+    return path
