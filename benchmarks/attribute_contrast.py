@@ -8,7 +8,8 @@ prompt + mask with `faceweave evaluate`'s protocol:
 The negative branch keeps the prompt's text and the mask but flips every attribute value
 the prompt names (1 <-> 0); c = 0 is the pipeline's own guidance (one scale s for all).
 If the model can draw an attribute and only needs a stronger push, accuracy on it rises
-with c; if it stays put, the model cannot draw it and no sampling trick will help.
+with c; if it stays put, the model does not draw it even when pushed, and the gap is in the
+model rather than in the sampling.
 
     python benchmarks/attribute_contrast.py --contrast 0 4 --n 100 [--json F]
 
@@ -44,16 +45,16 @@ def contrast_pipeline(pipe, contrast: float, scale: float):
         def _denoiser(self, tensors, given, _scale, window, sigmas):
             every = frozenset(given)
             evaluate = self._evaluator(tensors)
-            flipped = tensors if tensors["prompt_attributes"] is None else {
-                **tensors, "prompt_attributes": negated(tensors["prompt_attributes"])}
-            evaluate_negated = self._evaluator(flipped)
+            named = "prompt" in every and tensors["prompt_attributes"] is not None
+            evaluate_negated = named and self._evaluator(
+                {**tensors, "prompt_attributes": negated(tensors["prompt_attributes"])})
 
             def denoise(x, sigma):
                 cond, uncond = evaluate(x, sigma, [every, frozenset()])
-                if "prompt" not in every or flipped is tensors:
-                    return uncond + scale * (cond - uncond)
-                neg = evaluate_negated(x, sigma, [every])[0]
-                return uncond + scale * (cond - uncond) + contrast * (cond - neg)
+                guided = uncond + scale * (cond - uncond)
+                if not named:
+                    return guided
+                return guided + contrast * (cond - evaluate_negated(x, sigma, [every])[0])
             return denoise
 
     pipe.__class__ = Contrast
