@@ -13,13 +13,20 @@
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train \
         --kept benchmarks/results/ablate_train.json
 
+    # where each loss weighting puts the training signal, by noise level (no model, instant)
+    python benchmarks/ablate_diffusion.py weights
+
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
 with one change per variant (mask as tokens / spatial / both; loss weighting edm / uniform
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here; `train` adds each scored checkpoint's
 validation loss, EDM-weighted for every variant, with all conditions and with none) and
-write OUT/ablation.json.
+write OUT/ablation.json. `weights` prints, for the training noise levels of the s64 recipe
+(ln sigma ~ N(-1.2, 1.2^2)), each weighting's share of the training signal per band of
+sigma: its weight divided by EDM's (EDM's unit-variance target makes the per-level loss
+about equal, so that ratio is the relative pull of each level), averaged over the noise
+levels drawn in the band, as a share of its total.
 
 `train` is meant to span sessions on a CPU (up to ~2.75 h per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
@@ -36,6 +43,7 @@ import dataclasses
 import json
 import shutil
 import time
+from itertools import pairwise
 from pathlib import Path
 
 GUIDANCE = {
@@ -179,9 +187,45 @@ def ablate_training(args) -> tuple[dict, dict]:
     return rows, ceiling
 
 
+WEIGHT_BANDS = (0.0, 0.1, 0.2236, 0.5, 2.0, 10.0, float("inf"))   # 0.2236: where min_snr's cap starts
+
+
+def weight_shares(p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 0.5,
+                  bands: tuple[float, ...] = WEIGHT_BANDS, points: int = 20001) -> dict[str, list[float]]:
+    """Each weighting's share of the training signal per sigma band (shares sum to 1).
+
+    The signal at a noise level is the weighting's lambda over EDM's lambda (the per-level loss
+    of EDM's preconditioned target is about constant), times the density of that level under
+    the training distribution; integrated over ln sigma on a grid of +-8 standard deviations.
+    "edm" is thus the probability of each band."""
+    import torch
+
+    from faceweave.diffusion.losses import WEIGHTINGS, loss_weight
+
+    z = torch.linspace(-8.0, 8.0, points, dtype=torch.float64)
+    sigma = (p_mean + p_std * z).exp()
+    density = torch.exp(-0.5 * z ** 2)
+    edm = loss_weight("edm", sigma, sigma_data)
+    shares = {}
+    for kind in WEIGHTINGS:
+        signal = density * loss_weight(kind, sigma, sigma_data) / edm
+        total = signal.sum()
+        shares[kind] = [float(signal[(sigma >= lo) & (sigma < hi)].sum() / total) for lo, hi in pairwise(bands)]
+    return shares
+
+
+def _weights_table(shares: dict[str, list[float]], bands: tuple[float, ...] = WEIGHT_BANDS) -> str:
+    names = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}" for lo, hi in pairwise(bands)]
+    names[0] = f"< {bands[1]:g}"
+    lines = ["| weighting | " + " | ".join(f"sigma {n}" for n in names) + " |",
+             "|---" * (len(names) + 1) + "|"]
+    lines += [f"| {kind} | " + " | ".join(f"{100 * v:.1f} %" for v in row) + " |" for kind, row in shares.items()]
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["guidance", "train"])
+    ap.add_argument("what", choices=["guidance", "train", "weights"])
     ap.add_argument("--model", default="diffusion-64", help="guidance: checkpoint folder or bundled name")
     ap.add_argument("--n", type=int, default=200, help="held-out conditions per setting")
     ap.add_argument("--size", type=int, default=64)
@@ -190,7 +234,7 @@ def main() -> None:
     ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
     ap.add_argument("--sampler", default="dpmpp_2m",
                     help="the sampler every setting is scored with (train: the one its kept scores used)")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, default=None, help="guidance, train: where runs and ablation.json go")
     ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
     ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
                     help="train: this variant only (repeatable; default: all)")
@@ -199,6 +243,11 @@ def main() -> None:
                          "the same protocol are skipped")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
+    if args.what == "weights":
+        print(_weights_table(weight_shares()))
+        return
+    if args.out is None:
+        ap.error(f"{args.what} needs --out DIR (where its runs and ablation.json go)")
     args.out.mkdir(parents=True, exist_ok=True)
     if args.what == "guidance":
         args.steps = args.steps or 20

@@ -94,3 +94,39 @@ def test_scores_kept_in_a_file_outlive_the_run_folder(tmp_path):
     assert other.returncode == 0, other.stderr
     assert (tmp_path / "c" / "mask_tokens" / "scores.json").exists()
     assert json.loads(kept.read_text())["mask tokens"]["key"]["steps"] == 3
+
+
+def _module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("ablate_diffusion", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_weight_shares_follow_the_weightings():
+    import math
+    module = _module()
+    shares = module.weight_shares()
+    bands = module.WEIGHT_BANDS
+    for row in shares.values():
+        assert abs(sum(row) - 1) < 1e-9
+    # EDM's signal is flat per level, so its shares are the training distribution's band probabilities
+    cdf = [0.5 * (1 + math.erf((math.log(b) + 1.2) / (1.2 * math.sqrt(2)))) if 0 < b < math.inf else float(b > 0)
+           for b in bands]
+    assert all(abs(s - (hi - lo)) < 1e-3 for s, lo, hi in zip(shares["edm"], cdf, cdf[1:]))
+    # above the min-SNR cap (sigma > sqrt(0.05)) min_snr's weight is uniform's, so their bands keep the same ratios
+    assert abs(shares["min_snr"][3] / shares["min_snr"][4] - shares["uniform"][3] / shares["uniform"][4]) < 1e-6
+    # uniform moves signal to the low levels, p2 and min_snr away from them, against EDM
+    assert shares["uniform"][0] > shares["edm"][0] > shares["min_snr"][0] > shares["p2"][0]
+    assert shares["edm"][4] > max(shares[k][4] for k in ("uniform", "p2", "min_snr"))
+
+
+def test_weights_prints_a_table_and_train_without_out_is_a_one_line_error():
+    shown = subprocess.run([sys.executable, str(SCRIPT), "weights"], capture_output=True, text=True, timeout=120,
+                           check=False)
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("| ")]
+    assert shown.returncode == 0 and len(rows) == 5 and rows[-1].startswith("| min_snr |")
+    missing = subprocess.run([sys.executable, str(SCRIPT), "train"], capture_output=True, text=True, timeout=120,
+                             check=False)
+    assert missing.returncode == 2 and "needs --out DIR" in missing.stderr.strip().splitlines()[-1]
