@@ -24,9 +24,9 @@ table (the numbers in docs/diffusion.md come from here; `train` adds each scored
 validation loss, EDM-weighted for every variant, with all conditions and with none) and
 write OUT/ablation.json. `weights` prints, for the training noise levels of the s64 recipe
 (ln sigma ~ N(-1.2, 1.2^2)), each weighting's share of the training signal per band of
-sigma: its weight divided by EDM's (EDM's unit-variance target makes the per-level loss
-about equal, so that ratio is the relative pull of each level), averaged over the noise
-levels drawn in the band, as a share of its total.
+sigma: its weight divided by EDM's (EDM's preconditioning gives the network a unit-variance
+target at every level, so that ratio is the relative pull of each level, to first order),
+summed over the noise levels drawn in the band, as a share of its total.
 
 `train` is meant to span sessions on a CPU (up to ~2.75 h per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
