@@ -1,5 +1,6 @@
-"""benchmarks/ablate_diffusion.py train spans sessions: a short run is resumed to --steps, never
-scored half-trained, and a variant's scores are kept and reused."""
+"""benchmarks/ablate_diffusion.py: `train` spans sessions (a short run is resumed to --steps, never
+scored half-trained, and a variant's scores are kept and reused); `weights` computes each loss
+weighting's share of the training signal per noise band."""
 from __future__ import annotations
 
 import json
