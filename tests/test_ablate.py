@@ -4,6 +4,7 @@ weighting's share of the training signal per noise band."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -97,17 +98,8 @@ def test_scores_kept_in_a_file_outlive_the_run_folder(tmp_path):
     assert json.loads(kept.read_text())["mask tokens"]["key"]["steps"] == 3
 
 
-def _module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("ablate_diffusion", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_weight_shares_follow_the_weightings():
-    import math
-    module = _module()
+def test_weight_shares_follow_the_weightings(benchmark_module):
+    module = benchmark_module("ablate_diffusion")
     shares = module.weight_shares()
     bands = module.WEIGHT_BANDS
     for row in shares.values():

@@ -2,9 +2,6 @@
 images whose prompt names attributes, and c = 0 is the pipeline's own guidance."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -12,24 +9,16 @@ import faceweave
 import faceweave.text
 from faceweave.synth import render
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "attribute_contrast.py"
 FAST = {"num_inference_steps": 3, "progress": False}
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("attribute_contrast", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_negated_flips_known_values_only():
+def test_negated_flips_known_values_only(benchmark_module):
     values = torch.tensor([[1.0, 0.0, -1.0, 1.0]])
-    assert torch.equal(_script().negated(values), torch.tensor([[0.0, 1.0, -1.0, 0.0]]))
+    assert torch.equal(benchmark_module("attribute_contrast").negated(values), torch.tensor([[0.0, 1.0, -1.0, 0.0]]))
 
 
-def test_contrast_term_is_the_formula_and_only_where_the_prompt_names_attributes(tiny_model):
-    contrast = _script().contrast_pipeline
+def test_contrast_term_is_the_formula_and_only_where_the_prompt_names_attributes(tiny_model, benchmark_module):
+    contrast = benchmark_module("attribute_contrast").contrast_pipeline
     mask = render(seed=2_000_000, index=0, size=32).mask
     plain = faceweave.load(str(tiny_model), device="cpu")
     assert contrast(plain, 0.0, 2.0) is plain and type(plain).__name__ == "DiffusionPipeline"
