@@ -22,8 +22,8 @@ with one change per variant (mask as tokens / spatial / both; loss weighting edm
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here; `train` adds each scored checkpoint's
 validation loss, EDM-weighted for every variant, with all conditions and with none) and
-write OUT/ablation.json. `weights` prints, for the training noise levels of the s64 recipe
-(ln sigma ~ N(-1.2, 1.2^2)), each weighting's share of the training signal per band of
+write OUT/ablation.json. `weights` prints, for the training noise levels of the --preset
+recipe (s64: ln sigma ~ N(-1.2, 1.2^2)), each weighting's share of the training signal per band of
 sigma: its weight divided by EDM's (EDM's preconditioning gives the network a unit-variance
 target at every level, so that ratio is the relative pull of each level, to first order),
 summed over the noise levels drawn in the band, as a share of its total.
@@ -194,10 +194,11 @@ def weight_shares(p_mean: float = -1.2, p_std: float = 1.2, sigma_data: float = 
                   bands: tuple[float, ...] = WEIGHT_BANDS, points: int = 20001) -> dict[str, list[float]]:
     """Each weighting's share of the training signal per sigma band (shares sum to 1).
 
-    The signal at a noise level is the weighting's lambda over EDM's lambda (the per-level loss
-    of EDM's preconditioned target is about constant), times the density of that level under
-    the training distribution; integrated over ln sigma on a grid of +-8 standard deviations.
-    "edm" is thus the probability of each band."""
+    The signal at a noise level is the weighting's lambda over EDM's lambda (EDM's
+    preconditioning gives the network a unit-variance target at every level; a first-order
+    picture that leaves out how the trained error differs by level), times the density of that
+    level under the training distribution; integrated over ln sigma on a grid of +-8 standard
+    deviations. "edm" is thus the probability of each band."""
     import torch
 
     from faceweave.diffusion.losses import WEIGHTINGS, loss_weight
@@ -235,7 +236,7 @@ def main() -> None:
     ap.add_argument("--sampler", default="dpmpp_2m",
                     help="the sampler every setting is scored with (train: the one its kept scores used)")
     ap.add_argument("--out", type=Path, default=None, help="guidance, train: where runs and ablation.json go")
-    ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from")
+    ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from; weights: whose noise levels")
     ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
                     help="train: this variant only (repeatable; default: all)")
     ap.add_argument("--kept", type=Path, default=None, metavar="FILE",
@@ -244,7 +245,14 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     if args.what == "weights":
-        print(_weights_table(weight_shares()))
+        from faceweave.errors import FaceweaveError
+        from faceweave.train import TASKS, resolve_config
+        try:
+            recipe = resolve_config("diffusion", args.preset)
+        except FaceweaveError as e:
+            ap.error(str(e))
+        sigma_data = TASKS["diffusion"].architectures[recipe["arch"]].sigma_data
+        print(_weights_table(weight_shares(recipe["p_mean"], recipe["p_std"], sigma_data)))
         return
     if args.out is None:
         ap.error(f"{args.what} needs --out DIR (where its runs and ablation.json go)")

@@ -115,7 +115,7 @@ def test_weight_shares_follow_the_weightings(benchmark_module):
     assert shares["edm"][4] > max(shares[k][4] for k in ("uniform", "p2", "min_snr"))
 
 
-def test_weights_prints_a_table_and_train_without_out_is_a_one_line_error():
+def test_weights_prints_a_table_and_bad_arguments_are_one_line_errors():
     shown = subprocess.run([sys.executable, str(SCRIPT), "weights"], capture_output=True, text=True, timeout=120,
                            check=False)
     rows = [line for line in shown.stdout.splitlines() if line.startswith("| ")]
@@ -123,3 +123,6 @@ def test_weights_prints_a_table_and_train_without_out_is_a_one_line_error():
     missing = subprocess.run([sys.executable, str(SCRIPT), "train"], capture_output=True, text=True, timeout=120,
                              check=False)
     assert missing.returncode == 2 and "needs --out DIR" in missing.stderr.strip().splitlines()[-1]
+    unknown = subprocess.run([sys.executable, str(SCRIPT), "weights", "--preset", "nope"], capture_output=True,
+                             text=True, timeout=120, check=False)
+    assert unknown.returncode == 2 and "no preset 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
