@@ -166,6 +166,24 @@ def test_ddim_eta_is_stochastic_yet_a_function_of_each_seed(pipe, face):
     assert all(np.array_equal(a, b) for a, b in zip(ancestral.images, noisy.images))   # = eta 1
 
 
+def test_s_tmin_limits_the_fresh_noise_of_a_stochastic_sampler(pipe, face):
+    """s_tmin above every step's sigma makes euler_ancestral deterministic DDIM; a window that
+    holds some steps gives a third image, still a function of its seed; settings are recorded."""
+    cond = _conditions(face)
+    ddim = pipe(conditions=cond, seeds=[0], sampler="ddim", **FAST).images[0]
+    never = pipe(conditions=cond, seeds=[0], s_tmin=1000.0, **FAST)
+    assert np.array_equal(never.images[0], ddim)
+    assert (never.metadata[0]["s_tmin"], never.metadata[0]["s_tmax"]) == (1000.0, None)
+    always = pipe(conditions=cond, seeds=[0, 1], **FAST)
+    assert always.metadata[0]["s_tmin"] is None                  # the default: noise at every step
+    some = pipe(conditions=cond, seeds=[0, 1], s_tmin=10.0, **FAST)        # sigmas 80, 2.5, 0.002: noise once
+    assert not np.array_equal(some.images[0], always.images[0]) and not np.array_equal(some.images[0], ddim)
+    single = pipe(conditions=cond, seeds=[1], s_tmin=10.0, **FAST).images[0]
+    assert np.abs(some.images[1].astype(int) - single).max() <= 1
+    assert np.array_equal(pipe(conditions=cond, seeds=[0], sampler="ddim", eta=1.0, s_tmin=1000.0,
+                               **FAST).images[0], ddim)
+
+
 def test_empty_prompt_is_no_prompt_and_resized_mask_is_reported(pipe, face):
     a = pipe(prompt="   ", mask=face.mask, seeds=[0], **FAST)
     b = pipe(mask=face.mask, seeds=[0], **FAST)
@@ -273,6 +291,10 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"guidance_window": (0.5, 0.2)}, "guidance window"),
     ({"eta": 0.5}, "eta applies to the ddim sampler, not euler_ancestral"),
     ({"sampler": "ddim", "eta": 1.5}, "eta must be a number from 0"),
+    ({"sampler": "dpmpp_2m", "s_tmin": 1.0}, "dpmpp_2m adds none; use sampler='euler_ancestral'"),
+    ({"sampler": "ddim", "s_tmax": 5.0}, "ddim at eta 0 adds none"),
+    ({"s_tmin": 5.0, "s_tmax": 1.0}, "s_tmin \\(5.0\\) must not exceed s_tmax"),
+    ({"s_tmin": "1"}, "s_tmin must be a noise level"),
     # these were tracebacks, or (0.5) silently seed 0
     ({"seeds": "0-3"}, "seeds must be a list of non-negative integers"),
     ({"seeds": [0.5]}, "got 0.5 among them"),

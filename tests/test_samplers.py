@@ -79,6 +79,38 @@ def test_euler_ancestral_is_ddim_at_eta_1():
         get_sampler("euler_ancestral")(denoise, x_t, karras_sigmas(3))
 
 
+def test_noise_window_adds_fresh_noise_only_between_s_tmin_and_s_tmax():
+    """Karras et al.'s S_tmin/S_tmax: noise is drawn exactly at the steps that start from a
+    sigma in the window; a window holding no step is eta 0, the full window is the default."""
+    x_t, sigmas = start(seed=6), karras_sigmas(12)
+    levels = [float(s) for s in sigmas[:-1]]
+
+    def run(**kw):
+        g, drawn = torch.Generator().manual_seed(7), []
+
+        def noise(i):
+            drawn.append(i)
+            return torch.randn(x_t.shape, dtype=x_t.dtype, generator=g)
+        return sample_ddim(denoise, x_t.clone(), sigmas, eta=1.0, noise=noise, **kw), drawn
+
+    full, drawn_full = run()
+    assert drawn_full == list(range(11))                   # every step but the last (to sigma 0)
+    assert torch.equal(full, run(s_tmin=0.0, s_tmax=math.inf)[0])
+    windowed, drawn = run(s_tmin=0.5, s_tmax=20.0)
+    assert drawn == [i for i, s in enumerate(levels[:-1]) if 0.5 <= s <= 20.0] and 0 < len(drawn) < 11
+    assert not torch.equal(windowed, full)
+    none, drawn_none = run(s_tmin=100.0)
+    assert drawn_none == [] and torch.equal(none, sample_ddim(denoise, x_t.clone(), sigmas, eta=0.0))
+    g = torch.Generator().manual_seed(7)
+    ancestral = get_sampler("euler_ancestral")(denoise, x_t.clone(), sigmas, s_tmin=0.5, s_tmax=20.0,
+                                               noise=lambda i: torch.randn(x_t.shape, dtype=x_t.dtype, generator=g))
+    assert torch.equal(ancestral, windowed)
+    for kw, message in (({"s_tmin": -1.0}, "s_tmin must be a noise level"), ({"s_tmax": float("nan")}, "s_tmax"),
+                        ({"s_tmin": 2.0, "s_tmax": 1.0}, "must not exceed s_tmax"), ({"s_tmin": True}, "s_tmin")):
+        with pytest.raises(FaceweaveError, match=message):
+            sample_ddim(denoise, start(4), karras_sigmas(3), **kw)
+
+
 def test_callback_sees_every_step():
     seen = []
     get_sampler("heun")(denoise, start(16), karras_sigmas(7), callback=lambda i, s, x, d: seen.append(i))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -41,7 +42,7 @@ from .. import checkpoint
 from ..conditions import CELEBA_ATTRIBUTES, CLASS_ID, Conditions
 from ..diffusion import guidance as guidance_lib
 from ..diffusion.inversion import invert
-from ..diffusion.samplers import SCHEDULES, STOCHASTIC, get_sampler
+from ..diffusion.samplers import SCHEDULES, STOCHASTIC, check_noise_window, get_sampler
 from ..errors import FaceweaveError
 from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
@@ -308,7 +309,8 @@ class DiffusionPipeline:
                  guidance_window: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER,
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
                  progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
-                 eta: float = 0.0, layout_prior: bool = True) -> PipelineOutput:
+                 eta: float = 0.0, s_tmin: float = 0.0, s_tmax: float | None = None,
+                 layout_prior: bool = True) -> PipelineOutput:
         """Generate one image per seed. Conditions come as keyword arguments (the same for every
         seed) or as `conditions=` (one Conditions, or one per seed).
 
@@ -322,7 +324,11 @@ class DiffusionPipeline:
         "euler_ancestral" (the default: fresh noise at every step, drawn from each image's own
         seed; on diffusion-64 it gives lower fd and kid and better masks than the ODE solvers,
         docs/diffusion.md), or the deterministic "dpmpp_2m", "heun", "euler", "ddim". eta
-        (sampler "ddim" only): 0 deterministic, 1 ancestral. layout_prior: given a prompt or
+        (sampler "ddim" only): 0 deterministic, 1 ancestral. s_tmin, s_tmax (a stochastic
+        sampler only: euler_ancestral, or ddim with eta > 0): fresh noise only at the steps
+        from a sigma in [s_tmin, s_tmax] (None: no upper bound), deterministic elsewhere, as
+        Karras et al. 2022's S_tmin/S_tmax (measured on diffusion-64 in docs/diffusion.md:
+        no setting beat the default 0, None). layout_prior: given a prompt or
         attributes but no mask or sketch, condition each image on a FaceSynth label map
         drawn (from its seed) to have the attributes asked for (`out.layouts`; metadata
         "layout"); False lets the model invent the layout.
@@ -341,6 +347,7 @@ class DiffusionPipeline:
             given.add("mask")                      # a drawn layout is a given mask, which may be guided
         scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
         eta = check_eta(sampler, eta)
+        noise_window = check_s_window(sampler, eta, s_tmin, s_tmax)
         conds, layouts = self._with_layouts(conds, seeds, layout_prior)    # every input checked: now the work
         sigmas = SCHEDULES[schedule](num_inference_steps)
         from tqdm import tqdm
@@ -351,6 +358,8 @@ class DiffusionPipeline:
                     "sampler": sampler, "schedule": schedule, "guidance_scale": scale,
                     "guidance_window": list(guidance_window) if guidance_window else None,
                     "prompt_attributes": bool(prompt_attributes), "eta": eta if sampler == "ddim" else None,
+                    "s_tmin": float(s_tmin) if noise_window else None,
+                    "s_tmax": None if not noise_window or s_tmax is None else float(s_tmax),
                     "precision": self.precision, "layout_prior": layout_prior}
         try:
             for start in range(0, len(seeds), batch_size):
@@ -358,7 +367,7 @@ class DiffusionPipeline:
                 chunk_seeds = seeds[start:start + batch_size]
                 t0 = time.perf_counter()
                 x0, notes = self._sample(chunk, chunk_seeds, sigmas, sampler, scale, guidance_window,
-                                         callback, bar, prompt_attributes, eta)
+                                         callback, bar, prompt_attributes, eta, noise_window)
                 per_image = (time.perf_counter() - t0) / len(chunk)
                 images.extend(_to_uint8(x0) if output_type == "np" else list(x0.cpu()))
                 metadata += [image_metadata(c, s, settings, per_image, note, layout)
@@ -376,7 +385,7 @@ class DiffusionPipeline:
 
     @torch.no_grad()
     def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar, prompt_attributes=True,
-                eta=0.0):
+                eta=0.0, noise_window=None):
         tensors, notes = self._prepare(conds, prompt_attributes)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)           # stays on the CPU: samplers read floats from it
@@ -391,6 +400,8 @@ class DiffusionPipeline:
 
         fn = get_sampler(sampler)
         kwargs = sampler_noise(sampler, seeds, x.shape[1:], self.device, eta)
+        if noise_window:
+            kwargs["s_tmin"], kwargs["s_tmax"] = noise_window
         return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
@@ -548,6 +559,20 @@ def check_eta(sampler: str, eta) -> float:
     return float(eta)
 
 
+def check_s_window(sampler: str, eta: float, s_tmin, s_tmax) -> tuple[float, float] | None:
+    """The (s_tmin, s_tmax) a stochastic sampler gets, or None when they are the defaults (0,
+    None: fresh noise at every step). Set on a deterministic sampler they are an error."""
+    s_tmax_ = math.inf if s_tmax is None else s_tmax
+    check_noise_window(s_tmin, s_tmax_)
+    if s_tmin == 0 and s_tmax is None:
+        return None
+    if sampler not in STOCHASTIC and not (sampler == "ddim" and eta):
+        raise FaceweaveError(f"s_tmin/s_tmax limit the fresh noise of a stochastic sampler, and {sampler}"
+                             f"{' at eta 0' if sampler == 'ddim' else ''} adds none; use sampler='euler_ancestral' "
+                             "(or ddim with eta > 0), or drop them")
+    return float(s_tmin), float(s_tmax_)
+
+
 def _check_conditions(**named) -> None:
     for name, value in named.items():
         if not isinstance(value, Conditions):
@@ -597,11 +622,14 @@ class DiffusionBackend(Backend):
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
                  sampler: str = DEFAULT_SAMPLER, batch_size: int = 16, progress: bool = False,
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None,
-                 precision: str = "fp32", layout_prior: bool = True):
+                 precision: str = "fp32", layout_prior: bool = True, s_tmin: float = 0.0,
+                 s_tmax: float | None = None):
+        check_s_window(sampler, check_eta(sampler, eta), s_tmin, s_tmax)       # before the weights load
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, precision=precision)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
                         "eta": check_eta(sampler, eta), "guidance_window": guidance_window,
+                        "s_tmin": s_tmin, "s_tmax": s_tmax,
                         "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes,
                         "layout_prior": layout_prior}
 

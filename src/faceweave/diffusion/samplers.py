@@ -111,12 +111,16 @@ def sample_dpmpp_2m(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
 
 
 @torch.no_grad()
-def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, noise=None, callback=None):
+def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                noise=None, callback=None):
     """DDIM (Song et al. 2021, eq. 12) written in sigma. eta = 0 is deterministic (in this
     variance-exploding parametrisation it takes the same steps as Euler); eta = 1 is
-    ancestral sampling, DDPM-like. eta > 0 needs `noise`."""
+    ancestral sampling, DDPM-like. eta > 0 needs `noise`. s_tmin, s_tmax (the names of
+    Karras et al. 2022's S_tmin, S_tmax): fresh noise only at the steps that start from a
+    sigma in [s_tmin, s_tmax]; the other steps are deterministic (eta 0)."""
     if not 0.0 <= eta <= 1.0:
         raise FaceweaveError(f"DDIM eta must lie in [0, 1], got {eta}")
+    check_noise_window(s_tmin, s_tmax)
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
         denoised = denoise(x, s)
@@ -126,7 +130,8 @@ def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, noise=None, c
             x = denoised
             continue
         # Variance-exploding form of DDIM: split the step's noise into a fresh and a kept part.
-        sigma_up = eta * math.sqrt(max(s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2, 0.0))
+        fresh = eta if s_tmin <= s <= s_tmax else 0.0
+        sigma_up = fresh * math.sqrt(max(s_next ** 2 * (s ** 2 - s_next ** 2) / s ** 2, 0.0))
         sigma_keep = math.sqrt(max(s_next ** 2 - sigma_up ** 2, 0.0))
         x = denoised + (x - denoised) * (sigma_keep / s)
         if sigma_up > 0:
@@ -137,11 +142,23 @@ def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, noise=None, c
 
 
 @torch.no_grad()
-def sample_euler_ancestral(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
+def sample_euler_ancestral(denoise: Denoiser, x, sigmas, *, s_tmin: float = 0.0, s_tmax: float = math.inf,
+                           noise=None, callback=None):
     """Euler ancestral (k-diffusion's `sample_euler_ancestral` at eta 1): an Euler step down to
     sigma_down, then fresh noise back up to the next sigma. In this variance-exploding form
-    that is exactly DDIM with eta = 1, so it is written as that. Needs `noise`."""
-    return sample_ddim(denoise, x, sigmas, eta=1.0, noise=noise, callback=callback)
+    that is exactly DDIM with eta = 1, so it is written as that (s_tmin, s_tmax as there).
+    Needs `noise`."""
+    return sample_ddim(denoise, x, sigmas, eta=1.0, s_tmin=s_tmin, s_tmax=s_tmax, noise=noise, callback=callback)
+
+
+def check_noise_window(s_tmin, s_tmax) -> None:
+    """s_tmin <= s_tmax, both numbers >= 0 (s_tmax may be inf)."""
+    for name, value in (("s_tmin", s_tmin), ("s_tmax", s_tmax)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
+            raise FaceweaveError(f"{name} must be a noise level (a number >= 0), got {value!r}")
+    if s_tmin > s_tmax:
+        raise FaceweaveError(f"s_tmin ({s_tmin}) must not exceed s_tmax ({s_tmax}): fresh noise is added at the "
+                             "steps whose sigma lies between them")
 
 
 SAMPLERS = {"euler": sample_euler, "heun": sample_heun, "dpmpp_2m": sample_dpmpp_2m, "ddim": sample_ddim,
