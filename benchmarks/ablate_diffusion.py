@@ -16,13 +16,21 @@
     # where each loss weighting puts the training signal, by noise level (no model, instant)
     python benchmarks/ablate_diffusion.py weights
 
+    # where euler_ancestral adds fresh noise: only at steps from sigma >= s_tmin, deterministic
+    # below (~4 min per setting on a 2-core CPU at --n 100)
+    python benchmarks/ablate_diffusion.py noise --n 100 --s-tmin 0,0.3,1,3,1000 --out runs/ablate_noise
+
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
 scale for all conditions, and one modality guided at a time. `train` trains the s64 recipe
 with one change per variant (mask as tokens / spatial / both; loss weighting edm / uniform
 / p2 / min_snr) for the same number of steps and evaluates each. Both print a markdown
 table (the numbers in docs/diffusion.md come from here; `train` adds each scored checkpoint's
 validation loss, EDM-weighted for every variant, with all conditions and with none) and
-write OUT/ablation.json. `weights` prints, for the training noise levels of the --preset
+write OUT/ablation.json. `noise` samples the same held-out conditions (prompt + mask, one
+image per condition) with euler_ancestral limited to s_tmin (fresh noise only at the steps
+from a sigma >= s_tmin; 0 is the default sampler, a value above sigma_max = 80 is
+deterministic DDIM), with the accuracy of the attributes whose drawing is fine shading
+beside the usual columns. `weights` prints, for the training noise levels of the --preset
 recipe (s64: ln sigma ~ N(-1.2, 1.2^2)), each weighting's share of the training signal per band of
 sigma: its weight divided by EDM's (EDM's preconditioning gives the network a unit-variance
 target at every level, so that ratio is the relative pull of each level, to first order),
@@ -65,10 +73,13 @@ COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
 # train: the scored checkpoint's validation loss (EDM-weighted whatever the variant's weighting,
 # so the variants compare), with all conditions and with none
 VALIDATION = ("val_loss", "val_loss_uncond")
+# noise: the attributes whose accuracy moved with the sampler's noise in the stop-17 comparison
+FINE_ATTRIBUTES = ("High_Cheekbones", "Heavy_Makeup", "Bags_Under_Eyes", "Smiling", "Young")
 
 
 def _table(rows: dict[str, dict], ceiling: dict | None) -> str:
     columns = (VALIDATION if any(VALIDATION[0] in m for m in rows.values()) else ()) + COLUMNS
+    columns += tuple(a for a in FINE_ATTRIBUTES if any(a in m for m in rows.values()))
     lines = ["| setting | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     if ceiling:
         lines.append("| ceiling (real faces) | " + " | ".join(
@@ -116,6 +127,37 @@ def ablate_guidance(args) -> tuple[dict, dict]:
         ceiling = result.metrics["ceiling"]
         print(f"{name}: {rows[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
     return rows, ceiling
+
+
+def ablate_noise(args) -> tuple[dict, dict]:
+    from faceweave.backends.diffusion import DiffusionBackend
+    from faceweave.eval.evaluate import evaluate
+
+    parser, classifier = _instruments(args.size)
+    backend = DiffusionBackend(args.model, steps=args.steps, sampler="euler_ancestral")
+    rows, ceiling = {}, None
+    for s_tmin in args.s_tmin:
+        backend.options["s_tmin"] = s_tmin
+        t0 = time.perf_counter()
+        result = evaluate(backend, given="prompt,mask", n=args.n, size=args.size, seeds_per_condition=1,
+                          parser=parser, classifier=classifier, progress=not args.quiet)
+        per_attribute = result.metrics["details"]["run"]["per_attribute"]
+        name = f"s_tmin {s_tmin:g}" + (" (default)" if s_tmin == 0 else " (= ddim, eta 0)" if s_tmin > 80 else "")
+        rows[name] = {**{k: result.metrics[k] for k in COLUMNS}, **{a: per_attribute.get(a) for a in FINE_ATTRIBUTES}}
+        ceiling = {**result.metrics["ceiling"],
+                   **{a: result.metrics["details"]["ceiling"]["per_attribute"].get(a) for a in FINE_ATTRIBUTES}}
+        print(f"{name}: {rows[name]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return rows, ceiling
+
+
+def _s_tmin_list(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give noise levels separated by commas, e.g. 0,0.3,1,3,1000") from None
+    if not values or any(not v >= 0 for v in values):             # also NaN
+        raise argparse.ArgumentTypeError(f"{text!r}: noise levels are numbers >= 0")
+    return values
 
 
 def ablate_training(args) -> tuple[dict, dict]:
@@ -226,7 +268,7 @@ def _weights_table(shares: dict[str, list[float]], bands: tuple[float, ...] = WE
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["guidance", "train", "weights"])
+    ap.add_argument("what", choices=["guidance", "train", "weights", "noise"])
     ap.add_argument("--model", default="diffusion-64", help="guidance: checkpoint folder or bundled name")
     ap.add_argument("--n", type=int, default=200, help="held-out conditions per setting")
     ap.add_argument("--size", type=int, default=64)
@@ -242,6 +284,8 @@ def main() -> None:
     ap.add_argument("--kept", type=Path, default=None, metavar="FILE",
                     help="train: also keep each variant's scores here (commit it); variants found there under "
                          "the same protocol are skipped")
+    ap.add_argument("--s-tmin", type=_s_tmin_list, default=[0.0, 0.3, 1.0, 3.0, 1000.0], metavar="LIST",
+                    help="noise: the s_tmin values to compare, comma-separated (default 0,0.3,1,3,1000)")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args()
     if args.what == "weights":
@@ -257,9 +301,9 @@ def main() -> None:
     if args.out is None:
         ap.error(f"{args.what} needs --out DIR (where its runs and ablation.json go)")
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.what == "guidance":
+    if args.what in ("guidance", "noise"):
         args.steps = args.steps or 20
-        rows, ceiling = ablate_guidance(args)
+        rows, ceiling = (ablate_guidance if args.what == "guidance" else ablate_noise)(args)
     else:
         args.steps = args.steps or 1500
         rows, ceiling = ablate_training(args)
@@ -268,7 +312,8 @@ def main() -> None:
     tmp = args.out / "ablation.json.tmp"
     tmp.write_text(json.dumps({"what": args.what, "n": args.n, "steps": args.steps, "sampler": args.sampler,
                                "rows": rows,
-                               "ceiling": {k: ceiling.get(k) for k in COLUMNS} if ceiling else None,
+                               "ceiling": {k: ceiling.get(k) for k in COLUMNS + FINE_ATTRIBUTES if k in ceiling}
+                               if ceiling else None,
                                "table": table}, indent=1))
     tmp.replace(args.out / "ablation.json")
 
