@@ -1,6 +1,7 @@
 """benchmarks/ablate_diffusion.py: `train` spans sessions (a short run is resumed to --steps, never
 scored half-trained, and a variant's scores are kept and reused); `weights` computes each loss
-weighting's share of the training signal per noise band."""
+weighting's share of the training signal per noise band; `noise` scores euler_ancestral with
+its fresh noise limited by s_tmin."""
 from __future__ import annotations
 
 import json
@@ -126,3 +127,20 @@ def test_weights_prints_a_table_and_bad_arguments_are_one_line_errors():
     unknown = subprocess.run([sys.executable, str(SCRIPT), "weights", "--preset", "nope"], capture_output=True,
                              text=True, timeout=120, check=False)
     assert unknown.returncode == 2 and "no preset 'nope'" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_noise_scores_each_s_tmin_with_the_fine_attributes(tmp_path, tiny_model):
+    cmd = [sys.executable, str(SCRIPT), "noise", "--model", str(tiny_model), "--n", "2", "--steps", "2",
+           "--s-tmin", "0,1000", "--out", str(tmp_path), "--quiet"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    result = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(result["rows"]) == ["s_tmin 0 (default)", "s_tmin 1000 (= ddim, eta 0)"]
+    row = result["rows"]["s_tmin 0 (default)"]
+    assert 0 <= row["mask_miou"] <= 1 and "High_Cheekbones" in row and "Young" in result["ceiling"]
+    header = next(line for line in done.stdout.splitlines() if line.startswith("| setting"))
+    assert header.endswith("| Young |")
+    bad = subprocess.run(cmd[:-5] + ["--s-tmin", "0,-1", "--out", str(tmp_path)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2 and "noise levels are numbers >= 0" in bad.stderr and "Traceback" not in bad.stderr
