@@ -404,6 +404,14 @@ def test_cli_generate_end_to_end(tiny_model, face, tmp_path):
     assert tuned.exit_code == 0, tuned.output
     meta = json.loads((out / "meta.json").read_text())["results"][0]
     assert meta["sampler"] == "ddim" and meta["eta"] == 1.0 and meta["guidance_window"] == [0.2, 0.8]
+    calm = CliRunner().invoke(main, args + ["--overwrite", "--s-tmin", "10"])
+    assert calm.exit_code == 0, calm.output
+    meta = json.loads((out / "meta.json").read_text())["results"][0]
+    assert (meta["sampler"], meta["s_tmin"], meta["s_tmax"]) == ("euler_ancestral", 10.0, None)
+    for extra, message in ((["--sampler", "dpmpp_2m", "--s-tmin", "1"], "dpmpp_2m adds none"),
+                           (["--s-tmin", "-1"], "s_tmin must be a noise level")):
+        bad = CliRunner().invoke(main, args + ["--overwrite"] + extra)
+        assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
     fast = CliRunner().invoke(main, args + ["--overwrite", "--precision", "bf16"])
     assert fast.exit_code == 0, fast.output
     assert json.loads((out / "meta.json").read_text())["results"][0]["precision"] == "bf16"
@@ -497,18 +505,24 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
     assert bad.exit_code == 2 and "either --guidance" in bad.output
     tuned = CliRunner().invoke(main, args[:-3] + ["--sampler", "ddim", "--ddim-eta", "1", "--guidance-window",
                                                   "0,0.5", "--seeds-per-condition", "1", "--no-layout-prior",
+                                                  "--s-tmin", "10",
                                                   "--out", str(tmp_path / "e3"), "--quiet"])
     assert tuned.exit_code == 0, tuned.output
     protocol = json.loads((tmp_path / "e3" / "metrics.json").read_text())["protocol"]["backend"]
     assert (protocol["sampler"], protocol["eta"], protocol["guidance_window"]) == ("ddim", 1.0, [0.0, 0.5])
-    assert protocol["layout_prior"] is False and protocol["layout_match"] is None
+    assert protocol["layout_prior"] is False and protocol["layout_match"] is None and protocol["s_tmin"] == 10.0
     for extra, message in ((["--ddim-eta", "1"], "--ddim-eta applies to --sampler ddim"),
-                           (["--edit", "--sampler", "ddim"], "--edit inverts and regenerates")):
+                           (["--edit", "--sampler", "ddim"], "--edit inverts and regenerates"),
+                           (["--edit", "--s-tmin", "1"], "drop --sampler/--ddim-eta/--s-tmin"),
+                           (["--s-tmin", "1", "--sampler", "heun"], "heun adds none")):
         bad = CliRunner().invoke(main, args[:-3] + extra + ["--out", str(tmp_path / "e4")])
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
     copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--n", "2", "--sampler", "heun",
                                      "--out", str(tmp_path / "e5")])
     assert copy.exit_code == 2 and "apply to --backend diffusion or collab, not copy" in copy.output
+    copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--n", "2", "--s-tmin", "1",
+                                     "--out", str(tmp_path / "e6")])
+    assert copy.exit_code == 2 and "--s-tmin applies to --backend diffusion, not copy" in copy.output
 
 
 def test_hairstyle_edit_only_paints_hair_and_background():

@@ -367,6 +367,10 @@ _eta_option = click.option(
     "--ddim-eta", "eta", default=None, type=float,
     help="With --sampler ddim: 0 deterministic, 1 ancestral (fresh noise each step, from each image's seed)  "
          "[default: 0]")
+_s_tmin_option = click.option(
+    "--s-tmin", "s_tmin", default=None, type=float, metavar="SIGMA",
+    help="diffusion, euler_ancestral (or ddim with --ddim-eta > 0): fresh noise only at the steps from a noise "
+         "level >= SIGMA, deterministic below (Karras et al.'s S_tmin; measured in docs/diffusion.md)  [default: 0]")
 _window_option = click.option(
     "--guidance-window", "window", default=None, metavar="START,END",
     help="diffusion: guide only from START to END, fractions of the steps (e.g. 0.2,0.8)  [default: all steps]")
@@ -433,6 +437,7 @@ _layout_prior_option = click.option(
                    "adds fresh noise each step (= ddim with --ddim-eta 1)  "
                    "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
 @_eta_option
+@_s_tmin_option
 @_window_option
 @_prompt_attributes_option
 @_layout_prior_option
@@ -450,9 +455,9 @@ _layout_prior_option = click.option(
               help="Output folder: SEED.png per seed, grid.png, meta.json.")
 @click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, window,
-                 prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out, overwrite,
-                 quiet) -> None:
+def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, s_tmin,
+                 window, prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out,
+                 overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -507,6 +512,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     _diffusion_only(family, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
     _diffusion_only(family, layout_prior, "--layout-prior/--no-layout-prior")
     _diffusion_only(family, precision, "--precision")
+    _diffusion_only(family, s_tmin, "--s-tmin")
     pipe = faceweave.load(model or family, precision=precision or "fp32")
     if family == "gan":
         result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
@@ -514,7 +520,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     else:
         extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
             {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window),
-             "layout_prior": layout_prior is not False}
+             "layout_prior": layout_prior is not False, "s_tmin": s_tmin or 0.0}
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
                       guidance_scale=scale, eta=eta or 0.0, progress=not quiet,
                       **({"sampler": sampler} if sampler else {}), **extra)
@@ -881,6 +887,7 @@ def _psnr(a, b) -> float:
               help="diffusion, collab: sampler, as in generate  "
                    "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
 @_eta_option
+@_s_tmin_option
 @_window_option
 @_prompt_attributes_option
 @_layout_prior_option
@@ -893,7 +900,7 @@ def _psnr(a, b) -> float:
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, window,
+                 parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, s_tmin, window,
                  prompt_attributes, layout_prior, precision, mixing, batch_size, edit_task, quiet) -> None:
     """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
 
@@ -926,6 +933,9 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     _diffusion_only(backend, precision, "--precision")
     if precision is not None:
         options["precision"] = precision
+    _diffusion_only(backend, s_tmin, "--s-tmin")
+    if s_tmin is not None:
+        options["s_tmin"] = s_tmin
     if backend in ("diffusion", "collab"):
         if scales and guidance is not None:
             raise FaceweaveError("give either --guidance or --scale MODALITY=W, not both")
@@ -940,9 +950,9 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         raise FaceweaveError(f"--steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window apply to "
                              f"--backend diffusion or collab, not {backend}; drop them")
     if edit_task:
-        if sampler or eta is not None or window is not None:
+        if sampler or eta is not None or window is not None or s_tmin is not None:
             raise FaceweaveError("--edit inverts and regenerates with its own deterministic sampler; "
-                                 "drop --sampler/--ddim-eta/--guidance-window")
+                                 "drop --sampler/--ddim-eta/--s-tmin/--guidance-window")
         from .backends import get_backend
         from .eval.editing import EDIT_STEPS, evaluate_editing, write_editing
         from .eval.evaluate import check_output_folder
