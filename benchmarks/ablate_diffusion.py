@@ -269,14 +269,15 @@ def _weights_table(shares: dict[str, list[float]], bands: tuple[float, ...] = WE
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["guidance", "train", "weights", "noise"])
-    ap.add_argument("--model", default="diffusion-64", help="guidance: checkpoint folder or bundled name")
+    ap.add_argument("--model", default="diffusion-64", help="guidance, noise: checkpoint folder or bundled name")
     ap.add_argument("--n", type=int, default=200, help="held-out conditions per setting")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=None,
                     help="guidance: sampling steps (default 20); train: training steps per variant (default 1500)")
     ap.add_argument("--steps-sample", type=int, default=20, help="train: sampling steps when evaluating")
     ap.add_argument("--sampler", default="dpmpp_2m",
-                    help="the sampler every setting is scored with (train: the one its kept scores used)")
+                    help="the sampler every setting is scored with (train: the one its kept scores used); "
+                         "noise always uses euler_ancestral")
     ap.add_argument("--out", type=Path, default=None, help="guidance, train: where runs and ablation.json go")
     ap.add_argument("--preset", default="s64", help="train: the diffusion preset every variant starts from; weights: whose noise levels")
     ap.add_argument("--only", action="append", default=[], choices=[k.split(" (")[0] for k in TRAIN_VARIANTS],
@@ -301,6 +302,8 @@ def main() -> None:
     if args.out is None:
         ap.error(f"{args.what} needs --out DIR (where its runs and ablation.json go)")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.what == "noise":
+        args.sampler = "euler_ancestral"                 # what ablate_noise samples with, for ablation.json
     if args.what in ("guidance", "noise"):
         args.steps = args.steps or 20
         rows, ceiling = (ablate_guidance if args.what == "guidance" else ablate_noise)(args)

@@ -137,6 +137,7 @@ def test_noise_scores_each_s_tmin_with_the_fine_attributes(tmp_path, tiny_model)
     assert done.returncode == 0, done.stderr
     result = json.loads((tmp_path / "ablation.json").read_text())
     assert list(result["rows"]) == ["s_tmin 0 (default)", "s_tmin 1000 (= ddim, eta 0)"]
+    assert result["sampler"] == "euler_ancestral" and result["steps"] == 2
     row = result["rows"]["s_tmin 0 (default)"]
     assert 0 <= row["mask_miou"] <= 1 and "High_Cheekbones" in row and "Young" in result["ceiling"]
     header = next(line for line in done.stdout.splitlines() if line.startswith("| setting"))
