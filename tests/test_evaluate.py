@@ -11,7 +11,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import subprocess
+import sys
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -169,6 +172,10 @@ def test_ceiling_is_perfect_and_copy_is_below_it(copy_run, test_faces):
     assert m["mask_pixel_acc"] == pytest.approx(expected["pixel_acc"], abs=1e-12)
     assert 0.2 < m["mask_miou"] < m["ceiling"]["mask_miou"]
     assert m["attr_acc"] < m["ceiling"]["attr_acc"]
+    checked = m["details"]["run"]["per_attribute_checked"]           # what each accuracy is over
+    assert sum(checked.values()) == m["details"]["run"]["attributes_checked"] > 0
+    assert checked == m["details"]["ceiling"]["per_attribute_checked"]
+    assert all((checked[a] == 0) == (acc is None) for a, acc in m["details"]["run"]["per_attribute"].items())
     assert m["fd"] > 0 and m["ceiling"]["fd"] > 0
     assert m["diversity"] == 0.0                         # nearest-by-mask ignores the seed
 
@@ -308,3 +315,32 @@ def test_fid_with_random_stand_in_weights(oracle, tmp_path):
         assert np.isfinite(scores["fid"]) and scores["fid"] >= 0 and np.isfinite(scores["kid_inception"])
     assert m["protocol"]["inception"]["file"] == "inception.safetensors"
     assert any(w.startswith("fid:") for w in m["warnings"])       # 2 images in 2048 dimensions
+
+
+def test_attribute_shortfall_recounts_old_files_and_ranks_the_lost_checks(copy_run, benchmark_module, tmp_path):
+    """benchmarks/attribute_shortfall.py: checks per attribute from metrics.json, or recounted from
+    the protocol for a file written before they were recorded; losses ranked and summed."""
+    shortfall = benchmark_module("attribute_shortfall")
+    m = json.loads(json.dumps(copy_run.metrics))
+    recorded = shortfall.checks_per_attribute(m)
+    del m["details"]["run"]["per_attribute_checked"]                  # as in a pre-stop-25 file
+    assert shortfall.checks_per_attribute(m) == recorded
+    rows, summary = shortfall.shortfall(m, target=0.9)
+    assert [r["lost"] for r in rows] == sorted((r["lost"] for r in rows), reverse=True)
+    assert summary["checks"] == m["details"]["run"]["attributes_checked"]
+    assert summary["lost"] == pytest.approx((m["ceiling"]["attr_acc"] - m["attr_acc"]) * summary["checks"])
+    assert summary["needed"] == pytest.approx(max(0, 0.9 * m["ceiling"]["attr_acc"] - m["attr_acc"]) * summary["checks"])
+    m["details"]["run"]["attributes_checked"] += 1                    # not the protocol it claims
+    with pytest.raises(SystemExit, match="not written under the protocol"):
+        shortfall.checks_per_attribute(m)
+    path = tmp_path / "metrics.json"
+    path.write_text(json.dumps(copy_run.metrics))
+    shown = subprocess.run([sys.executable, str(Path(shortfall.__file__)), str(path), "--top", "3"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert len([line for line in shown.stdout.splitlines() if line.startswith("| ")]) == 1 + 3
+    assert "more correct checks reach 90 % of the ceiling" in shown.stdout
+    path.write_text("{}")
+    bad = subprocess.run([sys.executable, str(Path(shortfall.__file__)), str(path)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2 and "not a metrics.json" in bad.stderr and "Traceback" not in bad.stderr

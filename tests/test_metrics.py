@@ -73,6 +73,7 @@ def test_attribute_accuracy_known_values():
     assert out["n_requested"] == 3
     assert out["attr_acc"] == pytest.approx(2 / 3)
     assert out["per_attribute"] == {"Smiling": 0.5, "Male": 1.0, "Eyeglasses": None}
+    assert out["per_attribute_n"] == {"Smiling": 2, "Male": 1, "Eyeglasses": 0}
     none_asked = attribute_accuracy(np.full((2, 40), 0.5), np.full((2, 40), -1))
     assert none_asked["attr_acc"] is None and none_asked["n_requested"] == 0
     assert list(none_asked["per_attribute"]) == list(CELEBA_ATTRIBUTES)

@@ -178,6 +178,7 @@ class _SetScores:
                                         names=list(self.classifier.attributes), threshold=ATTRIBUTE_THRESHOLD)
             metrics["attr_acc"] = scores["attr_acc"]
             details["per_attribute"] = scores["per_attribute"]
+            details["per_attribute_checked"] = scores["per_attribute_n"]
             details["attributes_checked"] = scores["n_requested"]
         if "sketch" in self.given:
             scores = fscore_from_counts(self.edges)

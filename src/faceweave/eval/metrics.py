@@ -134,8 +134,9 @@ def attribute_accuracy(pred_probs, requested, names: Sequence[str] | None = None
     an attribute asked present / absent and -1 for "not requested". An attribute counts as
     present when its probability is > threshold. "attr_acc" is the micro average: correct
     decisions / all requested (image, attribute) pairs; "per_attribute" maps each name to its
-    accuracy, or None if it was never requested; "n_requested" counts the pairs. names
-    defaults to the 40 CelebA attributes when A == 40.
+    accuracy, or None if it was never requested; "per_attribute_n" how many pairs each
+    accuracy is over; "n_requested" counts all pairs. names defaults to the 40 CelebA
+    attributes when A == 40.
     """
     probs, req = _numpy("pred_probs", pred_probs), _numpy("requested", requested)
     if probs.ndim != 2:
@@ -163,6 +164,7 @@ def attribute_accuracy(pred_probs, requested, names: Sequence[str] | None = None
     return {
         "attr_acc": float(correct.sum() / n_requested) if n_requested else None,
         "per_attribute": per_attribute,
+        "per_attribute_n": {str(name): int(n_asked[j]) for j, name in enumerate(names)},
         "n_requested": n_requested,
     }
 
