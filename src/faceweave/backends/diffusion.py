@@ -624,11 +624,12 @@ class DiffusionBackend(Backend):
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None,
                  precision: str = "fp32", layout_prior: bool = True, s_tmin: float = 0.0,
                  s_tmax: float | None = None):
-        check_s_window(sampler, check_eta(sampler, eta), s_tmin, s_tmax)       # before the weights load
+        eta = check_eta(sampler, eta)
+        check_s_window(sampler, eta, s_tmin, s_tmax)                # both before the weights load
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, precision=precision)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
-                        "eta": check_eta(sampler, eta), "guidance_window": guidance_window,
+                        "eta": eta, "guidance_window": guidance_window,
                         "s_tmin": s_tmin, "s_tmax": s_tmax,
                         "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes,
                         "layout_prior": layout_prior}
