@@ -17,7 +17,7 @@
     python benchmarks/ablate_diffusion.py weights
 
     # where euler_ancestral adds fresh noise: only at steps from sigma >= s_tmin, deterministic
-    # below (~4 min per setting on a 2-core CPU at --n 100)
+    # below (~7 min per setting at --n 100 on a 2-core CPU shared with a training run)
     python benchmarks/ablate_diffusion.py noise --n 100 --s-tmin 0,0.3,1,3,1000 --out runs/ablate_noise
 
 `guidance` samples the same held-out conditions (prompt + mask) under: no guidance, one
@@ -73,7 +73,8 @@ COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
 # train: the scored checkpoint's validation loss (EDM-weighted whatever the variant's weighting,
 # so the variants compare), with all conditions and with none
 VALIDATION = ("val_loss", "val_loss_uncond")
-# noise: the attributes whose accuracy moved with the sampler's noise in the stop-17 comparison
+# noise: the cues drawn as fine shading (cheekbones, make-up, bags) and the two whose accuracy
+# the default ancestral noise moved most in the stop-17 sampler comparison (smiling, young)
 FINE_ATTRIBUTES = ("High_Cheekbones", "Heavy_Makeup", "Bags_Under_Eyes", "Smiling", "Young")
 
 
