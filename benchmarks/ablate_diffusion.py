@@ -73,8 +73,8 @@ COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
 # train: the scored checkpoint's validation loss (EDM-weighted whatever the variant's weighting,
 # so the variants compare), with all conditions and with none
 VALIDATION = ("val_loss", "val_loss_uncond")
-# noise: the cues drawn as fine shading (cheekbones, make-up, bags) and the two whose accuracy
-# the default ancestral noise moved most in the stop-17 sampler comparison (smiling, young)
+# noise: the cues drawn as fine shading (cheekbones, make-up, bags) and two frequently asked cues
+# whose accuracy the ancestral noise moved in the stop-17 sampler comparison (smiling, young)
 FINE_ATTRIBUTES = ("High_Cheekbones", "Heavy_Makeup", "Bags_Under_Eyes", "Smiling", "Young")
 
 
