@@ -28,7 +28,7 @@ from .. import io
 from ..conditions import check_size
 from ..errors import FaceweaveError
 from ..text import captions_from_attributes
-from . import celebamask_hq, folder, mm_celeba_hq
+from . import celebamask1k, celebamask_hq, folder, mm_celeba_hq
 from .source import SourceSample
 from .unified import FaceSynthDataset, UnifiedWriter
 
@@ -36,6 +36,8 @@ LAYOUTS = {
     celebamask_hq.LAYOUT: celebamask_hq.scan,
     mm_celeba_hq.LAYOUT: mm_celeba_hq.scan,
     folder.LAYOUT: folder.scan,
+    celebamask1k.LAYOUT: celebamask1k.scan,
+    celebamask1k.PHOTOS_LAYOUT: celebamask1k.scan_photos,
 }
 
 
@@ -59,7 +61,10 @@ def _fit(image: np.ndarray, mask: np.ndarray | None, size: int | None):
 
 def _load(sample: SourceSample, size: int | None):
     image = io.read_image(sample.image)
-    image, mask = _fit(image, sample.load_mask() if sample.load_mask is not None else None, size)
+    mask = sample.load_mask() if sample.load_mask is not None else None
+    if sample.derive is not None:   # read labels off the full-resolution pixels, before resizing
+        sample.attributes = {**sample.derive(image, mask), **(sample.attributes or {})}
+    image, mask = _fit(image, mask, size)
     height, width = image.shape[:2]
     if sample.sketch is not None:
         sketch = io.read_sketch(sample.sketch, size=height if height == width else None)
@@ -98,7 +103,7 @@ def prepare(layout: str, src: str | os.PathLike, out: str | os.PathLike, size: i
             overwrite: bool = False, limit: int | None = None, progress: bool = True) -> int:
     """Convert `src` (in `layout`) into a unified folder at `out`; returns the sample count.
 
-    layout     celebamask-hq | mm-celeba-hq | folder
+    layout     celebamask-hq | mm-celeba-hq | folder | celebamask-1k | celebamask-1k-photos
     size       output side in pixels (square); None keeps the source resolution
     overwrite  replace an existing `out` (it is only replaced once the new one is complete)
     limit      convert only the first `limit` images (quick trials)

@@ -30,6 +30,8 @@ class SourceSample:
     captions     the layout's own captions ([] when it has none)
     attributes   CelebA attribute -> 0/1, or None when unknown
     extra        JSON-able keys copied into captions.jsonl (e.g. "split")
+    derive       (image, mask) -> attributes read off the pixels at the source resolution,
+                 for layouts without attribute files; `attributes` wins where both know one
     """
 
     name: str
@@ -39,6 +41,7 @@ class SourceSample:
     captions: Callable[[], list[str]] | list[str] = dataclasses.field(default_factory=list)
     attributes: dict[str, int] | None = None
     extra: dict = dataclasses.field(default_factory=dict)
+    derive: Callable[[np.ndarray, np.ndarray | None], dict[str, int]] | None = None
 
     def read_captions(self) -> list[str]:
         return list(self.captions() if callable(self.captions) else self.captions)

@@ -47,7 +47,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .. import io
-from ..conditions import ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, Conditions, check_size, validate_attributes
+from ..conditions import (ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, CLASS_ID, CLASSES, Conditions, check_size,
+                          validate_attributes)
 from ..errors import FaceweaveError
 
 FORMAT = "faceweave-unified"
@@ -288,16 +289,36 @@ def read_stored_sketch(path: Path, size: int | None) -> np.ndarray:
     return sketch if size is None else io.resize_image(sketch, size)
 
 
+# A mirrored face's left eye is where its right eye was: swap the class ids of the pairs.
+_MIRROR = np.arange(len(CLASSES), dtype=np.uint8)
+for _left, _right in (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")):
+    _MIRROR[CLASS_ID[_left]], _MIRROR[CLASS_ID[_right]] = CLASS_ID[_right], CLASS_ID[_left]
+
+
+def hflip(image: np.ndarray, mask: np.ndarray | None, sketch: np.ndarray | None):
+    """Mirror a sample left-right; the mask's left/right classes trade places."""
+    image = np.ascontiguousarray(image[:, ::-1])
+    if mask is not None:
+        mask = _MIRROR[np.ascontiguousarray(mask[:, ::-1])].astype(mask.dtype)
+    if sketch is not None:
+        sketch = np.ascontiguousarray(sketch[:, ::-1])
+    return image, mask, sketch
+
+
 class UnifiedDataset(Dataset):
     """A unified folder as a torch Dataset of sample dicts (see the module docstring).
 
     size   resize everything to size x size on load (None: keep the stored size)
     split  keep only samples whose "split" is this (None: all samples)
+    flip   mirror each sample left-right with probability 1/2 (torch's random stream, so
+           seeded per DataLoader worker), left and right classes of the mask swapped
     The folder is checked when opened, so a missing file fails now, not hours into training.
     """
 
-    def __init__(self, root: str | os.PathLike, size: int | None = None, split: str | None = None):
+    def __init__(self, root: str | os.PathLike, size: int | None = None, split: str | None = None,
+                 flip: bool = False):
         self.root = Path(root).expanduser()
+        self.flip = flip
         if not self.root.is_dir():
             raise FaceweaveError(f"data folder {self.root} does not exist")
         if not (self.root / CAPTIONS_FILE).is_file():
@@ -334,6 +355,8 @@ class UnifiedDataset(Dataset):
             image = io.resize_image(image, self.size)
         mask = io.read_mask(self.root / MASKS / file, size=self.size) if self.has_mask else None
         sketch = read_stored_sketch(self.root / SKETCHES / file, self.size) if self.has_sketch else None
+        if self.flip and bool(torch.rand(()) < 0.5):
+            image, mask, sketch = hflip(image, mask, sketch)
         return to_sample(image, mask, sketch, record["attributes"], record["captions"], file)
 
 
@@ -393,8 +416,32 @@ class FaceSynthDataset(Dataset):
 
 SPEC_FORMS = (
     "facesynth:SIZE[:n=N][:seed=K] (FaceSynth rendered on the fly, e.g. facesynth:64:n=10000)",
+    "celebamask1k:SIZE[:root=DIR][:photos] (the real celebamask-1k photos, converted once and cached)",
     "the path of a unified data folder (made by `faceweave data prepare` or `faceweave data synth`)",
 )
+
+
+def _open_celebamask1k(spec: str, fields: list[str], size: int | None, split: str | None) -> Dataset:
+    """celebamask1k:SIZE[:root=DIR][:photos]; "train" flips at random (see data.celebamask1k)."""
+    from . import celebamask1k
+
+    spec_size, root, photos = None, None, False
+    for field in fields:
+        key, sep, value = field.partition("=")
+        if not sep and key.isdigit() and spec_size is None:
+            spec_size = int(key)
+        elif sep and key == "root" and value:
+            root = value
+        elif not sep and key == "photos":
+            photos = True
+        else:
+            raise _spec_error(spec, f"cannot read {field!r}")
+    if spec_size is not None and size is not None and spec_size != size:
+        raise FaceweaveError(f"data spec {spec!r} asks for {spec_size} px but {size} px are needed; "
+                             f"use celebamask1k:{size}")
+    size = check_size(spec_size or size or 256)
+    folder = celebamask1k.prepared(size, root=root, photos=photos)
+    return UnifiedDataset(folder, size=size, split=split, flip=split == "train")
 
 
 def _spec_error(spec: str, why: str) -> FaceweaveError:
@@ -411,8 +458,10 @@ def open_dataset(spec: str, size: int | None = None, split: str | None = None) -
     if Path(spec).expanduser().is_dir():
         return UnifiedDataset(spec, size=size, split=split)
     name, *fields = spec.split(":")
+    if name.strip().lower() == "celebamask1k":
+        return _open_celebamask1k(spec, fields, size, split)
     if name.strip().lower() != "facesynth":
-        raise _spec_error(spec, "no such folder, and not a facesynth spec")
+        raise _spec_error(spec, "no such folder, and not a facesynth or celebamask1k spec")
     options = {"n": DEFAULT_FACESYNTH_N, "seed": 0}
     spec_size = None
     for field in fields:
