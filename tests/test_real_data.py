@@ -114,13 +114,13 @@ def test_bad_specs_and_missing_collection_are_one_line_errors(tmp_path):
 
 @pytest.fixture
 def small_collection(tmp_path, monkeypatch) -> Path:
-    """Eight labelled photos and two unlabelled ones in the collection's layout."""
+    """Twelve labelled photos (two of them in "val") and two unlabelled ones, in the collection's layout."""
     if not (COLLECTION / "masks").is_dir():
         pytest.skip(f"the real collection is not at {COLLECTION}")
     root = tmp_path / "cm"
     for sub in ("images", "masks", "photos"):
         (root / sub).mkdir(parents=True)
-    for path in sorted((COLLECTION / "images").iterdir())[:8]:
+    for path in sorted((COLLECTION / "images").iterdir())[:12]:
         shutil.copy(path, root / "images" / path.name)
         shutil.copy(COLLECTION / "masks" / f"{path.stem}.png", root / "masks" / f"{path.stem}.png")
     for path in sorted((COLLECTION / "photos").iterdir())[:2]:
@@ -150,7 +150,7 @@ def test_spec_converts_once_and_splits_by_stem(small_collection):
 
 def test_photos_spec_holds_every_photo_without_masks(small_collection):
     data = open_dataset(f"celebamask1k:32:root={small_collection}:photos")
-    assert len(data) == 10 and not data.has_mask
+    assert len(data) == 14 and not data.has_mask
     assert "mask" not in data[0]
 
 

@@ -866,6 +866,9 @@ def _psnr(a, b) -> float:
               help="Conditions the backend gets: any of prompt,attributes,mask,sketch, or none.")
 @click.option("--n", "n", default=500, show_default=True, type=int, help="Held-out faces to score.")
 @click.option("--size", default=64, show_default=True, type=int, help="Image side in pixels.")
+@click.option("--data", default="facesynth", show_default=True,
+              help="Held-out faces: facesynth (exact ground truth), celebamask1k (real photos, real ruler), "
+                   "or a unified folder of a CelebAMask-HQ copy (test ids 27000-29999).")
 @click.option("--seeds-per-condition", default=4, show_default=True, type=int,
               help="Images per condition for diversity, on the first 32 conditions (1: no diversity).")
 @click.option("--out", default=None, type=click.Path(file_okay=False),
@@ -899,17 +902,20 @@ def _psnr(a, b) -> float:
               help="Score editing instead (hairstyle edits of held-out faces: reconstruction, preservation "
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overwrite, inception_weights,
+def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out, overwrite, inception_weights,
                  parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, s_tmin, window,
                  prompt_attributes, layout_prior, precision, mixing, batch_size, edit_task, quiet) -> None:
-    """Score a backend on held-out FaceSynth faces, next to the real faces' ceiling.
+    """Score a backend on held-out faces, next to the real faces' ceiling.
 
-    Writes OUT/metrics.json, OUT/report.html and OUT/grid.png; docs/evaluation.md
-    describes the protocol and each metric.
+    FaceSynth faces by default (exact ground truth); --data celebamask1k scores on real
+    photos with the real ruler (real parser, derived attributes, identity-space fd,
+    memorisation). Writes OUT/metrics.json, OUT/report.html and OUT/grid.png;
+    docs/evaluation.md describes both protocols and each metric.
 
     \b
     Example:
       faceweave evaluate --backend copy --n 64 --size 64 --out runs/eval_copy
+      faceweave evaluate --backend copy --data celebamask1k --n 64 --out runs/eval_copy_real
       faceweave evaluate --backend diffusion --given prompt,mask --n 500 --steps 20 --guidance 2
       faceweave evaluate --backend collab --mixing average --given prompt,mask --n 500
     """
@@ -920,6 +926,9 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
     if bank_size is not None and backend != "copy":
         raise FaceweaveError("--bank-size applies to --backend copy only; drop it")
     options = {} if bank_size is None else {"bank_size": bank_size}
+    data = data.strip()
+    if data.lower() in ("facesynth", "celebamask1k"):
+        data = data.lower()
     if mixing is not None:
         if backend != "collab":
             raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
@@ -950,6 +959,8 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         raise FaceweaveError(f"--steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window apply to "
                              f"--backend diffusion or collab, not {backend}; drop them")
     if edit_task:
+        if data != "facesynth":
+            raise FaceweaveError("--edit scores edits of FaceSynth faces (exact ground truth); drop --data")
         if sampler or eta is not None or window is not None or s_tmin is not None:
             raise FaceweaveError("--edit inverts and regenerates with its own deterministic sampler; "
                                  "drop --sampler/--ddim-eta/--s-tmin/--guidance-window")
@@ -973,10 +984,10 @@ def evaluate_cmd(backend, model, given, n, size, seeds_per_condition, out, overw
         out, overwrite, backend=backend, model=model, given=given, n=n, size=size,
         seeds_per_condition=seeds_per_condition, parser=parser_model, classifier=classifier_model,
         inception_weights=inception_weights, batch_size=batch_size, progress=not quiet,
-        backend_options=options or None)
+        backend_options=options or None, data=data)
     for note in metrics["warnings"]:
         click.echo(f"note: {note}", err=True)
-    for key in METRICS:
+    for key in (*METRICS, "memorised"):
         run, ceiling = metrics[key], metrics["ceiling"][key]
         if run is not None or ceiling is not None:
             click.echo(f"{key:>15}  {run if run is None else round(run, 4)!s:>10}  "

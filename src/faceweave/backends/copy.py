@@ -15,7 +15,10 @@ tied; with nothing given the seed alone picks a bank face. Image i therefore dep
 on (conditions[i], seeds[i]).
 
 The bank is faces 0..bank_size-1 of the FaceSynth train split, rendered once per process
-and size (a few seconds for 1000 faces at 64 px).
+and size (a few seconds for 1000 faces at 64 px). With bank="celebamask1k" (or a unified
+folder) it is instead the first bank_size *training* photos of that real data set, as
+eval.real.RealProtocol splits it, matched on their hand-made masks and derived attributes:
+the real-face baseline of `faceweave evaluate --data celebamask1k`.
 """
 from __future__ import annotations
 
@@ -36,7 +39,6 @@ from .base import Backend
 
 DEFAULT_BANK_SIZE = 1000
 MAX_BANK_SIZE = 100_000
-_ATTRIBUTE_COLUMN = {name: j for j, name in enumerate(FACESYNTH_ATTRIBUTES)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,8 +55,34 @@ class FaceBank:
     class_pixels: np.ndarray    # (B, 19) pixels of each class
     edges: np.ndarray           # (P, B) bool sketch lines
     near_edges: np.ndarray      # (P, B) bool: within the tolerance of a sketch line
-    attributes: np.ndarray      # (B, A) int8 over FACESYNTH_ATTRIBUTES
+    attributes: np.ndarray      # (B, A) int8 over attribute_names (-1: unknown)
     tolerance_px: int
+    attribute_names: tuple[str, ...] = FACESYNTH_ATTRIBUTES
+
+
+def _bank(images, masks, sketches, attributes, names, size: int) -> FaceBank:
+    tolerance = max(1, round(sketch_tolerance_px(size)))   # a whole-pixel dilation radius
+    lines = [sketch > 127 for sketch in sketches]
+    flat_masks = [m.ravel() for m in masks]
+    class_pixels = np.stack([np.bincount(m, minlength=NUM_CLASSES) for m in flat_masks])
+    return FaceBank(np.stack(images), np.stack(flat_masks, axis=1), class_pixels,
+                    np.stack([e.ravel() for e in lines], axis=1),
+                    np.stack([_near(e, tolerance).ravel() for e in lines], axis=1),
+                    np.asarray(attributes, np.int8), tolerance, tuple(names))
+
+
+@functools.lru_cache(maxsize=2)
+def real_bank(data: str, size: int, bank_size: int) -> FaceBank:
+    """The first bank_size training photos of a real data set (eval.real.RealProtocol)."""
+    from ..data.celebamask1k import DERIVED_ATTRIBUTES
+    from ..eval.real import RealProtocol
+
+    protocol = RealProtocol(data, size)
+    faces = [protocol.bank_face(i) for i in range(min(bank_size, len(protocol.rest)))]
+    if any(f.mask is None for f in faces):
+        raise FaceweaveError(f"--data {data} has no label maps; the copy backend matches on masks")
+    return _bank([f.image for f in faces], [f.mask for f in faces], [f.sketch for f in faces],
+                 [[f.attributes.get(a, -1) for a in DERIVED_ATTRIBUTES] for f in faces], DERIVED_ATTRIBUTES, size)
 
 
 def _near(edges: np.ndarray, radius: int) -> np.ndarray:
@@ -74,20 +102,15 @@ def _render_bank(size: int, bank_size: int) -> FaceBank:
     from ..data.unified import facesynth_seed
 
     seed = facesynth_seed("train")
-    tolerance = max(1, round(sketch_tolerance_px(size)))   # a whole-pixel dilation radius
-    images, masks, edges, near, attributes = [], [], [], [], []
+    images, masks, sketches, attributes = [], [], [], []
     # disable=None: a progress bar on a terminal only (a 20k-face bank takes a minute)
     for index in tqdm(range(bank_size), desc="render copy bank", unit="img", disable=None, leave=False):
         face = synth.render(seed, index, size, captions=0)
         images.append(face.image)
-        masks.append(face.mask.ravel())
-        lines = face.sketch > 127
-        edges.append(lines.ravel())
-        near.append(_near(lines, tolerance).ravel())
+        masks.append(face.mask)
+        sketches.append(face.sketch)
         attributes.append([face.attributes[name] for name in FACESYNTH_ATTRIBUTES])
-    class_pixels = np.stack([np.bincount(m, minlength=NUM_CLASSES) for m in masks])
-    return FaceBank(np.stack(images), np.stack(masks, axis=1), class_pixels, np.stack(edges, axis=1),
-                    np.stack(near, axis=1), np.asarray(attributes, np.int8), tolerance)
+    return _bank(images, masks, sketches, attributes, FACESYNTH_ATTRIBUTES, size)
 
 
 def mask_similarity(bank: FaceBank, mask: np.ndarray) -> np.ndarray:
@@ -125,10 +148,11 @@ def sketch_similarity(bank: FaceBank, sketch: np.ndarray) -> np.ndarray:
 def attribute_similarity(bank: FaceBank, requested: dict[str, int]) -> np.ndarray | None:
     """Fraction of the requested (FaceSynth-rendered) attributes each bank face has right;
     None when no requested attribute is one FaceSynth renders (nothing to compare)."""
-    known = {name: v for name, v in requested.items() if name in _ATTRIBUTE_COLUMN}
+    column = {name: j for j, name in enumerate(bank.attribute_names)}
+    known = {name: v for name, v in requested.items() if name in column}
     if not known:
         return None
-    columns = [_ATTRIBUTE_COLUMN[name] for name in known]
+    columns = [column[name] for name in known]
     wanted = np.array(list(known.values()), np.int8)
     return (bank.attributes[:, columns] == wanted).mean(1)
 
@@ -139,20 +163,24 @@ class CopyBackend(Backend):
     name = "copy"
     accepts = ("prompt", "attributes", "mask", "sketch")
 
-    def __init__(self, model: str | None = None, bank_size: int = DEFAULT_BANK_SIZE):
+    def __init__(self, model: str | None = None, bank_size: int = DEFAULT_BANK_SIZE, bank: str = "facesynth"):
         if model is not None:
             raise FaceweaveError("the copy backend has no model (it copies FaceSynth training faces); "
                                  "drop --model, or pick a backend that takes one")
         if isinstance(bank_size, bool) or not isinstance(bank_size, int) or not 1 <= bank_size <= MAX_BANK_SIZE:
             raise FaceweaveError(f"bank size must be a whole number from 1 to {MAX_BANK_SIZE}, got {bank_size!r}")
-        self.bank_size = bank_size
+        if not isinstance(bank, str) or not bank.strip():
+            raise FaceweaveError(f"bank must be facesynth, celebamask1k or a unified data folder, got {bank!r}")
+        self.bank_size, self.bank = bank_size, bank
 
     def describe(self) -> dict:
-        return {"backend": self.name, "bank": f"FaceSynth train split, faces 0..{self.bank_size - 1}",
-                "bank_size": self.bank_size}
+        where = ("FaceSynth train split, faces" if self.bank == "facesynth"
+                 else f"{self.bank} training photos (name order)")
+        return {"backend": self.name, "bank": f"{where} 0..{self.bank_size - 1}", "bank_size": self.bank_size}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
-        bank = facesynth_bank(size, self.bank_size)
+        bank = (facesynth_bank(size, self.bank_size) if self.bank == "facesynth"
+                else real_bank(self.bank, int(size), self.bank_size))
         # copies: a caller drawing on an output must not change the cached bank
         return [bank.images[self._pick(bank, cond, seed, size)].copy() for cond, seed in zip(conditions, seeds)]
 

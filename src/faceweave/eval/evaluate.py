@@ -38,7 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__, io
-from ..backends.base import Backend, get_backend
+from ..backends.base import Backend, backend_name, get_backend
 from ..conditions import NUM_CLASSES, CLASSES, Conditions, check_size
 from ..errors import FaceweaveError
 from ..text import parse_prompt
@@ -227,19 +227,40 @@ def _instruments(parser, classifier, size: int):
 def evaluate(backend: str | Backend, *, model: str | None = None, given: str | Sequence[str] = DEFAULT_GIVEN,
              n: int = DEFAULT_N, size: int = 64, seeds_per_condition: int = 4, parser=None, classifier=None,
              inception_weights: str | os.PathLike | None = None, backend_options: dict | None = None,
-             batch_size: int = 16, progress: bool = True) -> Evaluation:
+             batch_size: int = 16, progress: bool = True, data: str = "facesynth") -> Evaluation:
     """Run the protocol of the module docstring and return the metrics and report samples.
 
     backend      a registry name (with `model` and `backend_options` for get_backend) or a Backend
     parser, classifier   a bundled name or checkpoint folder for faceweave.ruler, an already
                  loaded instrument, or None for the bundled default at `size`
     inception_weights    FID InceptionV3 weights for standard fid / kid_inception (else null)
+    data         "facesynth" (exact ground truth), or real faces: "celebamask1k" or a unified
+                 folder (eval.real: real parser, derived attributes, identity-space fd)
     """
     given = parse_given(given)
     size = check_size(size)
+    real = None
+    if data != "facesynth":
+        from .real import RealLabeller, RealProtocol, real_parser
+
+        if classifier is not None:
+            raise FaceweaveError("--classifier reads FaceSynth attributes; real faces are read by the real "
+                                 "labeller (parsed mask, hair pixels, dlib's age and gender): drop --classifier")
+        real = RealProtocol(data, size, progress=progress)
+        if isinstance(backend, str) and backend_name(backend) == "copy":
+            # the baseline copies training photos of the same data, not FaceSynth faces
+            backend_options = {"bank": data, **(backend_options or {})}
+        if "mask" in given and not real.has_masks:
+            raise FaceweaveError(f"--data {data} has no label maps, so it cannot give masks; drop mask from --given")
     n = _integer("n (--n)", n, 2, MAX_N, "fd and kid compare two image sets and need at least 2 per side, "
                  f"and the documented protocol uses --n {DEFAULT_N} (more images than the classifier's 256 "
                  "feature dimensions keep fd's covariance full rank)")
+    if real is not None and n > real.max_n:
+        raise FaceweaveError(f"n (--n) must be from 2 to {real.max_n} for --data {data} (its held-out "
+                             f"photos and training photos bound it), got {n}")
+    if real is not None:
+        parser = real_parser(parser, size)
+        classifier = RealLabeller(parser)
     seeds_per_condition = _integer("--seeds-per-condition", seeds_per_condition, 1, MAX_SEEDS_PER_CONDITION,
                                    "1 skips diversity")
     batch_size = _integer("--batch-size", batch_size, 1, 1024, "16 suits the CPU")
@@ -256,12 +277,20 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
 
         inception, weight_notes = load_inception(inception_weights)
         notes.extend(weight_notes)
-    parser, classifier = _instruments(parser, classifier, size)
-
     from .. import synth
     from ..data.unified import facesynth_seed
 
-    test_seed, val_seed = facesynth_seed(CONDITION_SPLIT), facesynth_seed(REFERENCE_SPLIT)
+    if real is None:
+        parser, classifier = _instruments(parser, classifier, size)
+        test_seed, val_seed = facesynth_seed(CONDITION_SPLIT), facesynth_seed(REFERENCE_SPLIT)
+
+        def condition_face(i: int):
+            return synth.render(test_seed, i, size)
+
+        def reference_image(i: int) -> np.ndarray:
+            return synth.render(val_seed, i, size, captions=0).image
+    else:
+        condition_face, reference_image = real.condition, real.reference
     run = _SetScores(given, parser, classifier, inception, size)
     ceiling = _SetScores(given, parser, classifier, inception, size)
     reference, reference_inception = [], []
@@ -271,21 +300,21 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
     generated, generate_seconds = 0, 0.0
     # One untimed call first, so sec_per_image excludes one-off set-up (the copy backend
     # renders its bank, a model backend may compile or warm caches) as measure_latency does.
-    backend.generate([conditions_of(synth.render(test_seed, 0, size), given)], [0], size)
+    backend.generate([conditions_of(condition_face(0), given)], [0], size)
 
     bar = tqdm(total=n, desc=f"evaluate {backend.name}", unit="img", disable=not progress)
     for start in range(0, n, batch_size):
         indices = list(range(start, min(n, start + batch_size)))
-        faces = [synth.render(test_seed, i, size) for i in indices]
+        faces = [condition_face(i) for i in indices]
         with Timer() as timer:
             outputs = np.stack(backend.generate([conditions_of(f, given) for f in faces], indices, size))
         generate_seconds, generated = generate_seconds + timer.seconds, generated + len(indices)
         run.add(outputs, faces)
         ceiling.add(np.stack([f.image for f in faces]), faces)
-        real = np.stack([synth.render(val_seed, i, size, captions=0).image for i in indices])
-        reference.append(classifier.features(real))
+        real_images = np.stack([reference_image(i) for i in indices])
+        reference.append(classifier.features(real_images))
         if inception is not None:
-            reference_inception.append(inception.features(real))
+            reference_inception.append(inception.features(real_images))
         for i, face, output in zip(indices, faces, outputs):
             if i < max(diverse, REPORT_SAMPLES):
                 kept_faces.append(face)
@@ -320,14 +349,27 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
     reference_inception = np.concatenate(reference_inception) if inception is not None else None
     run_metrics, run_details = run.result(reference, reference_inception, notes)
     ceiling_metrics, ceiling_details = ceiling.result(reference, reference_inception, notes)
+    memorised = {"run": None, "ceiling": None}
+    if real is not None:
+        from .real import memorisation
+
+        bank = classifier.features(real.bank_images())
+        held_out = np.concatenate(ceiling.features)
+        for key, scores, details in (("run", run, run_details), ("ceiling", ceiling, ceiling_details)):
+            details["memorisation"] = memorisation(np.concatenate(scores.features), bank, held_out)
+            memorised[key] = details["memorisation"]["memorised"]
+    if inception is not None and n < 3000:
+        notes.append(f"fid at n = {n}: FID falls as n grows (published CelebA-HQ numbers range from about 111 "
+                     "at n = 50 to 17 at n = 3000 for one model); compare only at equal n")
     metrics = {
         **{k: run_metrics.get(k) for k in METRICS[:8]},
         "diversity": diversity, "sec_per_image": generate_seconds / generated, "n": n,
+        "memorised": memorised["run"],
         "latency_batch1": latency["sec_per_call"], "peak_memory_mb": peak_memory_mb(),
         "ceiling": {**{k: ceiling_metrics.get(k) for k in METRICS[:8]},
-                    "diversity": None, "sec_per_image": None, "n": n},
+                    "diversity": None, "sec_per_image": None, "n": n, "memorised": memorised["ceiling"]},
         "protocol": _protocol(backend, model, given, n, size, seeds_per_condition, diverse, batch_size,
-                              parser, classifier, reference.shape[1], inception_weights),
+                              parser, classifier, reference.shape[1], inception_weights, real),
         "details": {"run": run_details, "ceiling": ceiling_details},
         "warnings": list(dict.fromkeys(notes)),
     }
@@ -335,7 +377,7 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
 
 
 def _protocol(backend: Backend, model, given, n, size, seeds_per_condition, diverse, batch_size,
-              parser, classifier, feature_dim, inception_weights) -> dict:
+              parser, classifier, feature_dim, inception_weights, real=None) -> dict:
     """Everything that must match for two runs' numbers to be comparable."""
     import torch
 
@@ -346,12 +388,30 @@ def _protocol(backend: Backend, model, given, n, size, seeds_per_condition, dive
         path = Path(inception_weights).expanduser()
         inception = {"file": path.name, "sha256": _sha256(path)[:16],
                      "preprocessing": "bilinear resize to 299, [-1, 1] (pytorch-fid)"}
+    if real is None:
+        source = {
+            "data": "facesynth",
+            "split": CONDITION_SPLIT,
+            "conditions": f"FaceSynth {CONDITION_SPLIT} split (renderer seed {facesynth_seed(CONDITION_SPLIT)}), "
+                          f"faces 0..{n - 1}",
+            "reference": f"FaceSynth {REFERENCE_SPLIT} split (renderer seed {facesynth_seed(REFERENCE_SPLIT)}), "
+                         f"faces 0..{n - 1}",
+            "fd_features": f"classifier features (penultimate layer, {feature_dim}-d)",
+            "attributes_read_by": "classifier",
+        }
+    else:
+        source = {
+            "data": str(real.root),
+            "split": "held-out",
+            "conditions": f"{real.description}; held-out photos 0..{n - 1} in name order",
+            "reference": f"training photos 0..{n - 1} in name order",
+            "fd_features": f"dlib face-recognition embeddings ({feature_dim}-d identity space)",
+            "attributes_read_by": "real labeller: parsed mask, hair pixels, dlib age and gender (eval.real)",
+            "memorisation": "share of outputs whose nearest training photo (identity distance) is closer than "
+                            "the 1st percentile of the held-out real photos' nearest-training distances",
+        }
     return {
-        "split": CONDITION_SPLIT,
-        "conditions": f"FaceSynth {CONDITION_SPLIT} split (renderer seed {facesynth_seed(CONDITION_SPLIT)}), "
-                      f"faces 0..{n - 1}",
-        "reference": f"FaceSynth {REFERENCE_SPLIT} split (renderer seed {facesynth_seed(REFERENCE_SPLIT)}), "
-                     f"faces 0..{n - 1}",
+        **source,
         "n": n,
         "size": size,
         "given": list(given),
@@ -371,7 +431,6 @@ def _protocol(backend: Backend, model, given, n, size, seeds_per_condition, dive
                   + (f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""),
         "parser": _instrument_info(parser),
         "classifier": _instrument_info(classifier),
-        "fd_features": f"classifier features (penultimate layer, {feature_dim}-d)",
         "attribute_threshold": ATTRIBUTE_THRESHOLD,
         "sketch": {"extractor": SKETCH_EXTRACTOR, "tolerance_px": sketch_tolerance_px(size)},
         "kid": f"polynomial kernel, {KID_SUBSETS} subsets of {KID_SUBSET_SIZE} (one round on all "
