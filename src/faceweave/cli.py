@@ -197,51 +197,101 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
 
 
 @main.command("parse")
-@click.argument("image", type=click.Path(dir_okay=False))
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Output mask PNG (19-class index PNG).")
-@click.option("--model", default=None, help="Checkpoint folder or bundled name (default: parser-64).")
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--out", required=True, type=click.Path(),
+              help="Output mask PNG for one image; a folder (NAME.png per image) for several.")
+@click.option("--model", default=None,
+              help="Checkpoint folder or bundled name  [default: parser-real-128 (real photos); "
+                   "parser-64 / parser-128 for FaceSynth faces]")
 @click.option("--color", is_flag=True, help="Write a colour-coded mask (CelebAMask-HQ palette) instead of class ids.")
-def parse_cmd(image, out, model, color) -> None:
-    """Label every pixel of a face photo with one of the 19 CelebAMask-HQ classes.
+@click.option("--overwrite", is_flag=True, help="With several images: write into an --out folder that holds files.")
+def parse_cmd(images, out, model, color, overwrite) -> None:
+    """Label every pixel of face photos with one of the 19 CelebAMask-HQ classes.
 
-    The mask has the image's size. Without --color it is an index PNG (pixel value = class
-    id), the format every --mask option reads.
+    Each mask has its image's size. Without --color it is an index PNG (pixel value =
+    class id), the format every --mask option reads. The default parser was trained on
+    real CelebA-HQ photos (aligned faces, as `faceweave align`-style crops give).
 
     \b
     Example:
       faceweave parse face.png --out face_mask.png
+      faceweave parse photos/*.jpg --out masks/
       faceweave parse face.png --out face_mask_colour.png --color --model parser-128
     """
+    from pathlib import Path
+
     from . import io
     from .ruler import load_parser
 
-    photo = io.read_image(image)
-    mask = load_parser(model).predict(photo)
-    (io.write_color_mask if color else io.write_mask)(out, mask)
-    click.echo(f"wrote {out} ({mask.shape[1]}x{mask.shape[0]})")
+    parser = load_parser(model if model is not None else _default_photo_parser())
+    if len(images) == 1 and not Path(out).is_dir():
+        if Path(out).suffix.lower() != ".png":
+            raise FaceweaveError(f"--out {out} must end in .png for one image (or be a folder)")
+        mask = parser.predict(io.read_image(images[0]))
+        (io.write_color_mask if color else io.write_mask)(out, mask)
+        click.echo(f"wrote {out} ({mask.shape[1]}x{mask.shape[0]})")
+        return
+    stems = [Path(p).stem for p in images]
+    clash = sorted({s for s in stems if stems.count(s) > 1})
+    if clash:
+        raise FaceweaveError(f"several images are named {clash[0]!r}; their masks would overwrite each other "
+                             "(rename them or parse them into separate folders)")
+    photos = [io.read_image(p) for p in images]       # every file is checked before anything is written
+    folder = _prepare_out(out, overwrite)
+    from tqdm import tqdm
+
+    for stem, photo in tqdm(list(zip(stems, photos)), desc="parse", unit="img", disable=None):
+        (io.write_color_mask if color else io.write_mask)(folder / f"{stem}.png", parser.predict(photo))
+    click.echo(f"wrote {len(images)} masks to {folder}")
+
+
+def _default_photo_parser() -> str:
+    """The real-face parser when it is bundled, else the FaceSynth one."""
+    from .checkpoint import bundled_models
+
+    return "parser-real-128" if "parser-real-128" in bundled_models() else "parser-64"
 
 
 @main.command("describe")
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help='One JSON object per line: {"image", "attributes", "caption"}.')
-@click.option("--model", default=None, help="Checkpoint folder or bundled name (default: classifier-64).")
-def describe_cmd(images, as_json, model) -> None:
+@click.option("--model", default=None,
+              help="Checkpoint folder or bundled name  [default: classifier-64; with --real: parser-real-128]")
+@click.option("--real", "real", is_flag=True,
+              help="Real photos: read the attributes the real ruler reads (the parsed mask, the hair, dlib's "
+                   "age and gender) instead of the FaceSynth classifier's 40.")
+def describe_cmd(images, as_json, model, real) -> None:
     """Attribute probabilities and a caption for each face image.
 
     \b
     Example:
       faceweave describe face.png
       faceweave describe photos/*.jpg --json > labels.jsonl
+      faceweave describe --real photos/*.jpg
     """
     import json
 
     from . import io
-    from .ruler import load_classifier
     from .text import describe_attributes
 
-    classifier = load_classifier(model)
-    for path in images:
-        attributes = classifier.predict(io.read_image(path))
+    if real:
+        from .eval.real import RealLabeller, real_parser
+
+        labeller = RealLabeller(real_parser(model, 128), strict=True)   # no face, two faces: an error
+        photos = [io.read_image(path) for path in images]      # every file is checked first
+        names = iter(images)
+
+        def read(photo):
+            probs = labeller.predict_proba(photo[None], names=[next(names)])[0]
+            return dict(zip(labeller.attributes, map(float, probs)))
+    else:
+        from .ruler import load_classifier
+
+        classifier = load_classifier(model)
+        photos = [io.read_image(path) for path in images]
+        read = classifier.predict
+    for path, photo in zip(images, photos):
+        attributes = read(photo)
         caption = describe_attributes(attributes)
         if as_json:
             click.echo(json.dumps({"image": path, "attributes": attributes, "caption": caption}))
@@ -249,7 +299,6 @@ def describe_cmd(images, as_json, model) -> None:
             present = ", ".join(f"{k} {v:.2f}" for k, v in sorted(attributes.items(), key=lambda kv: -kv[1])
                                 if v >= 0.5)
             click.echo(f"{path}: {caption}\n  present: {present or 'none'}")
-
 
 
 # --- generation ---------------------------------------------------------------------------

@@ -164,23 +164,24 @@ class RealLabeller:
     probability; features gives the 128-d identity embeddings behind fd and memorisation.
     """
 
-    def __init__(self, parser):
+    def __init__(self, parser, strict: bool = False):
         from ..data.celebamask1k import DERIVED_ATTRIBUTES
 
         self.parser = parser
+        self.aligned = not strict        # strict: exactly one detected face per image, else an error
         self.attributes = DERIVED_ATTRIBUTES
         self.path = None
 
     def __repr__(self) -> str:
         return f"RealLabeller(parser={self.parser!r}, faces=dlib)"
 
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, names=None) -> np.ndarray:
         from ..data.celebamask1k import YOUNG_AGE, derive_attributes
         from . import faces
 
         images = np.asarray(images)
+        male, age = faces.age_gender(list(images), aligned=self.aligned, names=names)   # refuses non-faces first
         masks = self.parser.predict(images)
-        male, age = faces.age_gender(list(images), aligned=True)
         rows = []
         for image, mask, m, a in zip(images, masks, male, age):
             derived = {**derive_attributes(image, mask), "Male": float(m), "Young": float(a < YOUNG_AGE)}
