@@ -2,6 +2,8 @@
 identity, save/load, guidance per modality, samplers, editing, bad input, CLI end to end."""
 from __future__ import annotations
 
+import importlib.util
+
 import dataclasses
 import json
 from pathlib import Path
@@ -541,6 +543,8 @@ def test_cli_evaluate_edit(tiny_model, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n"] == 2 and metrics["recon_psnr"] > 5 and 0 <= metrics["edit_region_acc"] <= 1
     assert metrics["edit_mae_outside"] >= 0 and (out / "grid.png").exists()
+    if importlib.util.find_spec("dlib") is not None:      # the identity metrics need the real extra
+        assert metrics["recon_identity_dist"] >= 0 and 0 <= metrics["edit_same_person"] <= 1
     copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--edit", "--n", "2", "--out",
                                      str(tmp_path / "c"), "--quiet"])
     assert copy.exit_code == 2 and "cannot edit photos" in copy.output

@@ -896,7 +896,12 @@ def _invert_gan(pipe, image, name, steps, align, out, overwrite) -> None:
     os.replace(tmp, out / "latent.safetensors")
     io.write_png(out / "aligned.png", io.resize_image(face, pipe.size))
     io.write_png(out / "reconstruction.png", inv.reconstruction)
-    meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"], "aligned": align, "notes": notes}
+    from .eval.editing import identity_scores
+
+    aligned_face = io.resize_image(face, pipe.size)
+    identity = identity_scores(aligned_face[None], inv.reconstruction[None], inv.reconstruction[None])
+    meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"],
+            "reconstruction_identity_distance": identity["recon_identity_dist"], "aligned": align, "notes": notes}
     _write_json(out / "meta.json", meta)
     for note in notes:
         click.echo(f"note: {note}", err=True)

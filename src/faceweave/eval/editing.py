@@ -20,7 +20,13 @@ Metrics (all over the n faces):
   edit_region_acc       share of region pixels the parser reads as the target class: did the
                         edit happen
   edit_region_acc_before  the same for the unedited photo: what "no edit" scores
+  recon_identity_dist   dlib identity distance (eval.faces), photo vs reconstruction; below
+                        SAME_PERSON_DISTANCE (0.6) dlib calls two faces one person
+  edit_identity_dist    the same, photo vs edit: is it still the same person
+  edit_same_person      share of edits within 0.6 of their photo
   sec_per_edit          wall clock per edit (inversion + regeneration)
+The identity metrics are null when the real-face instruments are not installed
+(pip install 'faceweave[real]').
 """
 from __future__ import annotations
 
@@ -49,6 +55,21 @@ def hairstyle_edit(mask: np.ndarray, donor: np.ndarray) -> np.ndarray:
     target = mask.copy()
     target[free] = np.where(donor[free] == HAIR, HAIR, BACKGROUND)
     return target
+
+
+def identity_scores(originals: np.ndarray, recons: np.ndarray, edits: np.ndarray) -> dict:
+    """Identity distances photo -> reconstruction and photo -> edit (null without dlib)."""
+    keys = ("recon_identity_dist", "edit_identity_dist", "edit_same_person")
+    try:
+        from . import faces
+
+        photo = faces.identity_embeddings(list(originals))
+        recon = faces.identity_distance(photo, faces.identity_embeddings(list(recons)))
+        edit = faces.identity_distance(photo, faces.identity_embeddings(list(edits)))
+    except (ImportError, FaceweaveError):
+        return dict.fromkeys(keys)
+    return dict(zip(keys, (float(np.mean(recon)), float(np.mean(edit)),
+                           float(np.mean(edit < faces.SAME_PERSON_DISTANCE)))))
 
 
 def evaluate_editing(backend, n: int = 50, size: int = 64, steps: int = EDIT_STEPS, parser=None, classifier=None,
@@ -96,6 +117,7 @@ def evaluate_editing(backend, n: int = 50, size: int = 64, steps: int = EDIT_STE
         inside = regions.sum()
         return float(((parsed == targets) & regions).sum() / inside) if inside else None
 
+    identity = identity_scores(originals, recons, edits)
     metrics = {
         "recon_psnr": float(np.mean([psnr(o, r) for o, r in zip(originals, recons)])),
         "recon_feature_dist": float(cosine.mean()),
@@ -103,6 +125,7 @@ def evaluate_editing(backend, n: int = 50, size: int = 64, steps: int = EDIT_STE
         "edit_mae_outside": preserved["mae_outside"],
         "edit_region_acc": region_acc(edits),
         "edit_region_acc_before": region_acc(originals),
+        **identity,
         "sec_per_edit": seconds / n,
         "n": n,
         "protocol": {
