@@ -2,9 +2,8 @@
 identity, save/load, guidance per modality, samplers, editing, bad input, CLI end to end."""
 from __future__ import annotations
 
-import importlib.util
-
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
