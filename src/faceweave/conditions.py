@@ -56,6 +56,30 @@ CELEBA_ATTRIBUTES: tuple[str, ...] = (
 ATTRIBUTE_INDEX: dict[str, int] = {name: i for i, name in enumerate(CELEBA_ATTRIBUTES)}
 _ATTRIBUTE_BY_LOWER = {name.lower(): name for name in CELEBA_ATTRIBUTES}
 
+# The longest prompt accepted, in characters (whitespace runs count as one). The text encoder
+# reads only its first 48 tokens (models/text_encoder.py MAX_TOKENS), about 200 characters
+# at the 4.3 characters per token of FaceSynth captions; the prompt -> attributes parser
+# (text.parse_prompt) reads all of it, at a cost that grows faster than the length (runs of
+# modifiers: under 0.1 s at 1,000 characters, a minute at 32,000; benchmarks/long_prompt.py).
+# 1,000 keeps any real description, five times what the encoder reads, and bounds the
+# parser to a fraction of a second; a pasted document is refused instead of parsed for minutes.
+MAX_PROMPT_CHARS = 1000
+
+
+def check_prompt(prompt) -> str | None:
+    """A prompt as the models read it: its whitespace runs collapsed to one space, None when
+    nothing is left, at most MAX_PROMPT_CHARS characters (else an error)."""
+    if prompt is None:
+        return None
+    if not isinstance(prompt, str):
+        raise FaceweaveError(f"prompt must be text, got {type(prompt).__name__}")
+    prompt = " ".join(prompt.split())
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise FaceweaveError(f"the prompt is {len(prompt):,} characters long, over the limit of "
+                             f"{MAX_PROMPT_CHARS:,}; describe the face in fewer words (the text encoder "
+                             "reads about the first 200 characters)")
+    return prompt or None
+
 
 def canonical_attribute(name: str) -> str:
     """'smiling', 'Smiling' and 'wearing-hat' all name a CelebA attribute; anything else is an error."""
@@ -110,7 +134,7 @@ def _as_uint8_image(name: str, array: np.ndarray, channels: int | None) -> np.nd
 class Conditions:
     """What the user asks for. Every field is optional; absent means 'not conditioned on'.
 
-    prompt      free text ("" or whitespace counts as absent)
+    prompt      free text, at most MAX_PROMPT_CHARS characters ("" or whitespace counts as absent)
     attributes  CelebA attribute name -> 0/1 (unnamed attributes: don't care)
     mask        H x W uint8 class ids 0..18 (CelebAMask-HQ order)
     sketch      H x W uint8, lines = 255 on 0 (white lines on black, as models consume it)
@@ -124,10 +148,7 @@ class Conditions:
     image: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if self.prompt is not None:
-            if not isinstance(self.prompt, str):
-                raise FaceweaveError(f"prompt must be text, got {type(self.prompt).__name__}")
-            self.prompt = " ".join(self.prompt.split()) or None
+        self.prompt = check_prompt(self.prompt)
         self.attributes = validate_attributes(self.attributes)
         if self.mask is not None:
             mask = np.asarray(self.mask)

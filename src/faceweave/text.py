@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .conditions import canonical_attribute, validate_attributes
+from .conditions import canonical_attribute, check_prompt, validate_attributes
 from .errors import FaceweaveError
 
 __all__ = ["ATTRIBUTE_PHRASES", "HEADS", "Words", "Head", "captions_from_attributes",
@@ -525,6 +525,7 @@ def parse_prompt(text: str) -> dict[str, int]:
     """
     if not isinstance(text, str):
         raise FaceweaveError(f"a prompt must be text, got {type(text).__name__}")
+    check_prompt(text)          # the one prompt cap: this parser's cost grows faster than the text
     text = text.lower().replace("\u2019", "'").replace("\u2018", "'")
     negated = _negated_spans(text)
     out: dict[str, int] = {}
