@@ -298,17 +298,28 @@ def test_prompt_attributes_go_with_the_prompt_under_guidance(pipe, face):
     ({"s_tmin": "1"}, "s_tmin must be a noise level"),
     # these were tracebacks, or (0.5) silently seed 0
     ({"seeds": "0-3"}, "seeds must be a list of non-negative integers"),
-    ({"seeds": [0.5]}, "got 0.5 among them"),
+    ({"seeds": [0.5]}, "got 0.5 among the seeds"),
+    ({"seeds": [2**70]}, "up to 2\\*\\*63 - 1 = 9223372036854775807, got 1180591620717411303424"),
+    ({"negative_prompt": "y"}, "DiffusionPipeline\\(\\) takes no keyword .negative_prompt.; it takes prompt, attributes"),
     ({"seeds": []}, "got an empty list"),
     ({"guidance_window": (0.5,)}, "guidance window must be two fractions"),
     ({"guidance_window": ("0.2", "0.8")}, "guidance window must be two fractions"),
     ({"callback": 3}, "callback must be a function"),
     ({"attributes": ["Smiling"]}, "attributes must be a dict of name -> 0 or 1"),
+    ({"prompt": "a woman " * 200}, "the prompt is 1,599 characters long, over the limit of 1,000"),
 ])
 def test_bad_settings_are_one_line_errors(pipe, face, kwargs, message):
     args = {"prompt": "a woman", "mask": face.mask, **FAST, **kwargs}
     with pytest.raises(FaceweaveError, match=message):
         pipe(**args)
+
+
+def test_a_failing_callback_is_one_error_naming_its_step(pipe, face):
+    def callback(i, sigma, x, denoised):
+        if i == 1:
+            raise ValueError("preview window closed")
+    with pytest.raises(FaceweaveError, match="^callback raised at step 2 of 3: ValueError: preview window closed$"):
+        pipe(prompt="a woman", mask=face.mask, seeds=[0], num_inference_steps=3, progress=False, callback=callback)
 
 
 def test_wrong_family_and_broken_model(pipe, face, tmp_path):

@@ -52,6 +52,7 @@ from .conditions import (
     colorize_mask,
 )
 from .errors import FaceweaveError
+from .seeds import check_seed, check_seeds
 
 log = logging.getLogger("faceweave.app")
 
@@ -386,7 +387,9 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
     sampling step feeds the progress bar. Every input is checked before any work starts."""
     steps = _check_int(steps, "steps", 1, MAX_STEPS)
     n_images = _check_int(n_images, "number of images", 1, MAX_IMAGES)
-    seed = _check_int(seed, "seed", 0, 2**31 - 1)
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)                     # the page's number box sends whole numbers as floats
+    seeds = check_seeds([check_seed(seed) + k for k in range(n_images)])
     cond = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask, sketch=sketch)
     if not cond.given:
         raise FaceweaveError("nothing to generate from: type a prompt, set an attribute, paint or pick a "
@@ -406,10 +409,10 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
             if on_step is not None:
                 on_step(k * steps + i + 1, total)
         if sampled:
-            out = pipe(conditions=cond, seeds=[seed + k], num_inference_steps=steps, guidance_scale=scale,
+            out = pipe(conditions=cond, seeds=[seeds[k]], num_inference_steps=steps, guidance_scale=scale,
                        callback=step, progress=False, **extra)
         else:
-            out = pipe(conditions=cond, seeds=[seed + k], progress=False)
+            out = pipe(conditions=cond, seeds=[seeds[k]], progress=False)
             if on_step is not None:
                 on_step(k + 1, total)
         result.images.extend(out.images)

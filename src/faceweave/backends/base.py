@@ -14,13 +14,16 @@ contract that makes results reproducible and batch-independent: image i depends 
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
-from typing import Any, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..conditions import Conditions, check_size
 from ..errors import FaceweaveError
+from ..seeds import check_seed
 
 
 class Backend(abc.ABC):
@@ -42,16 +45,14 @@ class Backend(abc.ABC):
         """One size x size x 3 uint8 RGB image per (conditions[i], seeds[i]).
 
         Checks the arguments once here so every backend refuses the same mistakes in the
-        same words: mismatched lengths, negative seeds, a size out of range, a modality the
+        same words: mismatched lengths, seeds out of range, a size out of range, a modality the
         backend cannot read.
         """
         size = check_size(size)
-        conditions, seeds = list(conditions), [int(s) for s in seeds]
+        conditions, seeds = list(conditions), [check_seed(s) for s in seeds]
         if len(conditions) != len(seeds):
             raise FaceweaveError(f"{len(conditions)} conditions but {len(seeds)} seeds; "
                                  "pass one seed per image")
-        if any(s < 0 for s in seeds):
-            raise FaceweaveError(f"seeds must be non-negative, got {min(seeds)}")
         for cond in conditions:
             if not isinstance(cond, Conditions):
                 raise FaceweaveError(f"generate takes faceweave.Conditions, got {type(cond).__name__}")
@@ -71,25 +72,45 @@ class Backend(abc.ABC):
         return {"backend": self.name}
 
 
-def check_seeds(seeds) -> list[int]:
-    """A pipeline's seeds: a non-empty list of whole numbers >= 0 (numpy integers too). A string
-    or a fraction is an error, not a silent int() of its pieces."""
-    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__iter__"):
-        raise FaceweaveError(f"seeds must be a list of non-negative integers, e.g. [0, 1, 2], got {seeds!r}")
-    out = []
-    for s in seeds:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise FaceweaveError(f"seeds must be a non-empty list of non-negative integers, got {s!r} among them")
-        out.append(int(s))
-    if not out:
-        raise FaceweaveError("seeds must be a non-empty list of non-negative integers, got an empty list")
-    return out
-
-
-def check_callback(callback) -> None:
-    if callback is not None and not callable(callback):
+def check_callback(callback, steps: int) -> Callable | None:
+    """The callback(step, sigma, x, denoised) a sampler calls, guarded: an exception in the
+    user's function becomes one FaceweaveError naming the step ("callback raised at step 3
+    of 20: ValueError: ..."; the original stays chained for a debugger) instead of a
+    traceback through the sampler's internals."""
+    if callback is None:
+        return None
+    if not callable(callback):
         raise FaceweaveError(f"callback must be a function callback(step, sigma, x, denoised), "
                              f"got {type(callback).__name__}")
+
+    def guarded(i, sigma, x, denoised):
+        try:
+            callback(i, sigma, x, denoised)
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            raise FaceweaveError(f"callback raised at step {i + 1} of {steps}: {type(exc).__name__}"
+                                 + (f": {text[0]}" if text else "")) from exc
+    return guarded
+
+
+def checked_keywords(method: Callable) -> Callable:
+    """A pipeline method whose unknown keyword (pipe(prompt="x", negative_prompt="y")) is a
+    FaceweaveError naming it and the keywords the method takes, not Python's TypeError."""
+    signature = inspect.signature(method)
+    taken = [name for name, p in signature.parameters.items()
+             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            signature.bind(self, *args, **kwargs)
+        except TypeError as exc:
+            where = type(self).__name__ + ("" if method.__name__ == "__call__" else f".{method.__name__}")
+            unknown = [k for k in kwargs if k not in taken]
+            what = f"no keyword {unknown[0]!r}" if unknown else f"these arguments ({exc})"
+            raise FaceweaveError(f"{where}() takes {what}; it takes {', '.join(taken)}") from None
+        return method(self, *args, **kwargs)
+    return call
 
 
 def per_seed_conditions(conditions, prompt, attributes, mask, sketch, n: int, accepts: Sequence[str],
@@ -141,4 +162,9 @@ def get_backend(name: str, model: str | None = None, **options: Any) -> Backend:
     """A ready backend by registry name. `model` is a checkpoint folder or bundled model name
     for backends that have one; `options` are backend-specific settings (e.g. bank_size)."""
     module, cls = _REGISTRY[backend_name(name)].split(":")
-    return getattr(importlib.import_module(module), cls)(model=model, **options)
+    backend = getattr(importlib.import_module(module), cls)
+    taken = [k for k in inspect.signature(backend).parameters if k != "model"]
+    unknown = [k for k in options if k not in taken]
+    if unknown:
+        raise FaceweaveError(f"backend {name!r} has no option {unknown[0]!r}; its options: {', '.join(taken)}")
+    return backend(model=model, **options)

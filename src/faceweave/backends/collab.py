@@ -34,7 +34,8 @@ from ..diffusion.samplers import SCHEDULES, get_sampler
 from ..errors import FaceweaveError
 from ..io import resize_image
 from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
-from .base import Backend, check_callback, check_seeds
+from ..seeds import check_seed, check_seeds
+from .base import Backend, check_callback, checked_keywords
 from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
@@ -199,6 +200,7 @@ class CollabPipeline:
                 out[n] = value
         return out
 
+    @checked_keywords
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
@@ -212,7 +214,7 @@ class CollabPipeline:
         "average". return_influence: keep the mixing weights of every step. eta: DDIM's
         stochasticity (sampler "ddim" only), as in DiffusionPipeline."""
         seeds = check_seeds(seeds)
-        check_callback(callback)
+        callback = check_callback(callback, num_inference_steps)
         if mixing not in MIXINGS:
             raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
         if mixing == "learned" and self.diffuser is None:
@@ -310,6 +312,7 @@ class CollabPipeline:
 
 
     # -- editing ------------------------------------------------------------------------------
+    @checked_keywords
     def edit(self, image: np.ndarray, target: Conditions, *, source_mask: np.ndarray | None = None,
              embed_steps: int = 30, finetune_steps: int = 30, eta: float = 0.8, embed_lr: float = 1e-2,
              finetune_lr: float = 5e-5, num_inference_steps: int = 20, guidance_scale: float | dict = 2.0,
@@ -333,6 +336,7 @@ class CollabPipeline:
                                 ("num_inference_steps", num_inference_steps, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= 5000:
                 raise FaceweaveError(f"{name} must be a whole number from {lo} to 5000, got {value!r}")
+        seed = check_seed(seed)
         if not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.5:
             raise FaceweaveError(f"eta must be a number from 0 (the photo) to 1 (the target) or a little "
                                  f"beyond, got {eta!r}")
@@ -350,7 +354,7 @@ class CollabPipeline:
         tensors, more = self._first._prepare([target])
         notes += more[0]
         scales = self._scales(guidance_scale, given)
-        gen = torch.Generator().manual_seed(int(seed) + 7919)
+        gen = torch.Generator().manual_seed(seed + 7919)
         t0 = time.perf_counter()
         edited, used = [], []
         from tqdm import tqdm

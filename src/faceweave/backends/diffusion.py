@@ -48,7 +48,8 @@ from ..io import resize_sketch, resize_image, resize_mask
 from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ..models.vae import downsample_conditions
 from ..text import parse_prompt
-from .base import Backend, check_callback, check_seeds, per_seed_conditions
+from ..seeds import check_seeds
+from .base import Backend, check_callback, checked_keywords, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64"
@@ -302,6 +303,7 @@ class DiffusionPipeline:
             out.append(c)
         return out, layouts
 
+    @checked_keywords
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
@@ -334,7 +336,6 @@ class DiffusionPipeline:
         "layout"); False lets the model invent the layout.
         """
         seeds = check_seeds(seeds)
-        check_callback(callback)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -346,6 +347,7 @@ class DiffusionPipeline:
         if any(self.wants_layout(c, layout_prior) for c in conds):
             given.add("mask")                      # a drawn layout is a given mask, which may be guided
         scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
+        callback = check_callback(callback, num_inference_steps)
         eta = check_eta(sampler, eta)
         noise_window = check_s_window(sampler, eta, s_tmin, s_tmax)
         conds, layouts = self._with_layouts(conds, seeds, layout_prior)    # every input checked: now the work
@@ -419,6 +421,7 @@ class DiffusionPipeline:
         x0 = self.model.space.encode(photo.to(next(self.model.parameters()).dtype)).float()
         return photo, x0, notes
 
+    @checked_keywords
     @torch.no_grad()
     def edit(self, image: np.ndarray, source: Conditions, target: Conditions, *, num_inference_steps: int = 50,
              guidance_scale: float | dict[str, float] = 1.0, region: np.ndarray | None = None,
@@ -474,6 +477,7 @@ class DiffusionPipeline:
                 "notes": list(dict.fromkeys(notes + src_notes[0] + tgt_notes[0]))}
         return PipelineOutput(_to_uint8(x), [meta])
 
+    @checked_keywords
     @torch.no_grad()
     def invert(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
                prompt_attributes: bool = True) -> tuple[torch.Tensor, np.ndarray, dict[str, Any]]:
@@ -495,6 +499,7 @@ class DiffusionPipeline:
                 "precision": self.precision, "notes": list(dict.fromkeys(notes + cond_notes[0]))}
         return noise.cpu(), _to_uint8(back)[0], meta
 
+    @checked_keywords
     def reconstruct(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
                     progress: bool = False, prompt_attributes: bool = True) -> np.ndarray:
         """Invert then regenerate under the same conditions with nothing pinned: the round trip

@@ -50,7 +50,8 @@ from ..conditions import Conditions
 from ..errors import FaceweaveError
 from ..io import resize_sketch, resize_image, resize_mask
 from ..models.mm2latent import MM2Latent
-from .base import Backend, check_seeds, per_seed_conditions
+from ..seeds import check_seeds
+from .base import Backend, checked_keywords, per_seed_conditions
 from .diffusion import PipelineOutput, image_metadata
 
 FAMILY = "gan"
@@ -206,6 +207,7 @@ class GANPipeline:
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, ACCEPTS, "the gan backend")
 
+    @checked_keywords
     @torch.no_grad()
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
@@ -257,6 +259,7 @@ class GANPipeline:
         return PipelineOutput(images, metadata)
 
     # -- inversion and editing ----------------------------------------------------------------
+    @checked_keywords
     def invert(self, face: np.ndarray, steps: int = 100, optimize_noise: bool = False,
                progress: bool = False) -> Inversion:
         """An (aligned) face -> W+ code: the encoder's guess, then `steps` projector steps
@@ -316,6 +319,7 @@ class GANPipeline:
         return Conditions(prompt=target.prompt if said else source.prompt, attributes=target.attributes,
                           mask=mask, sketch=sketch)
 
+    @checked_keywords
     def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 100,
              align: bool = True, blend: str = "residual", feather: float = 0.25,
              progress: bool = False, name: str = "the photo") -> PipelineOutput:
