@@ -298,9 +298,11 @@ def test_train_command(tmp_path):
     assert res.exit_code == 0, res.output
     assert "finished at step 3" in res.output
     assert json.loads((out / "run.json").read_text())["batch_size"] == 2
-    res = runner.invoke(main, ["train", "parser", "--preset", "tiny", "--out", str(out), "--resume",
-                               "--max-steps", "5", "--quiet"])
-    assert res.exit_code == 0 and "finished at step 5" in res.output
+    # the run remembers its recipe: --resume needs neither --preset nor --data (as the stop message says)
+    res = runner.invoke(main, ["train", "parser", "--out", str(out), "--resume", "--max-steps", "5", "--quiet"])
+    assert res.exit_code == 0 and "finished at step 5" in res.output, res.output
+    res = runner.invoke(main, ["train", "parser", "--data", "facesynth:32", "--out", str(tmp_path / "new")])
+    assert res.exit_code == 2 and "--preset is required" in res.output
     for args, words in ((["--data", "facesynth:32"], "already holds a run"),
                         ([], "--data is required"),
                         (["--data", "facesynth:32", "--lr", "5"], "lr must be")):

@@ -122,7 +122,8 @@ def data_prepare(layout, src, out, size, limit, overwrite) -> None:
 
 @main.command("train")
 @click.argument("family")
-@click.option("--preset", required=True, help="Named recipe, e.g. s64 (see `faceweave.train.TASKS[FAMILY].presets`).")
+@click.option("--preset", default=None,
+              help="Named recipe, e.g. s64 (see `faceweave.train.TASKS[FAMILY].presets`; optional with --resume).")
 @click.option("--data", default=None, help="facesynth:SIZE[:n=N] or a unified folder (optional with --resume).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: run.json, metrics.jsonl, last/, best/.")
 @click.option("--max-steps", type=int, default=None, help="Total optimizer steps (overrides the preset).")
@@ -152,7 +153,7 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
           --collaborators text=runs/uni-text/best,mask=runs/uni-mask/best
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
-      faceweave train parser --preset s64 --out runs/parser64 --resume
+      faceweave train parser --out runs/parser64 --resume
 
     Ctrl-C (or SIGTERM) saves the checkpoint after the step in progress and stops;
     --resume continues from there.
@@ -162,6 +163,9 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
     if data is None and not resume:
         raise FaceweaveError("--data is required to start a run (e.g. --data facesynth:64); "
                              "only --resume may leave it out")
+    if preset is None and not resume:
+        raise FaceweaveError("--preset is required to start a run (e.g. --preset s64); "
+                             "only --resume may leave it out (the run remembers its recipe)")
     import json
     extra = _parse_pairs(settings, "--set", lambda v: _json_or_text(json, v))
     if modalities is not None:

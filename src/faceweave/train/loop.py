@@ -338,7 +338,7 @@ def _check_out(out: Path, resume: bool) -> None:
         raise FaceweaveError(f"--out {out} already holds {what}; pass --resume to continue it or choose another --out")
 
 
-def train(family: str, preset: str, data: str, out: str | os.PathLike, *, resume: bool = False,
+def train(family: str, preset: str | None, data: str | None, out: str | os.PathLike, *, resume: bool = False,
           overrides: dict[str, Any] | None = None, progress: bool = True,
           command: str | None = None) -> dict[str, Any]:
     """Train `family` with `preset` on data spec `data` into folder `out`; returns the last metrics.
