@@ -5,6 +5,9 @@
     python benchmarks/real_ruler.py identity
     python benchmarks/real_ruler.py all [--json results.json]
 
+--record writes each bundled parser's scores into its config.json ("metrics"), where
+docs/models.md and docs/real-faces.md quote them from.
+
 parser    mIoU (one confusion matrix over all pixels, as face-parsing papers report it) and
           IoU per class of each parser on the celebamask-1k validation split (its hand-made
           maps, nearest-neighbour to the size), and on the four real CelebAMask-HQ pairs of
@@ -142,12 +145,21 @@ def main() -> None:
     ap.add_argument("--sizes", default="64,128", help="celebamask-1k val sizes to parse (comma list)")
     ap.add_argument("--parser", default="parser-real-128", help="the parser the labels are read with")
     ap.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    ap.add_argument("--record", action="store_true", help="write the parsers' scores into their config.json")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {platform.python_implementation()} {platform.python_version()}")
     results: dict = {}
     if args.what in ("parser", "all"):
         sizes = [int(s) for s in args.sizes.split(",") if s]
         results["parsers"] = {name: parser_scores(name, sizes) for name in filter(None, args.parsers.split(","))}
+        if args.record:
+            from faceweave import checkpoint
+
+            command = f"python benchmarks/real_ruler.py parser --parsers {args.parsers} --sizes {args.sizes}"
+            for name, scores in results["parsers"].items():
+                metrics = {**checkpoint.read_config(name).get("metrics", {}), **scores, "real_measured_by": command}
+                checkpoint.update_config(name, metrics=metrics)
+                print(f"recorded into {name}/config.json")
     if args.what in ("labels", "all"):
         results["labels"] = label_agreement(args.parser)
     if args.what in ("identity", "all"):

@@ -98,7 +98,7 @@ def mask_attributes(mask: np.ndarray) -> dict[str, int]:
         out["Mouth_Slightly_Open"] = int(inner / (inner + lips) > MOUTH_OPEN_SHARE)
     head = forehead_band(mask)
     if head is not None and not out["Wearing_Hat"]:
-        # Bald: no hair at all on the crown above the brows (a hat hides the answer).
+        # Bald: (almost) no hair on the crown above the forehead (a hat hides the answer).
         rows, cols = head["crown"]
         crown = mask[rows, cols]
         out["Bald"] = int(crown.size > 0 and (crown == CLASS_ID["hair"]).mean() < 0.05)
@@ -113,9 +113,10 @@ def mask_attributes(mask: np.ndarray) -> dict[str, int]:
 def forehead_band(mask: np.ndarray) -> dict | None:
     """Row/column slices of the forehead band and the crown, placed by the eyebrows.
 
-    forehead: from one brow-height above the brows down to the brows, between the brows'
-    outer ends' inner halves; crown: everything above the forehead band in the brows'
-    columns. None when the brows are not drawn (profile, hidden by hair or glasses).
+    forehead: the rows just above the brows, a quarter of the brows' span high (about the
+    gap to a hairline), over the middle half of that span; crown: every row above the
+    forehead band, over the whole span. None when the brows are not drawn (hidden by hair
+    or a hand, or too small to place).
     """
     brows = np.isin(mask, (CLASS_ID["l_brow"], CLASS_ID["r_brow"]))
     if brows.sum() < 8:
