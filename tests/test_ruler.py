@@ -193,7 +193,7 @@ def test_parse_command(tmp_path, tiny_parser_dir):
     _, masks, faces = _test_faces(1, 64)
     photo = tmp_path / "face.png"
     Image.fromarray(np.kron(faces[0].image, np.ones((2, 2, 1), np.uint8))).save(photo)   # 128 px file
-    res = _run("parse", photo, "--out", tmp_path / "mask.png")
+    res = _run("parse", photo, "--out", tmp_path / "mask.png", "--model", "parser-64")   # a FaceSynth face
     assert res.exit_code == 0, res.output
     mask = np.asarray(Image.open(tmp_path / "mask.png"))
     assert mask.shape == (128, 128) and mask.max() < 19
@@ -207,6 +207,44 @@ def test_parse_command(tmp_path, tiny_parser_dir):
         assert res.exit_code == 2 and words in res.output and len(res.output.strip().splitlines()) == 1
     res = _run("parse", tmp_path / "missing.png", "--out", tmp_path / "x.png")
     assert res.exit_code == 2
+
+
+def test_parse_command_takes_many_images_into_a_folder(tmp_path, tiny_parser_dir):
+    paths = []
+    for i, image in enumerate(_images(3, 40, 40)):
+        paths.append(tmp_path / f"p{i}.png")
+        Image.fromarray(image).save(paths[-1])
+    res = _run("parse", *paths, "--out", tmp_path / "masks", "--model", tiny_parser_dir[0])
+    assert res.exit_code == 0, res.output
+    assert sorted(f.name for f in (tmp_path / "masks").iterdir()) == ["p0.png", "p1.png", "p2.png"]
+    assert np.asarray(Image.open(tmp_path / "masks" / "p1.png")).shape == (40, 40)
+    again = _run("parse", *paths, "--out", tmp_path / "masks", "--model", tiny_parser_dir[0])
+    assert again.exit_code == 2 and "already holds files" in again.output
+    (tmp_path / "sub").mkdir()
+    Image.open(paths[0]).save(tmp_path / "sub" / "p0.png")
+    clash = _run("parse", paths[0], tmp_path / "sub" / "p0.png", "--out", tmp_path / "m2")
+    assert clash.exit_code == 2 and "named 'p0'" in clash.output and not (tmp_path / "m2").exists()
+    jpg = _run("parse", paths[0], "--out", tmp_path / "mask.jpg", "--model", tiny_parser_dir[0])
+    assert jpg.exit_code == 2 and "must end in .png" in jpg.output
+
+
+def test_flip_average_makes_the_parser_mirror_equivariant(tiny_parser_dir, tmp_path):
+    """With "inference": {"flip_average": true}, parsing a mirrored photo gives the mirrored
+    mask with left and right classes swapped, exactly; the plain parser need not."""
+    from faceweave.conditions import MIRRORED_CLASSES
+
+    path, _ = tiny_parser_dir
+    flipped_dir = tmp_path / "flip"
+    meta, state = checkpoint.load(path)
+    checkpoint.save(flipped_dir, "parser", meta["config"], state, image_size=32,
+                    inference={"flip_average": True})
+    images = _images(4)
+    mirror = np.ascontiguousarray(images[:, :, ::-1])
+    table = np.asarray(MIRRORED_CLASSES, np.uint8)
+    averaged = load_parser(flipped_dir)
+    assert averaged.flip_average and not load_parser(path).flip_average
+    expected = table[averaged.predict(images)[:, :, ::-1]]
+    assert (averaged.predict(mirror) == expected).mean() > 0.999       # ties may break either way
 
 
 def test_describe_command(tmp_path, tiny_classifier_dir):

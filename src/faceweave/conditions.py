@@ -26,6 +26,11 @@ CLASSES: tuple[str, ...] = (
 )
 NUM_CLASSES = len(CLASSES)
 CLASS_ID: dict[str, int] = {name: i for i, name in enumerate(CLASSES)}
+# Class ids of the mirror image: a face flipped left-right has its left eye where its right
+# eye was, so the left/right pairs trade ids (MIRRORED_CLASSES[c] is c's counterpart).
+MIRRORED_CLASSES: tuple[int, ...] = tuple(
+    CLASS_ID[{"l_eye": "r_eye", "r_eye": "l_eye", "l_brow": "r_brow", "r_brow": "l_brow",
+              "l_ear": "r_ear", "r_ear": "l_ear"}.get(name, name)] for name in CLASSES)
 # Plain-language names for reports and the app.
 CLASS_LABELS: dict[str, str] = {
     "background": "background", "skin": "skin", "nose": "nose", "eye_g": "eyeglasses",
