@@ -13,13 +13,19 @@ from .errors import FaceweaveError
 
 
 class _Group(click.Group):
-    """A click group that turns FaceweaveError into `error: ...` and exit status 2."""
+    """A click group that turns FaceweaveError, and click's own usage errors (a word where a
+    number goes, an unknown option), into one `error: ...` line and exit status 2."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except FaceweaveError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            message = " ".join(exc.format_message().split())
+            click.echo(f"error: {message} (see {where} --help)", err=True)
             ctx.exit(2)
 
 
@@ -227,11 +233,11 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
     from . import io
     from .ruler import load_parser
 
-    parser = load_parser(model if model is not None else _default_photo_parser())
     if len(images) == 1 and not Path(out).is_dir():
         if Path(out).suffix.lower() != ".png":
             raise FaceweaveError(f"--out {out} must end in .png for one image (or be a folder)")
-        mask = parser.predict(io.read_image(images[0]))
+        photo = io.read_image(images[0])                 # a bad file is refused before the parser loads
+        mask = load_parser(model if model is not None else _default_photo_parser()).predict(photo)
         (io.write_color_mask if color else io.write_mask)(out, mask)
         click.echo(f"wrote {out} ({mask.shape[1]}x{mask.shape[0]})")
         return
@@ -241,12 +247,14 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
         raise FaceweaveError(f"several images are named {clash[0]!r}; their masks would overwrite each other "
                              "(rename them or parse them into separate folders)")
     photos = [io.read_image(p) for p in images]       # every file is checked before anything is written
-    folder = _prepare_out(out, overwrite)
+    _check_out(out, overwrite)
+    parser = load_parser(model if model is not None else _default_photo_parser())
     from tqdm import tqdm
 
-    for stem, photo in tqdm(list(zip(stems, photos)), desc="parse", unit="img", disable=None):
-        (io.write_color_mask if color else io.write_mask)(folder / f"{stem}.png", parser.predict(photo))
-    click.echo(f"wrote {len(images)} masks to {folder}")
+    with _writing(out, overwrite) as folder:
+        for stem, photo in tqdm(list(zip(stems, photos)), desc="parse", unit="img", disable=None):
+            (io.write_color_mask if color else io.write_mask)(folder / f"{stem}.png", parser.predict(photo))
+    click.echo(f"wrote {len(images)} masks to {out}")
 
 
 def _default_photo_parser() -> str:
@@ -278,11 +286,11 @@ def describe_cmd(images, as_json, model, real) -> None:
     from . import io
     from .text import describe_attributes
 
+    photos = [io.read_image(path) for path in images]      # every file is checked before a model loads
     if real:
         from .eval.real import RealLabeller, real_parser
 
         labeller = RealLabeller(real_parser(model, 128), strict=True)   # no face, two faces: an error
-        photos = [io.read_image(path) for path in images]      # every file is checked first
         names = iter(images)
 
         def read(photo):
@@ -291,43 +299,22 @@ def describe_cmd(images, as_json, model, real) -> None:
     else:
         from .ruler import load_classifier
 
-        classifier = load_classifier(model)
-        photos = [io.read_image(path) for path in images]
-        read = classifier.predict
+        read = load_classifier(model).predict
+    lines = []                                 # printed once all are read: an error prints nothing else
     for path, photo in zip(images, photos):
         attributes = read(photo)
         caption = describe_attributes(attributes)
         if as_json:
-            click.echo(json.dumps({"image": path, "attributes": attributes, "caption": caption}))
+            lines.append(json.dumps({"image": path, "attributes": attributes, "caption": caption}))
         else:
             present = ", ".join(f"{k} {v:.2f}" for k, v in sorted(attributes.items(), key=lambda kv: -kv[1])
                                 if v >= 0.5)
-            click.echo(f"{path}: {caption}\n  present: {present or 'none'}")
+            lines.append(f"{path}: {caption}\n  present: {present or 'none'}")
+    for line in lines:
+        click.echo(line)
 
 
 # --- generation ---------------------------------------------------------------------------
-
-def _parse_seeds(text: str) -> list[int]:
-    """'0-3' -> [0, 1, 2, 3]; '0,5,7' -> [0, 5, 7]; ranges and lists mix ('0-2,10')."""
-    seeds: list[int] = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = (int(v) for v in part.split("-", 1))
-                if hi < lo:
-                    raise ValueError
-                seeds.extend(range(lo, hi + 1))
-            elif part:
-                seeds.append(int(part))
-    except ValueError:
-        raise FaceweaveError(f"--seeds {text!r} is not a seed list; write e.g. 0-3 or 0,5,7") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise FaceweaveError(f"--seeds {text!r} must name non-negative seeds, e.g. 0-3")
-    if len(seeds) > 10_000:
-        raise FaceweaveError(f"--seeds {text!r} asks for {len(seeds)} images; at most 10000 per call")
-    return seeds
-
 
 def _parse_pairs(values, what: str, cast) -> dict:
     out = {}
@@ -368,16 +355,20 @@ def _read_conditions(prompt, mask, sketch, attrs, palette=None):
                       sketch=None if sketch is None else io.read_sketch(sketch))
 
 
-def _prepare_out(out, overwrite: bool):
-    from pathlib import Path
+def _check_out(out, overwrite: bool) -> None:
+    """Refuse an --out folder that cannot be written before any model runs (io.check_output_folder);
+    here --overwrite replaces the files of the same names and keeps the others."""
+    from . import io
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FaceweaveError(f"--out {out} is a file; give a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FaceweaveError(f"--out {out} already holds files; pass --overwrite or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    io.check_output_folder(out, overwrite, replace=False)
+
+
+def _writing(out, overwrite: bool):
+    """`with _writing(out, overwrite) as folder:` every file lands in --out at once or none
+    does (io.output_folder)."""
+    from . import io
+
+    return io.output_folder(out, overwrite, replace=False)
 
 
 def _write_json(path, data) -> None:
@@ -537,6 +528,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     from .conditions import colorize_mask
     from .data.sheet import image_grid
     from .io import resize_mask, write_png
+    from .seeds import parse_seeds
 
     if backend is not None:
         backend = backend_name(backend)
@@ -546,7 +538,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     if scales and guidance is not None:
         raise FaceweaveError("give either --guidance (one scale) or --scale MODALITY=W (per modality), not both")
     cond = _read_conditions(prompt, mask, sketch, attrs, palette)
-    seed_list = _parse_seeds(seeds)
+    seed_list = parse_seeds(seeds)
     scale = _parse_pairs(scales, "--scale", float) if scales else (2.0 if guidance is None else guidance)
     import faceweave
     family = checkpoint.read_config(model)["family"] if model else (backend or "diffusion")
@@ -566,6 +558,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     _diffusion_only(family, layout_prior, "--layout-prior/--no-layout-prior")
     _diffusion_only(family, precision, "--precision")
     _diffusion_only(family, s_tmin, "--s-tmin")
+    _check_out(out, overwrite)
     pipe = faceweave.load(model or family, precision=precision or "fp32")
     if family == "gan":
         result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
@@ -577,39 +570,40 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
         result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
                       guidance_scale=scale, eta=eta or 0.0, progress=not quiet,
                       **({"sampler": sampler} if sampler else {}), **extra)
-    out = _prepare_out(out, overwrite)
-    if save_influence:
-        from .backends.collab import influence_picture
-        pictures = [influence_picture(maps, pipe.names, image)
-                    for maps, image in zip(result.influence[:4], result.images)]
-        write_png(out / "influence.png", np.concatenate(pictures, 0))
-    for seed, image in zip(seed_list, result.images):
-        write_png(out / f"{seed:06d}.png", image)
-    layouts = getattr(result, "layouts", None) or [None] * len(seed_list)
-    for seed, layout in zip(seed_list, layouts):
-        if layout is not None:      # colour-coded, so it can be edited and passed back as --mask
-            write_png(out / f"{seed:06d}_layout.png", colorize_mask(layout))
-    size = result.images[0].shape[0]
-    panels = _condition_panels(cond, size)
-    per_row = min(8, len(seed_list))
-    if any(layout is not None for layout in layouts[:16]):
-        # each row of outputs over a row of the layouts drawn for them
-        blank = np.full((size, size, 3), 255, np.uint8)
-        cells = []
-        for start in range(0, min(16, len(seed_list)), per_row):
-            outs = result.images[start:start + per_row]
-            lays = [blank if m is None else colorize_mask(resize_mask(m, size)) for m in layouts[start:start + per_row]]
-            pad = [blank] * (per_row - len(outs))
-            cells += (panels if start == 0 else [blank] * len(panels)) + outs + pad
-            cells += [blank] * len(panels) + lays + pad
-        write_png(out / "grid.png", image_grid(cells, columns=len(panels) + per_row))
-    else:
-        shown = result.images[:16]
-        write_png(out / "grid.png", image_grid(panels + shown, columns=len(panels) + min(8, len(shown))))
-    listing = {"images": [f"{s:06d}.png" for s in seed_list]}
-    if any(layout is not None for layout in layouts):
-        listing["layouts"] = [None if m is None else f"{s:06d}_layout.png" for s, m in zip(seed_list, layouts)]
-    _write_json(out / "meta.json", {**listing, "results": result.metadata})
+    with _writing(out, overwrite) as folder:
+        if save_influence:
+            from .backends.collab import influence_picture
+            pictures = [influence_picture(maps, pipe.names, image)
+                        for maps, image in zip(result.influence[:4], result.images)]
+            write_png(folder / "influence.png", np.concatenate(pictures, 0))
+        for seed, image in zip(seed_list, result.images):
+            write_png(folder / f"{seed:06d}.png", image)
+        layouts = getattr(result, "layouts", None) or [None] * len(seed_list)
+        for seed, layout in zip(seed_list, layouts):
+            if layout is not None:      # colour-coded, so it can be edited and passed back as --mask
+                write_png(folder / f"{seed:06d}_layout.png", colorize_mask(layout))
+        size = result.images[0].shape[0]
+        panels = _condition_panels(cond, size)
+        per_row = min(8, len(seed_list))
+        if any(layout is not None for layout in layouts[:16]):
+            # each row of outputs over a row of the layouts drawn for them
+            blank = np.full((size, size, 3), 255, np.uint8)
+            cells = []
+            for start in range(0, min(16, len(seed_list)), per_row):
+                outs = result.images[start:start + per_row]
+                lays = [blank if m is None else colorize_mask(resize_mask(m, size))
+                        for m in layouts[start:start + per_row]]
+                pad = [blank] * (per_row - len(outs))
+                cells += (panels if start == 0 else [blank] * len(panels)) + outs + pad
+                cells += [blank] * len(panels) + lays + pad
+            write_png(folder / "grid.png", image_grid(cells, columns=len(panels) + per_row))
+        else:
+            shown = result.images[:16]
+            write_png(folder / "grid.png", image_grid(panels + shown, columns=len(panels) + min(8, len(shown))))
+        listing = {"images": [f"{s:06d}.png" for s in seed_list]}
+        if any(layout is not None for layout in layouts):
+            listing["layouts"] = [None if m is None else f"{s:06d}_layout.png" for s, m in zip(seed_list, layouts)]
+        _write_json(folder / "meta.json", {**listing, "results": result.metadata})
     for note in sorted({n for m in result.metadata for n in m["notes"]}):
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {len(seed_list)} images, grid.png and meta.json to {out}")
@@ -694,6 +688,8 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     target = _read_conditions(prompt, mask, None, attrs)
     if not target.given:
         raise FaceweaveError("nothing to edit: give --mask, --prompt or --attr")
+    own = None if source_mask is None else io.read_mask(source_mask)
+    _check_out(out, overwrite)
     import faceweave
     if backend == "gan":
         if source_mask is not None or everywhere or classes or guidance is not None:
@@ -704,16 +700,14 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                   name=str(image))
         return
     if backend == "collab":
-        _edit_collab(faceweave.load(model or "collab"), photo, target, source_mask, steps or 20,
+        _edit_collab(faceweave.load(model or "collab"), photo, target, own, 20 if steps is None else steps,
                      2.0 if guidance is None else guidance, embed_steps, finetune_steps, eta, seed, out,
                      overwrite, quiet)
         return
-    steps, guidance = steps or 50, 1.0 if guidance is None else guidance
+    steps, guidance = 50 if steps is None else steps, 1.0 if guidance is None else guidance
     pipe = faceweave.load(model or "diffusion")
     size = pipe.size
-    if source_mask is not None:
-        own = io.read_mask(source_mask)
-    else:
+    if own is None:
         from .ruler import load_parser
         own = load_parser().predict(photo)
     source = Conditions(mask=own)
@@ -723,12 +717,12 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
                        region=region, classes=names, progress=not quiet,
                        prompt_attributes=prompt_attributes is not False)
     small = io.resize_image(photo, size)
-    out = _prepare_out(out, overwrite)
     edited = result.images[0]
-    io.write_png(out / "edited.png", edited)
     panels = [small, *_condition_panels(source, size), *_condition_panels(target, size), edited]
-    io.write_png(out / "comparison.png", image_grid(panels, columns=len(panels)))
-    _write_json(out / "meta.json", result.metadata[0])
+    with _writing(out, overwrite) as folder:
+        io.write_png(folder / "edited.png", edited)
+        io.write_png(folder / "comparison.png", image_grid(panels, columns=len(panels)))
+        _write_json(folder / "meta.json", result.metadata[0])
     for note in result.metadata[0]["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote edited.png, comparison.png and meta.json to {out} "
@@ -742,16 +736,16 @@ def _edit_gan(pipe, photo, target, steps, strength, blend, align, out, overwrite
 
     result = pipe.edit(photo, target, strength=strength, steps=steps, align=align, blend=blend,
                        progress=not quiet, name=name)
-    out = _prepare_out(out, overwrite)
-    io.write_png(out / "edited.png", result.images[0])
     size = pipe.size
     crop = io.resize_image(result.images[0], size) if not align else None
     panels = [result.aligned, result.reconstruction, result.edited_face, *_condition_panels(target, size)]
     if crop is not None:
         panels.append(crop)
-    io.write_png(out / "comparison.png", image_grid(panels, columns=len(panels)))
     meta = result.metadata[0]
-    _write_json(out / "meta.json", meta)
+    with _writing(out, overwrite) as folder:
+        io.write_png(folder / "edited.png", result.images[0])
+        io.write_png(folder / "comparison.png", image_grid(panels, columns=len(panels)))
+        _write_json(folder / "meta.json", meta)
     for note in meta["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote edited.png, comparison.png (aligned face | GAN reconstruction | edited | conditions) and "
@@ -760,7 +754,8 @@ def _edit_gan(pipe, photo, target, steps, strength, blend, align, out, overwrite
 
 def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps, finetune_steps, eta, seed,
                  out, overwrite, quiet) -> None:
-    """faceweave edit --backend collab: per-collaborator embedding optimisation + fine-tuning."""
+    """faceweave edit --backend collab: per-collaborator embedding optimisation + fine-tuning.
+    source_mask: the photo's own class ids, or None to parse them when the target has a mask."""
     from . import io
     from .data.sheet import image_grid
 
@@ -769,22 +764,21 @@ def _edit_collab(pipe, photo, target, source_mask, steps, guidance, embed_steps,
                              "drop --model or pass one")
     own = None
     if target.mask is not None:
-        if source_mask is not None:
-            own = io.read_mask(source_mask)
-        else:
+        own = source_mask
+        if own is None:
             from .ruler import load_parser
             own = load_parser().predict(photo)
     result = pipe.edit(photo, target, source_mask=own, embed_steps=embed_steps, finetune_steps=finetune_steps,
                        eta=eta, num_inference_steps=steps, guidance_scale=guidance, seed=seed,
                        progress=not quiet)
-    out = _prepare_out(out, overwrite)
     edited = result.images[0]
-    io.write_png(out / "edited.png", edited)
     size = pipe.size
     panels = [io.resize_image(photo, size), *_condition_panels(target, size), io.resize_image(edited, size)]
-    io.write_png(out / "comparison.png", image_grid(panels, columns=len(panels)))
     meta = result.metadata[0]
-    _write_json(out / "meta.json", meta)
+    with _writing(out, overwrite) as folder:
+        io.write_png(folder / "edited.png", edited)
+        io.write_png(folder / "comparison.png", image_grid(panels, columns=len(panels)))
+        _write_json(folder / "meta.json", meta)
     for note in meta["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote edited.png, comparison.png and meta.json to {out} (optimisation {meta['optimise_seconds']} s, "
@@ -822,11 +816,11 @@ def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, ou
       faceweave invert photo.jpg --mask photo_mask.png --prompt "a smiling woman" --steps 100 --out inv2/
       faceweave invert photo.jpg --backend gan --out inv3/
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from . import checkpoint, io
     from .backends.base import backend_name
-    from .conditions import Conditions
+    from .conditions import Conditions, check_prompt
     from .io import write_png
 
     family = checkpoint.read_config(model)["family"] if model else None
@@ -839,6 +833,8 @@ def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, ou
     if mask is not None and no_mask:
         raise FaceweaveError("give --mask or --no-mask, not both")
     image = io.read_image(photo)
+    prompt, own = check_prompt(prompt), None if mask is None else io.read_mask(mask)
+    _check_out(out, overwrite)
     import faceweave
     if backend == "gan":
         if mask is not None or no_mask or prompt is not None:
@@ -851,24 +847,17 @@ def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, ou
         raise FaceweaveError("--no-align applies to --backend gan only; drop it")
     steps = 50 if steps is None else steps
     pipe = faceweave.load(model or "diffusion")
-    if no_mask:
-        own = None
-    elif mask is not None:
-        own = io.read_mask(mask)
-    else:
+    if own is None and not no_mask:
         from .ruler import load_parser
         own = load_parser().predict(image)
     noise, back, meta = pipe.invert(image, Conditions(prompt=prompt, mask=own), num_inference_steps=steps)
-    out = _prepare_out(out, overwrite)
-    tmp = out / "latent.safetensors.tmp"
-    save_file({"noise": noise.contiguous()}, str(tmp), metadata={"sigma_max": str(meta["sigma_max"]),
-                                                                   "steps": str(steps)})
-    import os
-    os.replace(tmp, out / "latent.safetensors")
-    write_png(out / "reconstruction.png", back)
     small = io.resize_image(image, pipe.size)
     meta["reconstruction_psnr"] = _psnr(small, back)
-    _write_json(out / "meta.json", meta)
+    with _writing(out, overwrite) as folder:
+        (folder / "latent.safetensors").write_bytes(save({"noise": noise.contiguous()}, metadata={
+            "sigma_max": str(meta["sigma_max"]), "steps": str(steps)}))
+        write_png(folder / "reconstruction.png", back)
+        _write_json(folder / "meta.json", meta)
     for note in meta["notes"]:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote latent.safetensors, reconstruction.png (PSNR {meta['reconstruction_psnr']:.2f} dB) "
@@ -876,9 +865,7 @@ def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, ou
 
 
 def _invert_gan(pipe, image, name, steps, align, out, overwrite) -> None:
-    import os
-
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from . import io
 
@@ -892,21 +879,20 @@ def _invert_gan(pipe, image, name, steps, align, out, overwrite) -> None:
     else:
         face = image
     inv = pipe.invert(face, steps=steps, progress=True)
-    out = _prepare_out(out, overwrite)
     tensors = {"wplus": inv.wplus.detach().float().contiguous().cpu(),
                **{f"noise.{i}": n.detach().float().contiguous().cpu() for i, n in enumerate(inv.noise)}}
-    tmp = out / "latent.safetensors.tmp"
-    save_file(tensors, str(tmp), metadata={"model": str(inv.metadata["model"]), "method": inv.metadata["method"]})
-    os.replace(tmp, out / "latent.safetensors")
-    io.write_png(out / "aligned.png", io.resize_image(face, pipe.size))
-    io.write_png(out / "reconstruction.png", inv.reconstruction)
     from .eval.editing import identity_scores
 
     aligned_face = io.resize_image(face, pipe.size)
     identity = identity_scores(aligned_face[None], inv.reconstruction[None], inv.reconstruction[None])
     meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"],
             "reconstruction_identity_distance": identity["recon_identity_dist"], "aligned": align, "notes": notes}
-    _write_json(out / "meta.json", meta)
+    with _writing(out, overwrite) as folder:
+        (folder / "latent.safetensors").write_bytes(save(tensors, metadata={
+            "model": str(inv.metadata["model"]), "method": inv.metadata["method"]}))
+        io.write_png(folder / "aligned.png", aligned_face)
+        io.write_png(folder / "reconstruction.png", inv.reconstruction)
+        _write_json(folder / "meta.json", meta)
     for note in notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote latent.safetensors, aligned.png, reconstruction.png (PSNR {inv.metadata['psnr']:.2f} dB) "
@@ -1024,7 +1010,7 @@ def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out,
                                  "drop --sampler/--ddim-eta/--s-tmin/--guidance-window")
         from .backends import get_backend
         from .eval.editing import EDIT_STEPS, evaluate_editing, write_editing
-        from .eval.evaluate import check_output_folder
+        from .io import check_output_folder
 
         out = out or f"runs/eval_{backend}_edit"
         check_output_folder(out, overwrite)

@@ -12,7 +12,9 @@ In memory                                  On disk
   sketch  H x W uint8, lines 255 on 0        dark lines on white, the way people draw
 
 Writers are atomic (a temporary file in the same folder, then `os.replace`), so a crash
-never leaves a half-written PNG where a finished one is expected.
+never leaves a half-written PNG where a finished one is expected; `output_folder` does the
+same for a whole output folder, and `check_output_folder` refuses one that cannot be written
+before any work starts.
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import struct
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -194,6 +198,9 @@ def _save_png_atomic(image: Image.Image, path: PathLike) -> None:
         with contextlib.suppress(OSError):
             temp.unlink(missing_ok=True)
         if isinstance(e, OSError):
+            above = next(p for p in path.parents if p.exists())
+            if not above.is_dir():
+                raise FaceweaveError(f"cannot write {path}: {above} is a file, not a folder") from None
             raise FaceweaveError(f"cannot write {path} ({e.strerror or _first_line(e)}); "
                                  "check that the folder exists and is writable") from None
         raise
@@ -211,6 +218,98 @@ def write_png(path: PathLike, array: np.ndarray) -> None:
     else:
         raise FaceweaveError(f"write_png needs an H x W or H x W x 3 array, got shape {array.shape}")
     _save_png_atomic(image, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Output folders
+# ---------------------------------------------------------------------------------------
+
+def _refuse_taken(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FaceweaveError(f"output folder {out} is a file; choose a folder that does not exist yet")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise FaceweaveError(f"output folder {out} already holds files; use --overwrite to replace them, "
+                             "or choose another folder")
+
+
+def check_output_folder(out: PathLike, overwrite: bool = False, *, replace: bool = True) -> Path:
+    """The absolute path of an output folder that can be written, or a one-line error now,
+    before any work rather than after it: a path that is a file or lies under one, a folder
+    holding files (unless `overwrite`), a place where nothing can be created (no permission,
+    a read-only mount; tried for real with an empty folder, removed at once). `replace` as in
+    output_folder. Nothing is left behind."""
+    out = Path(out).expanduser().absolute()
+    try:
+        _refuse_taken(out, overwrite)
+        home = out if not replace and out.is_dir() else out.parent
+        while not home.exists() and home != home.parent:   # the folders output_folder would make
+            home = home.parent
+        if not home.is_dir():
+            raise FaceweaveError(f"cannot make output folder {out}: {home} is a file, not a folder")
+        os.rmdir(tempfile.mkdtemp(prefix=f".{out.name}.probe-", dir=home))
+    except OSError as e:
+        raise FaceweaveError(f"cannot write output folder {out} ({e.strerror or _first_line(e)}); "
+                             "choose a folder you can write to") from None
+    return out
+
+
+@contextlib.contextmanager
+def output_folder(out: PathLike, overwrite: bool = False, *, replace: bool = True) -> Iterator[Path]:
+    """Write an output folder all at once or not at all: the one way commands write folders.
+
+        with output_folder("runs/eval", overwrite) as staging:
+            write_png(staging / "grid.png", grid)
+
+    The block writes into a hidden staging folder; only a block that ends without an
+    exception puts its files in place, so a crash, Ctrl-C or a full disk never leaves half
+    an output where a whole one is expected. replace=True: the staging folder becomes `out`,
+    replacing an old one whole (with `overwrite`). replace=False: its files replace the files
+    of the same names in `out` and the others stay (`faceweave generate --overwrite`). Any
+    OSError (no permission, a read-only mount, a full disk) is one FaceweaveError naming
+    `out`; the staging folder and the parent folders made for it are removed.
+    """
+    out = check_output_folder(out, overwrite, replace=replace)
+    home = out if not replace and out.is_dir() else out.parent
+    made = [p for p in (home, *home.parents) if not p.exists()]       # deepest first
+    staging = None
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=home))
+        os.chmod(staging, 0o755)                # mkdtemp's 0700 would become the output's mode
+        yield staging
+        if replace:
+            _refuse_taken(out, overwrite)       # made meanwhile by someone else?
+        _put_in_place(staging, out, replace)
+    except BaseException as e:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        for folder in made:
+            with contextlib.suppress(OSError):
+                folder.rmdir()                  # only while empty
+        if isinstance(e, OSError):
+            raise FaceweaveError(f"cannot write output folder {out} ({e.strerror or _first_line(e)}); "
+                                 "nothing was written there; check its free space and permissions") from None
+        if isinstance(e, FaceweaveError) and staging is not None and str(staging) in str(e):
+            raise FaceweaveError(str(e).replace(str(staging), str(out))) from None   # the name the user gave
+        raise
+
+
+def _put_in_place(staging: Path, out: Path, replace: bool) -> None:
+    if not out.exists():
+        os.rename(staging, out)
+    elif replace:
+        old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+        os.rename(out, old)
+        try:
+            os.rename(staging, out)
+        except OSError:
+            os.rename(old, out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+        staging.rmdir()
 
 
 # ---------------------------------------------------------------------------------------

@@ -439,6 +439,7 @@ class DiffusionPipeline:
         """
         size = self.size
         _check_conditions(source=source, target=target)
+        check_classes(classes)                 # before the inversion, not after it
         scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
         photo, x0, notes = self._photo(image)
         n = num_inference_steps
@@ -524,15 +525,20 @@ def changed_region(source: np.ndarray | None, target: np.ndarray | None, size: i
     a, b = resize_mask(source, size), resize_mask(target, size)
     diff = a != b
     if classes:
-        unknown = [c for c in classes if c not in CLASS_ID]
-        if unknown:
-            raise FaceweaveError(f"unknown class {unknown[0]!r}; classes are {', '.join(CLASS_ID)}")
-        ids = [CLASS_ID[c] for c in classes]
+        ids = [CLASS_ID[c] for c in check_classes(classes)]
         diff &= np.isin(a, ids) | np.isin(b, ids)
     changed = torch.from_numpy(diff)[None, None].float()
     if dilate > 0:
         changed = F.max_pool2d(changed, 2 * dilate + 1, stride=1, padding=dilate)
     return changed[0, 0].numpy() > 0
+
+
+def check_classes(classes: Sequence[str] | None) -> Sequence[str] | None:
+    """Class names (conditions.CLASSES) that an edit may count as changed; an unknown one is an error."""
+    unknown = [c for c in classes or () if c not in CLASS_ID]
+    if unknown:
+        raise FaceweaveError(f"unknown class {unknown[0]!r}; classes are {', '.join(CLASS_ID)}")
+    return classes
 
 
 def image_metadata(cond: Conditions, seed: int, settings: dict, per_image: float, notes: list[str],

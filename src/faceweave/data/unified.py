@@ -100,23 +100,16 @@ def _file_name(name: str) -> str:
     return stem + ".png"
 
 
-def _check_target(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise FaceweaveError(f"output {out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FaceweaveError(f"output folder {out} already holds files; use --overwrite to replace it")
-
-
 class UnifiedWriter:
     """Writes a unified folder all at once or not at all.
 
         with UnifiedWriter("data/celebamask256", source="celebamask-hq") as writer:
             writer.add("0", image, mask=mask, sketch=sketch, captions=[...], attributes={...})
 
-    Everything goes to a hidden sibling `.{name}.partial-XXXX` first; only a `with` block
+    Everything goes to a hidden staging folder first (io.output_folder); only a `with` block
     that ends without an exception renames it into place (replacing an old folder when
-    `overwrite`). A crash or Ctrl-C therefore never leaves a half-written data set that a
-    later training run would silently read; the partial folder is removed.
+    `overwrite`). A crash, Ctrl-C or a full disk therefore never leaves a half-written data
+    set that a later training run would silently read; the partial folder is removed.
     """
 
     def __init__(self, out_dir: str | os.PathLike, overwrite: bool = False, *,
@@ -130,13 +123,15 @@ class UnifiedWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> "UnifiedWriter":
-        _check_target(self.out, self.overwrite)  # fail before hours of conversion, not after
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.partial-", dir=self.out.parent))
-        os.chmod(self._tmp, 0o755)
-        for sub in (IMAGES, MASKS, SKETCHES):
-            (self._tmp / sub).mkdir()
-        self._captions = open(self._tmp / CAPTIONS_FILE, "w", encoding="utf-8")
+        self._folder = io.output_folder(self.out, self.overwrite)   # checked before hours of conversion
+        self._tmp = self._folder.__enter__()
+        try:
+            for sub in (IMAGES, MASKS, SKETCHES):
+                (self._tmp / sub).mkdir()
+            self._captions = open(self._tmp / CAPTIONS_FILE, "w", encoding="utf-8")
+        except BaseException as e:
+            self._folder.__exit__(type(e), e, e.__traceback__)       # an OSError becomes one error line
+            raise
         self._files: set[str] = set()
         self._shapes: Counter = Counter()
         self._counts = Counter()
@@ -181,16 +176,17 @@ class UnifiedWriter:
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self._captions.close()
-        try:
-            if exc_type is None:
-                self._commit()
-        finally:
-            if self._tmp.exists():
-                shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = None
+        if exc_type is None:
+            try:
+                self._finish()
+            except BaseException as e:
+                self._folder.__exit__(type(e), e, e.__traceback__)   # removes the staging folder
+                raise
+        self._tmp = None
+        self._folder.__exit__(exc_type, exc, tb)    # in place, or removed; an OSError becomes one error line
         return False
 
-    def _commit(self) -> None:
+    def _finish(self) -> None:
         count = len(self._files)
         if count == 0:
             raise FaceweaveError("no samples were written, so no data folder was made")
@@ -207,19 +203,6 @@ class UnifiedWriter:
             size = height if height == width else [height, width]
         info = {"format": FORMAT, "version": FORMAT_VERSION, "count": count, "size": size, **self.info}
         (self._tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-
-        _check_target(self.out, self.overwrite)
-        if not self.out.exists():
-            os.rename(self._tmp, self.out)
-            return
-        old = self.out.with_name(f".{self.out.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(self.out, old)
-        try:
-            os.rename(self._tmp, self.out)
-        except OSError:
-            os.rename(old, self.out)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def parse_record(line: str, where: str) -> dict:

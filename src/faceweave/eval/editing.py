@@ -143,13 +143,9 @@ def evaluate_editing(backend, n: int = 50, size: int = 64, steps: int = EDIT_STE
 def write_editing(metrics: dict, rows: list, out: str | os.PathLike, overwrite: bool = False) -> Path:
     """metrics.json and grid.png (photo | mask | edited mask | edit | reconstruction) into out."""
     from ..data.sheet import image_grid
-    from ..io import write_png
-    from .evaluate import check_output_folder
+    from ..io import output_folder, write_png
 
-    out = check_output_folder(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    write_png(out / "grid.png", image_grid([p for row in rows for p in row], columns=5))
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=1) + "\n")
-    os.replace(tmp, out / "metrics.json")
-    return out
+    with output_folder(out, overwrite) as tmp:         # all at once or not at all
+        write_png(tmp / "grid.png", image_grid([p for row in rows for p in row], columns=5))
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
+    return Path(out).expanduser().absolute()

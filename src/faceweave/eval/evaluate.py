@@ -27,9 +27,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
-import tempfile
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -441,57 +438,24 @@ def _protocol(backend: Backend, model, given, n, size, seeds_per_condition, dive
     }
 
 
-def check_output_folder(out: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse an output that would destroy other files, before minutes of work rather than after."""
-    out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise FaceweaveError(f"output {out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FaceweaveError(f"output folder {out} already holds files; use --overwrite to replace it")
-    return out
-
-
 def write_evaluation(evaluation: Evaluation, out: str | os.PathLike, overwrite: bool = False) -> Path:
-    """metrics.json, report.html and grid.png into `out`, all at once or not at all.
-
-    The files are written into a hidden sibling folder that is renamed into place only when
-    complete (replacing an old `out` when `overwrite`), so a crash never leaves a report
-    without its metrics, or metrics of one run beside the report of another.
-    """
+    """metrics.json, report.html and grid.png into `out`, all at once or not at all
+    (io.output_folder: a crash or a full disk never leaves a report without its metrics,
+    or metrics of one run beside the report of another)."""
     from .report import report_html, sample_grid
 
-    out = check_output_folder(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with io.output_folder(out, overwrite) as tmp:
         text = json.dumps(evaluation.metrics, indent=1, allow_nan=False)
         (tmp / METRICS_FILE).write_text(text + "\n", encoding="utf-8")
         grid = sample_grid(evaluation.samples, evaluation.metrics["protocol"]["given"])
         io.write_png(tmp / GRID_FILE, grid)
         (tmp / REPORT_FILE).write_text(report_html(evaluation.metrics, evaluation.samples), encoding="utf-8")
-        check_output_folder(out, overwrite)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if old is not None:
-                os.rename(old, out)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out).expanduser().absolute()
 
 
 def run_evaluation(out: str | os.PathLike, overwrite: bool = False, **options) -> dict:
     """`faceweave evaluate`: check the output folder, evaluate (options as for `evaluate`), write."""
-    check_output_folder(out, overwrite)
+    io.check_output_folder(out, overwrite)                  # before minutes of work rather than after
     evaluation = evaluate(**options)
     write_evaluation(evaluation, out, overwrite)
     return evaluation.metrics

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .. import checkpoint
+from .. import checkpoint, io
 from ..data import collate, open_dataset
 from ..data.unified import UnifiedDataset
 from ..diffusion.losses import WEIGHTINGS
@@ -336,6 +336,9 @@ def _check_out(out: Path, resume: bool) -> None:
     if not resume and out.is_dir() and any(out.iterdir()):
         what = "a run" if has_run else "other files"
         raise FaceweaveError(f"--out {out} already holds {what}; pass --resume to continue it or choose another --out")
+    # a run writes its folder step by step, so only the place is checked: under a file, no
+    # permission, a read-only mount are one error now, not a traceback after the first steps
+    io.check_output_folder(out, overwrite=True, replace=False)
 
 
 def train(family: str, preset: str | None, data: str | None, out: str | os.PathLike, *, resume: bool = False,
