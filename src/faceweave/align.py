@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from .errors import FaceweaveError
+from .io import MIN_PHOTO_SIDE    # below it no face has enough pixels for P-Net's 12 px window plus context
 
 __all__ = [
     "FACESYNTH_SCALE",
@@ -62,9 +63,6 @@ __all__ = [
 DETECTOR_PACKAGE = "facenet-pytorch==2.6.0"
 _INSTALL_HINT = f"pip install --no-deps {DETECTOR_PACKAGE}"
 
-# Smallest photo side we try to work with: below this no face has enough pixels for P-Net's
-# 12 px window plus context, and no useful edit can be pasted back.
-MIN_PHOTO_SIDE = 32
 # Photos are scaled down to this longest side for detection only. At this size MTCNN
 # still finds faces down to ~2% of the frame, and larger pyramids only cost time.
 DETECT_MAX_SIDE = 1024

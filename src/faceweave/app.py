@@ -205,7 +205,7 @@ def read_upload(path: str | os.PathLike | None, kind: str) -> np.ndarray | None:
     """An uploaded file through the CLI's own readers (formats, palettes, size limits)."""
     if path is None:
         return None
-    reader = {"mask": io.read_mask, "sketch": io.read_sketch, "photo": io.read_image}[kind]
+    reader = {"mask": io.read_mask, "sketch": io.read_sketch, "photo": io.read_photo}[kind]
     try:
         return reader(path)
     except FaceweaveError as exc:       # the temporary upload name means nothing to the user

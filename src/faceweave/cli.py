@@ -236,7 +236,7 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
     if len(images) == 1 and not Path(out).is_dir():
         if Path(out).suffix.lower() != ".png":
             raise FaceweaveError(f"--out {out} must end in .png for one image (or be a folder)")
-        photo = io.read_image(images[0])                 # a bad file is refused before the parser loads
+        photo = io.read_photo(images[0])                 # a bad file is refused before the parser loads
         mask = load_parser(model if model is not None else _default_photo_parser()).predict(photo)
         (io.write_color_mask if color else io.write_mask)(out, mask)
         click.echo(f"wrote {out} ({mask.shape[1]}x{mask.shape[0]})")
@@ -246,7 +246,7 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
     if clash:
         raise FaceweaveError(f"several images are named {clash[0]!r}; their masks would overwrite each other "
                              "(rename them or parse them into separate folders)")
-    photos = [io.read_image(p) for p in images]       # every file is checked before anything is written
+    photos = [io.read_photo(p) for p in images]       # every file is checked before anything is written
     _check_out(out, overwrite)
     parser = load_parser(model if model is not None else _default_photo_parser())
     from tqdm import tqdm
@@ -286,7 +286,7 @@ def describe_cmd(images, as_json, model, real) -> None:
     from . import io
     from .text import describe_attributes
 
-    photos = [io.read_image(path) for path in images]      # every file is checked before a model loads
+    photos = [io.read_photo(path) for path in images]      # every file is checked before a model loads
     if real:
         from .eval.real import RealLabeller, real_parser
 
@@ -684,7 +684,7 @@ def edit_cmd(image, mask, source_mask, prompt, attrs, backend, model, steps, gui
     if model and family != backend:
         raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
                              f"drop --backend or pass a {backend} checkpoint")
-    photo = io.read_image(image)
+    photo = io.read_photo(image)
     target = _read_conditions(prompt, mask, None, attrs)
     if not target.given:
         raise FaceweaveError("nothing to edit: give --mask, --prompt or --attr")
@@ -832,7 +832,7 @@ def invert_cmd(photo, mask, no_mask, prompt, backend, model, steps, no_align, ou
                              f"drop --backend or pass a {backend} checkpoint")
     if mask is not None and no_mask:
         raise FaceweaveError("give --mask or --no-mask, not both")
-    image = io.read_image(photo)
+    image = io.read_photo(photo)
     prompt, own = check_prompt(prompt), None if mask is None else io.read_mask(mask)
     _check_out(out, overwrite)
     import faceweave

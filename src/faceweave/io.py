@@ -42,6 +42,9 @@ PathLike = str | os.PathLike
 # A 40-megapixel photo is ~120 MB decoded; anything bigger is more likely a mistake (or a
 # decompression bomb: a few KB of PNG that inflates to gigabytes) than a face.
 DEFAULT_MAX_PIXELS = 40_000_000
+# The smallest side of a face photo: below it no face has enough pixels for the face detector's
+# 12 px window plus context (align.py), and every model works at 32 px or more (check_size).
+MIN_PHOTO_SIDE = 32
 
 # ---------------------------------------------------------------------------------------
 # Colour palettes of colour-coded masks. Row i is the colour of OUR class id i
@@ -176,6 +179,18 @@ def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarr
     white (what a viewer shows); the EXIF orientation is applied, so a phone photo is upright.
     """
     return _as_rgb(_open(path, max_pixels), path)
+
+
+def read_photo(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A face photo (read_image) of at least MIN_PHOTO_SIDE pixels on each side: a 1 x 1 or
+    3000 x 2 picture holds no face, and the parser, the classifier and the models would
+    read an upscaled smear as one."""
+    image = read_image(path, max_pixels)
+    height, width = image.shape[:2]
+    if min(height, width) < MIN_PHOTO_SIDE:
+        raise FaceweaveError(f"{path} is {width}x{height} px, too small to hold a face; use a photo at least "
+                             f"{MIN_PHOTO_SIDE} px on each side")
+    return image
 
 
 # ---------------------------------------------------------------------------------------
