@@ -555,8 +555,8 @@ def _user_errors(fn: Callable) -> Callable:
     import gradio as gr
 
     def shown(exc: BaseException) -> gr.Error:
-        if isinstance(exc, FaceweaveError):
-            return gr.Error(str(exc).splitlines()[0] if str(exc) else "invalid input")
+        if isinstance(exc, FaceweaveError):       # the user's mistake: no traceback in the server log either
+            return gr.Error(str(exc).splitlines()[0] if str(exc) else "invalid input", print_exception=False)
         log.exception("internal error in %s", fn.__name__)
         return gr.Error(f"internal error ({type(exc).__name__}); the server log has the details")
 

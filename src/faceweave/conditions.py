@@ -64,10 +64,11 @@ _ATTRIBUTE_BY_LOWER = {name.lower(): name for name in CELEBA_ATTRIBUTES}
 # The longest prompt accepted, in characters (whitespace runs count as one). The text encoder
 # reads only its first 48 tokens (models/text_encoder.py MAX_TOKENS), about 200 characters
 # at the 4.3 characters per token of FaceSynth captions; the prompt -> attributes parser
-# (text.parse_prompt) reads all of it, at a cost that grows faster than the length (runs of
-# modifiers: under 0.1 s at 1,000 characters, a minute at 32,000; benchmarks/long_prompt.py).
-# 1,000 keeps any real description, five times what the encoder reads, and bounds the
-# parser to a fraction of a second; a pasted document is refused instead of parsed for minutes.
+# (text.parse_prompt) reads all of it, at a cost that grows with the square of the length (a
+# run of modifiers: 0.05 s at 1,000 characters, 0.75 s at 4,000, 2.9 s at 8,000 on a 2-core
+# CPU; benchmarks/long_prompt.py). 1,000 keeps any real description, five times what the
+# encoder reads, and bounds the parser to a fraction of a second; a pasted document is
+# refused instead of parsed for minutes.
 MAX_PROMPT_CHARS = 1000
 
 
