@@ -15,7 +15,7 @@ import pytest
 from faceweave.conditions import CLASS_ID
 from faceweave.data import celebamask1k as cm
 from faceweave.data import open_dataset
-from faceweave.data.unified import hflip
+from faceweave.data.unified import hflip, jitter
 from faceweave.errors import FaceweaveError
 
 COLLECTION = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "celebamask-1k"
@@ -45,6 +45,18 @@ def test_hflip_mirrors_and_swaps_left_right_classes():
     assert fsketch[0, -1] == 255
     again = hflip(flipped, fmask, fsketch)
     assert (again[0] == image).all() and (again[1] == mask).all() and (again[2] == sketch).all()
+
+
+def test_jitter_moves_image_and_mask_together_without_new_classes():
+    mask = _face_mask(64)
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[mask == CLASS_ID["hair"]] = 200
+    moved_image, moved_mask, moved_sketch = jitter(image, mask, mask * 10, np.random.default_rng(3))
+    assert moved_image.shape == image.shape and moved_mask.shape == mask.shape and moved_sketch.shape == mask.shape
+    assert set(np.unique(moved_mask)) <= set(np.unique(mask))          # nearest-neighbour: no blended ids
+    assert not (moved_mask == mask).all()
+    hair = moved_mask == CLASS_ID["hair"]
+    assert moved_image[hair].mean() > moved_image[~hair].mean() + 100  # the pixels moved with their labels
 
 
 def _face_mask(size: int = 256) -> np.ndarray:
@@ -136,16 +148,17 @@ def test_spec_converts_once_and_splits_by_stem(small_collection):
     expect_val = [s for s in stems if cm.split_of(s) == "val"]
     assert sorted(r["file"][:-4] for r in val.records) == expect_val
     assert len(train) + len(val) == len(stems)
-    assert train.flip and not val.flip
+    assert train.flip and not val.flip and not train.jitter
+    assert open_dataset(spec + ":jitter", split="train").jitter and not open_dataset(spec + ":jitter", split="val").jitter
     sample = train[0]
     assert sample["image"].shape == (3, 32, 32) and sample["mask"].shape == (32, 32)
     assert sample["captions"], "captions are written from the derived attributes"
     record = train.records[0]
     assert {"Eyeglasses", "Wearing_Hat", "Wearing_Earrings"} <= set(record["attributes"])
-    cached = list((small_collection.parent / "cache").iterdir())
+    cached = sorted((small_collection.parent / "cache").glob("celebamask1k-labelled-*"))
     assert len(cached) == 1
     open_dataset(spec, split="train")                   # a second open reuses the conversion
-    assert list((small_collection.parent / "cache").iterdir()) == cached
+    assert sorted((small_collection.parent / "cache").glob("celebamask1k-labelled-*")) == cached
 
 
 def test_photos_spec_holds_every_photo_without_masks(small_collection):

@@ -47,7 +47,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .. import io
-from ..conditions import (ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, CLASS_ID, CLASSES, Conditions, check_size,
+from ..conditions import (ATTRIBUTE_INDEX, CELEBA_ATTRIBUTES, MIRRORED_CLASSES, Conditions, check_size,
                           validate_attributes)
 from ..errors import FaceweaveError
 
@@ -272,19 +272,34 @@ def read_stored_sketch(path: Path, size: int | None) -> np.ndarray:
     return sketch if size is None else io.resize_image(sketch, size)
 
 
-# A mirrored face's left eye is where its right eye was: swap the class ids of the pairs.
-_MIRROR = np.arange(len(CLASSES), dtype=np.uint8)
-for _left, _right in (("l_eye", "r_eye"), ("l_brow", "r_brow"), ("l_ear", "r_ear")):
-    _MIRROR[CLASS_ID[_left]], _MIRROR[CLASS_ID[_right]] = CLASS_ID[_right], CLASS_ID[_left]
-
-
 def hflip(image: np.ndarray, mask: np.ndarray | None, sketch: np.ndarray | None):
     """Mirror a sample left-right; the mask's left/right classes trade places."""
     image = np.ascontiguousarray(image[:, ::-1])
     if mask is not None:
-        mask = _MIRROR[np.ascontiguousarray(mask[:, ::-1])].astype(mask.dtype)
+        mask = np.asarray(MIRRORED_CLASSES, np.uint8)[np.ascontiguousarray(mask[:, ::-1])].astype(mask.dtype)
     if sketch is not None:
         sketch = np.ascontiguousarray(sketch[:, ::-1])
+    return image, mask, sketch
+
+
+def jitter(image: np.ndarray, mask: np.ndarray | None, sketch: np.ndarray | None, rng: np.random.Generator):
+    """A random small similarity transform (scale 0.9-1.1, rotation +-10 degrees, shift +-6 %)
+    and brightness/contrast change (+-15 %), for training an instrument (the parser) on few
+    photos; masks move with nearest-neighbour sampling so class ids never blend."""
+    import cv2
+
+    size = image.shape[0]
+    angle, scale = rng.uniform(-10, 10), rng.uniform(0.9, 1.1)
+    matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+    matrix[:, 2] += rng.uniform(-0.06, 0.06, 2) * size
+    warp = dict(dsize=(image.shape[1], image.shape[0]), borderMode=cv2.BORDER_REPLICATE)
+    image = cv2.warpAffine(image, matrix, flags=cv2.INTER_LINEAR, **warp)
+    gain, offset = rng.uniform(0.85, 1.15), rng.uniform(-0.15, 0.15) * 255 * 0.5
+    image = np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+    if mask is not None:
+        mask = cv2.warpAffine(mask, matrix, flags=cv2.INTER_NEAREST, **warp)
+    if sketch is not None:
+        sketch = cv2.warpAffine(sketch, matrix, flags=cv2.INTER_LINEAR, **warp)
     return image, mask, sketch
 
 
@@ -295,13 +310,14 @@ class UnifiedDataset(Dataset):
     split  keep only samples whose "split" is this (None: all samples)
     flip   mirror each sample left-right with probability 1/2 (torch's random stream, so
            seeded per DataLoader worker), left and right classes of the mask swapped
+    jitter also move, scale, rotate and re-light each sample a little (`jitter`)
     The folder is checked when opened, so a missing file fails now, not hours into training.
     """
 
     def __init__(self, root: str | os.PathLike, size: int | None = None, split: str | None = None,
-                 flip: bool = False):
+                 flip: bool = False, jitter: bool = False):
         self.root = Path(root).expanduser()
-        self.flip = flip
+        self.flip, self.jitter = flip, jitter
         if not self.root.is_dir():
             raise FaceweaveError(f"data folder {self.root} does not exist")
         if not (self.root / CAPTIONS_FILE).is_file():
@@ -340,6 +356,9 @@ class UnifiedDataset(Dataset):
         sketch = read_stored_sketch(self.root / SKETCHES / file, self.size) if self.has_sketch else None
         if self.flip and bool(torch.rand(()) < 0.5):
             image, mask, sketch = hflip(image, mask, sketch)
+        if self.jitter:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
+            image, mask, sketch = jitter(image, mask, sketch, rng)
         return to_sample(image, mask, sketch, record["attributes"], record["captions"], file)
 
 
@@ -399,16 +418,17 @@ class FaceSynthDataset(Dataset):
 
 SPEC_FORMS = (
     "facesynth:SIZE[:n=N][:seed=K] (FaceSynth rendered on the fly, e.g. facesynth:64:n=10000)",
-    "celebamask1k:SIZE[:root=DIR][:photos] (the real celebamask-1k photos, converted once and cached)",
+    "celebamask1k:SIZE[:root=DIR][:photos][:jitter] (the real celebamask-1k photos, converted once and cached)",
     "the path of a unified data folder (made by `faceweave data prepare` or `faceweave data synth`)",
 )
 
 
 def _open_celebamask1k(spec: str, fields: list[str], size: int | None, split: str | None) -> Dataset:
-    """celebamask1k:SIZE[:root=DIR][:photos]; "train" flips at random (see data.celebamask1k)."""
+    """celebamask1k:SIZE[:root=DIR][:photos][:jitter]; "train" flips at random (see
+    data.celebamask1k), and with :jitter also moves and re-lights (for instruments)."""
     from . import celebamask1k
 
-    spec_size, root, photos = None, None, False
+    spec_size, root, photos, jittered = None, None, False, False
     for field in fields:
         key, sep, value = field.partition("=")
         if not sep and key.isdigit() and spec_size is None:
@@ -417,6 +437,8 @@ def _open_celebamask1k(spec: str, fields: list[str], size: int | None, split: st
             root = value
         elif not sep and key == "photos":
             photos = True
+        elif not sep and key == "jitter":
+            jittered = True
         else:
             raise _spec_error(spec, f"cannot read {field!r}")
     if spec_size is not None and size is not None and spec_size != size:
@@ -424,7 +446,8 @@ def _open_celebamask1k(spec: str, fields: list[str], size: int | None, split: st
                              f"use celebamask1k:{size}")
     size = check_size(spec_size or size or 256)
     folder = celebamask1k.prepared(size, root=root, photos=photos)
-    return UnifiedDataset(folder, size=size, split=split, flip=split == "train")
+    return UnifiedDataset(folder, size=size, split=split, flip=split == "train",
+                          jitter=jittered and split == "train")
 
 
 def _spec_error(spec: str, why: str) -> FaceweaveError:
