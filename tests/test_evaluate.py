@@ -323,7 +323,7 @@ def test_attribute_shortfall_recounts_old_files_and_ranks_the_lost_checks(copy_r
     shortfall = benchmark_module("attribute_shortfall")
     m = json.loads(json.dumps(copy_run.metrics))
     recorded = shortfall.checks_per_attribute(m)
-    del m["details"]["run"]["per_attribute_checked"]                  # as in a pre-stop-25 file
+    del m["details"]["run"]["per_attribute_checked"]                  # as in a file written before the count was recorded
     assert shortfall.checks_per_attribute(m) == recorded
     rows, summary = shortfall.shortfall(m, target=0.9)
     assert [r["lost"] for r in rows] == sorted((r["lost"] for r in rows), reverse=True)

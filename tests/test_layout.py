@@ -40,7 +40,7 @@ def test_layout_has_the_attributes_asked_for_and_is_reproducible():
 def test_paint_only_attributes_are_matched_unless_match_is_layout():
     """Hair colour does not shape a label map, but it rules some out: FaceSynth never gives a
     bald man blond hair, so match="all" (the default) never draws a bald layout for "blond",
-    while match="layout" (the stop-19 prior) leaves hair colour free and sometimes does."""
+    while match="layout" (the older prior) leaves hair colour free and sometimes does."""
     asked = {"Male": 1, "Blond_Hair": 1, "5_o_Clock_Shadow": 1}
     bald = {"all": 0, "layout": 0}
     for seed in range(40):

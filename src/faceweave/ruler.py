@@ -1,6 +1,6 @@
 """The ruler: faceweave's own measuring instruments, a face parser and an attribute classifier.
 
-Every generation backend is scored with these (issue 3): the parser reads a 19-class mask
+Every generation backend is scored with these: the parser reads a 19-class mask
 off an image (mask consistency), the classifier reads attribute probabilities (attribute /
 text consistency) and gives the embedding for the Fréchet distance `fd`, KID and diversity.
 

@@ -1,6 +1,6 @@
 """AttributeClassifier: a small ResNet that reads face attributes off an image (multi-label).
 
-The second measuring instrument of issue 3: attribute / text consistency is the accuracy of
+The second measuring instrument of the ruler: attribute / text consistency is the accuracy of
 this network on generated images against the attributes that were asked for, and its
 penultimate embedding (`features`) is the feature space of faceweave's Fréchet distance
 (`fd`, never called FID), KID and diversity. Trained by `faceweave train classifier`, used

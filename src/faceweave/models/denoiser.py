@@ -34,7 +34,7 @@ class DenoiserConfig:
                                            # (size and channels are then the latent's)
     pooled: bool = False                   # a global path: pooled text + attributes added to the
                                            # noise embedding (models/conditioner.py); off for
-                                           # checkpoints that predate it (the stop-9 diffusion-64)
+                                           # checkpoints that predate it (an early diffusion-64)
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)

@@ -1,6 +1,6 @@
 """FaceParser: a small UNet that labels every pixel with one of the 19 CelebAMask-HQ classes.
 
-The parser is one of faceweave's measuring instruments (issue 3, "the ruler"): the mask
+The parser is one of faceweave's measuring instruments ("the ruler"): the mask
 consistency of a generated image is the agreement between the mask that was asked for and
 the mask this network reads off the image. It is trained by `faceweave train parser`
 (FaceSynth by default, a unified folder such as CelebAMask-HQ when given) and used through

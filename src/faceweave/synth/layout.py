@@ -66,7 +66,7 @@ def draw_layout(attributes: Mapping[str, int] | None, seed: int, size: int = 64,
 
     attributes: CelebA name -> 0/1 (validated names, as in Conditions). match="all" (the
     default) matches every attribute FaceSynth renders; match="layout" only those that shape
-    a label map (LAYOUT_ATTRIBUTES; the stop-19 behaviour, which leaves hair colour, make-up
+    a label map (LAYOUT_ATTRIBUTES; the older behaviour, which leaves hair colour, make-up
     and the like free, so a caption asking for blond hair may get a bald head's layout).
     If no draw within `max_draws` has them all (FaceSynth never draws some combinations, e.g.
     a goatee on a woman), the draw with the most layout attributes, then the most attributes
