@@ -247,7 +247,8 @@ def test_cli_end_to_end_with_tiny_checkpoints(tiny_checkpoints, tmp_path):
     assert metrics["protocol"]["parser"]["checkpoint"] == str(parser)
     assert len(metrics["protocol"]["classifier"]["weights_sha256"]) == 16
     assert "mask_miou" in res.output and "ceiling" in res.output
-    assert run("evaluate", "--help").output.count("faceweave evaluate --backend copy") == 1
+    help_text = run("evaluate", "--help").output
+    assert "faceweave evaluate --backend copy --n 64" in help_text and "--data celebamask1k --n 64" in help_text
 
 
 def test_cli_bad_inputs_exit_2_with_one_line(tiny_checkpoints, tmp_path):
