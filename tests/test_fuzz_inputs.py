@@ -220,6 +220,10 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         ("inception weights text", EVAL + ["--inception-weights", "{text.pth}"]),
         ("inception weights png", EVAL + ["--inception-weights", "{photo.png}"]),
         ("parser missing", EVAL + ["--parser", "{out}/nowhere"]),
+        ("data: a folder that is no data set", EVAL + ["--data", "{src_empty}"]),
+        ("data: real photos with a FaceSynth classifier", EVAL + ["--data", "celebamask1k", "--classifier",
+                                                                   "classifier-64"]),
+        ("data: real photos with --edit", EVAL + ["--data", "celebamask1k", "--edit"]),
     ],
     "parse": [
         *[(f"image {f}", ["parse", f"{{{f}}}", "--out", "{out}/mask.png"]) for f in _PHOTO_FILES],
@@ -233,6 +237,8 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
         *[(f"image {f}", ["describe", f"{{{f}}}"]) for f in _PHOTO_FILES],
         ("good then bad image", ["describe", "{photo.png}", "{truncated.png}"]),
         ("model missing", ["describe", "{photo.png}", "--model", "{out}/nowhere"]),
+        ("real: a flat image", ["describe", "--real", "{blank.png}"]),
+        ("real: a photo, then a flat image", ["describe", "--real", "{photo.png}", "{blank.png}"]),
     ],
     "data synth": [
         ("n 0", SYNTH + ["--n", "0"]),
@@ -256,6 +262,8 @@ CASES: dict[str, list[tuple[str, list[str]]]] = {
     ],
     "train": [
         ("unknown family", ["train", "toaster", "--preset", "tiny", "--data", "facesynth:32", "--out", "{out}"]),
+        ("celebamask1k spec with an unknown field", ["train", "parser", "--preset", "tiny", "--data",
+                                                     "celebamask1k:32:n=3", "--out", "{out}"]),
         ("unknown preset", ["train", "parser", "--preset", "huge!", "--data", "facesynth:32", "--out", "{out}"]),
         ("no data", ["train", "parser", "--preset", "tiny", "--out", "{out}"]),
         ("bad data spec", TRAIN[:5] + ["facesynth:abc", "--out", "{out}"]),
