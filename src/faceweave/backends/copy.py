@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -71,9 +72,17 @@ def _bank(images, masks, sketches, attributes, names, size: int) -> FaceBank:
                     np.asarray(attributes, np.int8), tolerance, tuple(names))
 
 
-@functools.lru_cache(maxsize=2)
 def real_bank(data: str, size: int, bank_size: int) -> FaceBank:
-    """The first bank_size training photos of a real data set (eval.real.RealProtocol)."""
+    """The first bank_size training photos of a real data set (eval.real.RealProtocol),
+    cached per process by where the data lies (another collection is another bank)."""
+    from ..data import celebamask1k
+
+    where = str(celebamask1k.find_root()) if data == "celebamask1k" else str(Path(data).expanduser().resolve())
+    return _real_bank(data, where, int(size), int(bank_size))
+
+
+@functools.lru_cache(maxsize=2)
+def _real_bank(data: str, where: str, size: int, bank_size: int) -> FaceBank:
     from ..data.celebamask1k import DERIVED_ATTRIBUTES
     from ..eval.real import RealProtocol
 
@@ -146,8 +155,9 @@ def sketch_similarity(bank: FaceBank, sketch: np.ndarray) -> np.ndarray:
 
 
 def attribute_similarity(bank: FaceBank, requested: dict[str, int]) -> np.ndarray | None:
-    """Fraction of the requested (FaceSynth-rendered) attributes each bank face has right;
-    None when no requested attribute is one FaceSynth renders (nothing to compare)."""
+    """Fraction of the requested attributes each bank face has right, over the attributes the
+    bank knows (FaceSynth's rendered ones, or a real bank's derived ones); None when none of
+    the requested attributes is one of them (nothing to compare)."""
     column = {name: j for j, name in enumerate(bank.attribute_names)}
     known = {name: v for name, v in requested.items() if name in column}
     if not known:
@@ -180,7 +190,7 @@ class CopyBackend(Backend):
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         bank = (facesynth_bank(size, self.bank_size) if self.bank == "facesynth"
-                else real_bank(self.bank, int(size), self.bank_size))
+                else real_bank(self.bank, size, self.bank_size))
         # copies: a caller drawing on an output must not change the cached bank
         return [bank.images[self._pick(bank, cond, seed, size)].copy() for cond, seed in zip(conditions, seeds)]
 
