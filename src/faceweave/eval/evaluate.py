@@ -1,4 +1,4 @@
-"""`faceweave evaluate`: score a backend on held-out FaceSynth, next to what real faces score.
+"""`faceweave evaluate`: score a backend on held-out faces, next to what real faces score.
 
 The protocol (docs/evaluation.md gives the reasons and measured rows); everything below is
 written into metrics.json["protocol"], so two runs are comparable when their protocols match:
@@ -17,6 +17,11 @@ written into metrics.json["protocol"], so two runs are comparable when their pro
   ceiling     the same metrics for the held-out real faces themselves, against their own
               conditions: what a perfect generator scores with these instruments (its fd is
               test vs val, two disjoint real sets of the same size).
+
+With data="celebamask1k" (or a unified folder of real photos) the same protocol runs on
+real held-out photos with real instruments (eval.real): the real-face parser, attributes
+read the way the data's labels were derived, fd in dlib's identity space, and `memorised`
+(null on FaceSynth).
 
 Images stream through in batches, so memory does not grow with n beyond the feature rows.
 """
