@@ -74,7 +74,7 @@ COLUMNS = ("mask_miou", "attr_acc", "fd", "diversity", "sec_per_image")
 # so the variants compare), with all conditions and with none
 VALIDATION = ("val_loss", "val_loss_uncond")
 # noise: the cues drawn as fine shading (cheekbones, make-up, bags) and two frequently asked cues
-# whose accuracy the ancestral noise moved in the stop-17 sampler comparison (smiling, young)
+# whose accuracy the ancestral noise moved in the sampler comparison of docs/diffusion.md (smiling, young)
 FINE_ATTRIBUTES = ("High_Cheekbones", "Heavy_Makeup", "Bags_Under_Eyes", "Smiling", "Young")
 
 

@@ -10,7 +10,7 @@ n * (ceiling - run), with its share of all the checks lost. The last line says h
 more correct checks would bring attr_acc to a share of the ceiling (--target, 0.9 by
 default: the diffusion issue's target given prompt + mask).
 
-metrics.json written since stop 25 records each attribute's number of checks
+a recent metrics.json records each attribute's number of checks
 (details.run.per_attribute_checked). For older files they are recounted from the protocol
 the file records (the first n faces of the FaceSynth split it names, the conditions it
 names), and the recount must add up to the file's attributes_checked.

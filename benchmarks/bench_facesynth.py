@@ -3,7 +3,7 @@
     python benchmarks/bench_facesynth.py [--n 300] [--sizes 64,128,256] [--no-captions]
 
 A sample is everything `render()` returns: image, exact label map, sketch, attributes and
-five captions. Targets (issue 2): >= 300/s at 64 px, >= 60/s at 256 px on one core.
+five captions. Targets: >= 300/s at 64 px, >= 60/s at 256 px on one core.
 """
 from __future__ import annotations
 

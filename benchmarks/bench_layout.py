@@ -7,7 +7,7 @@ For the first N held-out captions (FaceSynth test split, each face's first capti
 with `faceweave.synth.layout.draw_layout` and prints: the median and 90th-percentile draw
 index (how many people were looked at), the captions no draw within the budget matched
 fully, and the wall time per layout (mean and worst). --match layout matches only the
-attributes that shape a label map (the stop-19 prior); the default matches all of them.
+attributes that shape a label map (the older prior); the default matches all of them.
 """
 from __future__ import annotations
 
