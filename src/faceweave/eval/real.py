@@ -118,7 +118,7 @@ class RealProtocol:
                                  f"{len(held)} held-out and {len(rest)} training (label them with a "
                                  "'split' of train/val/test, or name them by CelebA-HQ id)")
         self.root, self.held, self.rest = root, held, rest
-        self.has_masks = all((root / "masks" / r["file"]).is_file() for r in held[:1])
+        self.has_masks = (root / "masks" / held[0]["file"]).is_file()   # masks are all-or-none
 
     @property
     def max_n(self) -> int:
