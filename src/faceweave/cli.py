@@ -470,7 +470,12 @@ _layout_prior_option = click.option(
 @click.option("--backend", default=None,
               help="Generation backend: diffusion, collab or gan  [default: the --model's, else diffusion]")
 @click.option("--model", default=None, help="Checkpoint folder or bundled name  [default: the backend's bundled model]")
-@click.option("--seeds", default="0-3", show_default=True, help="Seeds, one image each: 0-3, 0,5,7 or 0-2,10.")
+@click.option("--seeds", default=None, help="Seeds, one image each: 0-3, 0,5,7 or 0-2,10  [default: 0-3]")
+@click.option("--from", "source", default=None, type=click.Path(dir_okay=False), metavar="FILE.jsonl",
+              help="One face per line of FILE: a JSON object with any of prompt, attributes, mask, sketch, seed, "
+                   "name (docs/batch.md) -> OUT/NAME.png + NAME.json; a second run makes only what is missing.")
+@click.option("--batch-size", default=None, type=click.IntRange(1, 1024),
+              help="With --from: lines per model call (fixed blocks of line numbers)  [default: 16]")
 @click.option("--steps", default=None, type=int, help="Sampling steps (diffusion, collab)  [default: 20]")
 @click.option("--guidance", default=None, type=float,
               help="Classifier-free guidance scale for all given conditions together (1 = off)  [default: 2.0]")
@@ -496,12 +501,13 @@ _layout_prior_option = click.option(
 @click.option("--save-influence", is_flag=True,
               help="collab: write OUT/influence.png (rows = collaborators, columns = steps; first 4 seeds).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder: SEED.png per seed, grid.png, meta.json.")
-@click.option("--overwrite", is_flag=True, help="Replace files in OUT.")
+              help="Output folder: SEED.png per seed, grid.png, meta.json (--from: NAME.png, NAME.json, run.json).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace files in OUT (--from: a folder made with other settings, or from another file).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guidance, scales, sampler, eta, s_tmin,
-                 window, prompt_attributes, layout_prior, precision, diversity, mixing, save_influence, palette, out,
-                 overwrite, quiet) -> None:
+def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, batch_size, steps, guidance, scales,
+                 sampler, eta, s_tmin, window, prompt_attributes, layout_prior, precision, diversity, mixing,
+                 save_influence, palette, out, overwrite, quiet) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -520,6 +526,12 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
           --save-influence --out out3/
       faceweave generate --backend gan --prompt "a smiling man" --mask /tmp/fs/masks/000000.png --out out4/
+
+    \b
+    Many faces from a file, one JSON object per line (docs/batch.md); run again to resume:
+      faceweave generate --from examples/conditions.jsonl --out out9/
+      accelerate launch --multi_gpu --num_processes 2 -m faceweave.cli generate \\
+          --from examples/conditions.jsonl --out out9/        # lines shared between 2 processes
     """
     import numpy as np
 
@@ -537,8 +549,18 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
                                  "backend is for evaluation only)")
     if scales and guidance is not None:
         raise FaceweaveError("give either --guidance (one scale) or --scale MODALITY=W (per modality), not both")
-    cond = _read_conditions(prompt, mask, sketch, attrs, palette)
-    seed_list = parse_seeds(seeds)
+    if source is not None:
+        named = [flag for flag, value in (("--prompt", prompt), ("--mask", mask), ("--sketch", sketch),
+                                          ("--attr", attrs), ("--seeds", seeds)) if value]
+        if named:
+            raise FaceweaveError(f"with --from each line gives its own conditions and seed; drop {', '.join(named)} "
+                                 "(or put it in the lines)")
+        if save_influence:
+            raise FaceweaveError("--save-influence draws one call's seeds, not a --from file's lines; drop it")
+    elif batch_size is not None:
+        raise FaceweaveError("--batch-size applies to --from; drop it")
+    cond = None if source is not None else _read_conditions(prompt, mask, sketch, attrs, palette)
+    seed_list = None if source is not None else parse_seeds("0-3" if seeds is None else seeds)
     scale = _parse_pairs(scales, "--scale", float) if scales else (2.0 if guidance is None else guidance)
     import faceweave
     family = checkpoint.read_config(model)["family"] if model else (backend or "diffusion")
@@ -558,18 +580,24 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, steps, guid
     _diffusion_only(family, layout_prior, "--layout-prior/--no-layout-prior")
     _diffusion_only(family, precision, "--precision")
     _diffusion_only(family, s_tmin, "--s-tmin")
-    _check_out(out, overwrite)
-    pipe = faceweave.load(model or family, precision=precision or "fp32")
     if family == "gan":
-        result = pipe(conditions=cond, seeds=seed_list, diversity=0.5 if diversity is None else diversity,
-                      progress=not quiet)
+        options = {"diversity": 0.5 if diversity is None else diversity}
     else:
-        extra = {"mixing": mixing or "learned", "return_influence": save_influence} if family == "collab" else \
+        extra = {"mixing": mixing or "learned", **({"return_influence": True} if save_influence else {})} \
+            if family == "collab" else \
             {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window),
              "layout_prior": layout_prior is not False, "s_tmin": s_tmin or 0.0}
-        result = pipe(conditions=cond, seeds=seed_list, num_inference_steps=20 if steps is None else steps,
-                      guidance_scale=scale, eta=eta or 0.0, progress=not quiet,
-                      **({"sampler": sampler} if sampler else {}), **extra)
+        options = {"num_inference_steps": 20 if steps is None else steps, "guidance_scale": scale, "eta": eta or 0.0,
+                   **({"sampler": sampler} if sampler else {}), **extra}
+    if source is not None:
+        from .batch import generate_from
+        status = generate_from(source, out, family=family, model=model or family, options=options,
+                               precision=precision or "fp32", batch_size=batch_size or 16, palette=palette,
+                               overwrite=overwrite, quiet=quiet)
+        raise click.exceptions.Exit(status)
+    _check_out(out, overwrite)
+    pipe = faceweave.load(model or family, precision=precision or "fp32")
+    result = pipe(conditions=cond, seeds=seed_list, progress=not quiet, **options)
     with _writing(out, overwrite) as folder:
         if save_influence:
             from .backends.collab import influence_picture
