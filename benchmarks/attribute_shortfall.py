@@ -2,13 +2,13 @@
 
     faceweave evaluate --backend diffusion --given prompt,mask --n 500 --out runs/eval_pm
     python benchmarks/attribute_shortfall.py runs/eval_pm/metrics.json
-    python benchmarks/attribute_shortfall.py src/faceweave/assets/models/diffusion-64/evaluation/prompt_mask.json
+    python benchmarks/attribute_shortfall.py docs/notes/evaluations/prompt_mask.json
 
 For each attribute that was checked: how many (image, attribute) checks there were, the
 accuracy of the outputs and of the real faces, and the checks lost against the ceiling,
 n * (ceiling - run), with its share of all the checks lost. The last line says how many
 more correct checks would bring attr_acc to a share of the ceiling (--target, 0.9 by
-default: the diffusion issue's target given prompt + mask).
+default: the diffusion backend's target given prompt + mask).
 
 a recent metrics.json records each attribute's number of checks
 (details.run.per_attribute_checked). For older files they are recounted from the protocol
