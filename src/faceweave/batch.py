@@ -307,10 +307,10 @@ def _finished(out: Path, line: Line, run: str, overwrite: bool) -> bool:
     return all(isinstance(f, str) and (out / f).is_file() for f in listed)
 
 
-def _line_error(errors: list[dict], number: int, message: str) -> None:
-    errors.append({"line": number, "error": message})
-    if len(errors) <= PRINTED_LINE_ERRORS:
-        click.echo(f"line {number}: {message}", err=True)
+def _report_lines(errors: list[dict]) -> None:
+    """One line on stderr per failed line, the first PRINTED_LINE_ERRORS of them."""
+    for e in errors[:PRINTED_LINE_ERRORS]:
+        click.echo(f"line {e['line']}: {e['error']}", err=True)
 
 
 def prepare(source, out, pipe, family: str, options: dict, precision: str, batch_size: int, palette,
@@ -353,7 +353,7 @@ def prepare(source, out, pipe, family: str, options: dict, precision: str, batch
             names[line.name.lower()] = number
             lines.append(line)
         except FaceweaveError as exc:
-            _line_error(errors, number, str(exc))
+            errors.append({"line": number, "error": str(exc)})
     if not lines:
         first = errors[0]
         raise FaceweaveError(f"no line of {source} can be made ({count} tried); line {first['line']}: "
@@ -372,7 +372,7 @@ def prepare(source, out, pipe, family: str, options: dict, precision: str, batch
                 done.add(line.number)
             good.append(line)
         except FaceweaveError as exc:
-            _line_error(errors, line.number, str(exc))
+            errors.append({"line": line.number, "error": str(exc)})
     blocks: dict[int, list[Line]] = {}
     for line in good:
         blocks.setdefault((line.number - 1) // batch_size, []).append(line)
@@ -382,6 +382,7 @@ def prepare(source, out, pipe, family: str, options: dict, precision: str, batch
                                    "faceweave": _version(), "processes": processes, "started": _now(),
                                    "finished": None, "summary": None})
     errors.sort(key=lambda e: e["line"])
+    _report_lines(errors)
     return Plan(settings, run, todo, errors, count, len(done))
 
 
