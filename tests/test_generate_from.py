@@ -254,7 +254,7 @@ def test_a_folder_made_with_other_settings_is_refused(tiny_model, tmp_path, call
     sampler = go("--sampler", "heun")
     assert sampler.exit_code == 2 and '--sampler "euler_ancestral", not "heun"' in sampler.output
     prior = run(tiny_model, source, out)
-    assert prior.exit_code == 2 and "--layout-prior/--no-layout-prior false, not true" in prior.output
+    assert prior.exit_code == 2 and "made with --no-layout-prior, not --layout-prior" in prior.output
     assert _mtimes(out) == before                          # nothing touched
 
     _write_lines(source, [{"attributes": {"Male": 1}}, {"seed": 5}, {"attributes": {"Smiling": 1}}])

@@ -226,13 +226,23 @@ def _difference(out: Path, old: dict, new: dict) -> str | None:
     more = f" (and {len(differing) - 1} more setting{'s' if len(differing) > 2 else ''})" if len(differing) > 1 \
         else ""
     fix = "add --overwrite to make its images again with these settings, or choose another --out"
+    was, now = old.get(key), new.get(key)
     if key == "from_sha256":
-        return (f"{out} was made from another version of {new['from']} (SHA-256 {str(old.get(key))[:12]}..., now "
-                f"{new[key][:12]}...){more}; add --overwrite to make the lines that changed (the others are kept), "
+        return (f"{out} was made from another version of {new['from']} (SHA-256 {str(was)[:12]}..., now "
+                f"{now[:12]}...){more}; add --overwrite to make the lines that changed (the others are kept), "
                 "or choose another --out")
-    shown = {k: "the defaults" if v is None and k in ("model", "palette") else json.dumps(v)
-             for k, v in (("old", old.get(key)), ("new", new.get(key)))}
-    return f"{out} was made with {_FLAGS.get(key, key)} {shown['old']}, not {shown['new']}{more}; {fix}"
+    if key in ("model_sha256", "palette_sha256"):
+        what = "--model" if key == "model_sha256" else "--palette"
+        return (f"the {'weights' if key == 'model_sha256' else 'colours'} of {what} {new[what[2:]]} changed since "
+                f"{out} was made (SHA-256 {str(was)[:12]}..., now {str(now)[:12]}...){more}; {fix}")
+    flag = _FLAGS.get(key, key)
+    if "/" in flag and isinstance(was, bool) and isinstance(now, bool):      # --layout-prior/--no-layout-prior
+        on, off = flag.split("/")
+        return f"{out} was made with {on if was else off}, not {on if now else off}{more}; {fix}"
+
+    def shown(value) -> str:
+        return "the default" if value is None else json.dumps(value)
+    return f"{out} was made with {flag} {shown(was)}, not {shown(now)}{more}; {fix}"
 
 
 def _write_json(path: Path, data) -> None:
@@ -284,6 +294,7 @@ class Plan:
     errors: list[dict]             # {"line", "error"} of the lines found bad while reading
     lines: int                     # non-blank lines in the file
     finished: int                  # good lines whose outputs were there already
+    record: dict                   # run.json as written at the start
 
 
 def _finished(out: Path, line: Line, run: str, overwrite: bool) -> bool:
@@ -378,12 +389,12 @@ def prepare(source, out, pipe, family: str, options: dict, precision: str, batch
         blocks.setdefault((line.number - 1) // batch_size, []).append(line)
     todo = [Block(group, {ln.number for ln in group if ln.number not in done}) for _, group in sorted(blocks.items())]
     todo = [b for b in todo if b.write]
-    _write_json(out / "run.json", {"format": RUN_FORMAT, "format_version": 1, "settings": settings,
-                                   "faceweave": _version(), "processes": processes, "started": _now(),
-                                   "finished": None, "summary": None})
+    record = {"format": RUN_FORMAT, "format_version": 1, "settings": settings, "faceweave": _version(),
+              "processes": processes, "started": _now(), "finished": None, "summary": None}
+    _write_json(out / "run.json", record)
     errors.sort(key=lambda e: e["line"])
     _report_lines(errors)
-    return Plan(settings, run, todo, errors, count, len(done))
+    return Plan(settings, run, todo, errors, count, len(done), record)
 
 
 def _version() -> str:
@@ -546,9 +557,20 @@ def generate_from(source, out, *, family: str, model: str, options: dict, precis
                    + (f", {procs.count} processes" if procs.count > 1 else "") + ")", err=True)
     report = work(pipe, family, options, mine, out, palette, plan.run, show=procs.main and not quiet)
     reports = procs.gather(report)
-    if not procs.main:
-        return 1 if plan.errors or any(r["errors"] for r in reports) else 0
-    return _finish(Path(out).expanduser().absolute(), plan, reports)
+    status, failure = 0, None
+    if procs.main:
+        try:
+            status = _finish(Path(out).expanduser().absolute(), plan, reports)
+        except FaceweaveError as exc:
+            status, failure = 2, exc
+    # every process ends with process 0's status, and only once process 0 has written the summary:
+    # a launcher stops the other processes as soon as one ends with a non-zero status
+    status = procs.broadcast(status)
+    if failure is not None:
+        raise failure
+    if status == 2:
+        raise click.exceptions.Exit(2)
+    return status
 
 
 def _check_options(pipe, family: str, options: dict) -> dict:
@@ -594,15 +616,15 @@ def _finish(out: Path, plan: Plan, reports: list[dict]) -> int:
     else:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()                                   # an earlier run's, now answered
-    record = _read_record(out) or {}
-    record.update(finished=_now(), summary={
+    record = {**plan.record, "finished": _now(), "summary": {
         "lines": plan.lines, "written": written, "finished_before": plan.finished, "failed": len(errors),
-        "written_per_process": [r["written"] for r in reports]})
+        "written_per_process": [r["written"] for r in reports]}}
     _write_json(out / "run.json", record)
     for note, n in sorted(notes.items()):
         click.echo(f"note: {note} ({n} image{'s' if n != 1 else ''})", err=True)
-    if len(errors) > PRINTED_LINE_ERRORS:
-        click.echo(f"... and {len(errors) - PRINTED_LINE_ERRORS} more failed lines: {path} lists them all", err=True)
+    if len(plan.errors) > PRINTED_LINE_ERRORS:
+        click.echo(f"... and {len(plan.errors) - PRINTED_LINE_ERRORS} more failed lines: {path} lists them all",
+                   err=True)
     click.echo(f"wrote {written} image{'s' if written != 1 else ''} to {out}"
                + (f" ({plan.finished} finished before)" if plan.finished else ""))
     if errors:
