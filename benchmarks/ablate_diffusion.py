@@ -9,7 +9,7 @@
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train
     # ... or some variants only; run again after a stop and it goes on where it was
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train --only "mask tokens"
-    # ... keeping each scored variant in a file to commit, for sessions whose runs/ is gone
+    # ... keeping each scored variant in a file to commit, for machines whose runs/ is gone
     python benchmarks/ablate_diffusion.py train --steps 1500 --n 500 --out runs/ablate_train \
         --kept benchmarks/results/ablate_train.json
 
@@ -36,7 +36,7 @@ sigma: its weight divided by EDM's (EDM's preconditioning gives the network a un
 target at every level, so that ratio is the relative pull of each level, to first order),
 summed over the noise levels drawn in the band, as a share of its total.
 
-`train` is meant to span sessions on a CPU (up to ~2.75 h per variant there): a variant whose run
+`train` is meant to span several interrupted runs on a CPU (up to ~2.75 h per variant there): a variant whose run
 stopped early (Ctrl-C, SIGTERM, a kill) is resumed to --steps, never scored half-trained,
 and each variant's scores are kept in its run folder (scores.json), so a second call only
 trains and scores what is missing. A signal stops the whole script after the checkpoint.

@@ -1,4 +1,4 @@
-"""benchmarks/ablate_diffusion.py: `train` spans sessions (a short run is resumed to --steps, never
+"""benchmarks/ablate_diffusion.py: `train` spans interrupted runs (a short run is resumed to --steps, never
 scored half-trained, and a variant's scores are kept and reused); `weights` computes each loss
 weighting's share of the training signal per noise band; `noise` scores euler_ancestral with
 its fresh noise limited by s_tmin."""

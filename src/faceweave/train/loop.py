@@ -270,7 +270,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step
 
 
 class _StopRequest:
-    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, a session's end) become a request
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, a machine's shutdown) become a request
     to stop after the step in progress: the loop then saves last/ and returns, so at most that
     one step is lost instead of everything since the previous checkpoint. A second Ctrl-C
     interrupts at once. Handlers can only be installed from the main thread; elsewhere, and
