@@ -42,7 +42,6 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -538,10 +537,8 @@ def generate_from(source, out, *, family: str, model: str, options: dict, precis
                 plan = prepare(source, out, pipe, family, options, precision, batch_size, palette, overwrite,
                                procs.count)
             except FaceweaveError as exc:
-                plan = exc
-            plan = procs.broadcast(plan)
-        else:
-            plan = procs.broadcast(None)
+                plan = exc                                  # the others learn of it, and stop too
+        plan = procs.broadcast(plan)
         if isinstance(plan, FaceweaveError):
             raise plan
     except FaceweaveError:
