@@ -70,10 +70,37 @@ def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipe
     return pipe, fingerprint(pipe.model.state_dict())
 
 
+def _accepted(spec: dict) -> tuple[str, ...]:
+    """The fingerprints a collaborator may have: its weights', and those of their int8 storage."""
+    return tuple(spec[k] for k in ("fingerprint", "fingerprint_int8") if spec.get(k))
+
+
+def add_int8_fingerprints(path: str | Path) -> dict:
+    """Let a collab checkpoint accept int8-stored copies of its collaborators.
+
+    For each collaborator still holding the recorded weights, the fingerprint its int8 storage
+    will have (checkpoint.int8_round_trip) is recorded as "fingerprint_int8"; run it before
+    converting the collaborators (scripts/requantize.py does). A collaborator already stored
+    as int8 must match a recorded "fingerprint_int8". config.json is rewritten atomically.
+    """
+    meta = checkpoint.read_config(path, FAMILY)
+    for c in meta["config"]["collaborators"]:
+        pipe, fp = load_collaborator(c["model"], base=Path(meta["path"]))
+        if fp == c.get("fingerprint_int8"):
+            continue
+        if c.get("fingerprint") and fp != c["fingerprint"]:
+            raise FaceweaveError(f"collaborator {c['name']!r} ({c['model']}) is not the model {meta['path']} was "
+                                 f"trained with (weights {fp}, expected {c['fingerprint']}); convert the collab "
+                                 "checkpoint before its collaborators")
+        c["fingerprint_int8"] = fingerprint(checkpoint.int8_round_trip(pipe.model.state_dict()))
+    return checkpoint.update_config(meta["path"], config=meta["config"])
+
+
 def relink(path: str | Path, models: dict[str, str]) -> dict:
     """Point a collab checkpoint's collaborators at other copies of the same weights (e.g. the
     bundled fp16 exports of the run folders it was trained with): {name: folder or bundled
-    name}. Each new copy must have the recorded fingerprint; config.json is rewritten atomically."""
+    name}. Each new copy must have the recorded fingerprint (or its int8 storage's,
+    add_int8_fingerprints); config.json is rewritten atomically."""
     meta = checkpoint.read_config(path, FAMILY)
     specs = meta["config"]["collaborators"]
     unknown = sorted(set(models) - {c["name"] for c in specs})
@@ -83,7 +110,7 @@ def relink(path: str | Path, models: dict[str, str]) -> dict:
     for c in specs:
         if c["name"] in models:
             _, fp = load_collaborator(models[c["name"]])
-            if c.get("fingerprint") and fp != c["fingerprint"]:
+            if c.get("fingerprint") and fp not in _accepted(c):
                 raise FaceweaveError(f"{models[c['name']]} is not the {c['name']!r} collaborator this checkpoint "
                                      f"was trained with (weights {fp}, expected {c['fingerprint']})")
             c["model"] = str(models[c["name"]])
@@ -158,7 +185,7 @@ class CollabPipeline:
         pipes = {}
         for c in config.collaborators:
             pipe, fp = load_collaborator(c["model"], base=Path(meta["path"]))
-            if c.get("fingerprint") and fp != c["fingerprint"]:
+            if c.get("fingerprint") and fp not in _accepted(c):
                 raise FaceweaveError(f"collaborator {c['name']!r} ({c['model']}) is not the model this influence "
                                      f"network was trained with (weights {fp}, expected {c['fingerprint']}); "
                                      "retrain it with faceweave train collab --collaborators ...")

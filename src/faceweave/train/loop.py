@@ -575,8 +575,11 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
 
 
 def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
-           dtype: torch.dtype = torch.float16, **extra: Any) -> Path:
+           dtype: torch.dtype = torch.float16, storage: str | None = None, **extra: Any) -> Path:
     """A run's best (or last) weights -> a small checkpoint to ship (fp16, no optimizer state).
+
+    storage="int8" stores conv/linear weights as int8 with per-channel scales (about half the
+    size; checkpoint.py); measure the model before shipping it (docs/models.md, "Storage").
 
     The run's commands, preset, data and step go into config.json under "training"; pass
     more keys (e.g. metrics=...) as keyword arguments.
@@ -591,5 +594,5 @@ def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
     record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).exists() else {}
     training = {"commands": record.get("commands"), "preset": record.get("preset"), "data": record.get("data"),
                 "step": meta.get("step"), "checkpoint": source.name, "val": meta.get("val")}
-    return checkpoint.save(dest, meta["family"], meta["config"], state, dtype=dtype,
-                           image_size=meta["image_size"], training=training, **extra)
+    return checkpoint.save(dest, meta["family"], meta["config"], state, dtype=None if storage else dtype,
+                           storage=storage, image_size=meta["image_size"], training=training, **extra)
