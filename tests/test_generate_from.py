@@ -91,7 +91,7 @@ def calls(monkeypatch):
 
 def test_every_line_becomes_an_image_and_its_metadata(tiny_model, folder, tmp_path, calls):
     out = tmp_path / "out"
-    result = run(tiny_model, folder / "conds.jsonl", out, "--batch-size", "2")
+    result = run(tiny_model, folder / "conds.jsonl", out, "--batch-size", "2", "--layout-prior")
     assert result.exit_code == 0, result.output
     assert f"wrote 6 images to {out}" in result.stdout
     assert sorted(_pngs(out)) == sorted([f"{n}.png" for n in NAMES] + ["000002_layout.png", "000005_layout.png"])
@@ -253,7 +253,7 @@ def test_a_folder_made_with_other_settings_is_refused(tiny_model, tmp_path, call
     assert "was made with --steps 2, not 3" in other.output and "--overwrite" in other.output
     sampler = go("--sampler", "heun")
     assert sampler.exit_code == 2 and '--sampler "euler_ancestral", not "heun"' in sampler.output
-    prior = run(tiny_model, source, out)
+    prior = run(tiny_model, source, out, "--layout-prior")
     assert prior.exit_code == 2 and "made with --no-layout-prior, not --layout-prior" in prior.output
     assert _mtimes(out) == before                          # nothing touched
 
@@ -297,7 +297,7 @@ def test_two_processes_make_what_one_makes(tiny_model, folder, tmp_path):
         pytest.skip("this torch build has no gloo backend, so no CPU multi-process run")
     pytest.importorskip("accelerate.commands.launch")
     source = _write_lines(folder / "sharded.jsonl", LINES + [{"seed": "x"}])     # a bad line too: line 8
-    one = run(tiny_model, source, tmp_path / "one", "--batch-size", "2")      # at one thread (one_thread)
+    one = run(tiny_model, source, tmp_path / "one", "--batch-size", "2", "--layout-prior")   # at one thread
     assert one.exit_code == 1, one.output
 
     two = tmp_path / "two"
@@ -306,7 +306,8 @@ def test_two_processes_make_what_one_makes(tiny_model, folder, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            "--main_process_port", str(_free_port()), "-m", "faceweave.cli", "generate", "--from", str(source),
-           "--model", str(tiny_model), "--steps", "2", "--batch-size", "2", "--out", str(two), "--quiet"]
+           "--model", str(tiny_model), "--steps", "2", "--batch-size", "2", "--layout-prior", "--out", str(two),
+           "--quiet"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     log = f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-6000:]}"
     assert proc.returncode == 1, log                      # the bad line, reported once, by process 0
