@@ -107,13 +107,31 @@ def test_layout_prior_leaves_masks_sketches_and_empty_calls_alone(pipe, face, ti
         out = pipe(conditions=cond, seeds=[0], **FAST)
         assert out.layouts == [None] and "layout" not in out.metadata[0]
         assert set(out.metadata[0]["given"]) == set(cond.given)
-    with pytest.raises(FaceweaveError, match="layout_prior must be True or False"):
+    with pytest.raises(FaceweaveError, match="layout_prior must be True, False or None"):
         pipe(prompt="a man", seeds=[0], layout_prior="yes", **FAST)
     config = DenoiserConfig(size=32, unet="tiny", patch=8, modalities=("text", "attributes"))
     checkpoint.save(tmp_path / "nomask", "diffusion", dataclasses.asdict(config),
                     ConditionalDenoiser(config).state_dict(), image_size=32)
     unmasked = faceweave.load(str(tmp_path / "nomask"))(prompt="a man", seeds=[0], **FAST)
     assert unmasked.layouts == [None] and unmasked.metadata[0]["given"] == ["prompt"]
+
+
+def test_a_checkpoint_sets_its_own_layout_prior_default_and_a_call_overrides_it(pipe, tmp_path):
+    """config.json's "sampling": {"layout_prior": false} turns the prior off for calls that do
+    not say (diffusion-64-real's setting); layout_prior=True still draws one, and the
+    default stays on for checkpoints without the key."""
+    assert pipe.default_layout_prior is True
+    checkpoint.save(tmp_path / "off", "diffusion", dataclasses.asdict(pipe.model.config), pipe.model.state_dict(),
+                    image_size=32, sampling={"layout_prior": False})
+    off = faceweave.load(str(tmp_path / "off"))
+    assert off.default_layout_prior is False
+    plain = off(prompt="a man with eyeglasses", seeds=[0], **FAST)
+    assert plain.layouts == [None] and plain.metadata[0]["layout_prior"] is False
+    assert plain.metadata[0]["given"] == ["prompt"]
+    drawn = off(prompt="a man with eyeglasses", seeds=[0], layout_prior=True, **FAST)
+    assert drawn.layouts[0] is not None and drawn.metadata[0]["layout_prior"] is True
+    same = pipe(prompt="a man with eyeglasses", seeds=[0], **FAST)
+    assert np.array_equal(same.images[0], drawn.images[0])     # same weights, same drawn layout
 
 
 def test_save_load_round_trip_and_fp16_export(pipe, face, tmp_path):

@@ -415,7 +415,7 @@ def _block_options(pipe, family: str, options: dict, conds: list[Conditions]) ->
     if family != "diffusion" or not isinstance(scale, dict):
         return options
     given = {g for c in conds for g in c.given}
-    if any(pipe.wants_layout(c, options.get("layout_prior", True)) for c in conds):
+    if any(pipe.wants_layout(c, options.get("layout_prior")) for c in conds):
         given.add("mask")                               # the drawn layout is a given mask
     return {**options, "guidance_scale": {m: s for m, s in scale.items() if m in given}}
 

@@ -457,7 +457,7 @@ _layout_prior_option = click.option(
     "--layout-prior/--no-layout-prior", "layout_prior", default=None,
     help="diffusion: given a prompt or attributes but no mask or sketch, follow a FaceSynth label map drawn "
          "(from each seed) to have the attributes asked for; --no-layout-prior lets the model invent the "
-         "layout  [default: on]")
+         "layout  [default: the model's own: on unless the checkpoint says otherwise]")
 
 
 @main.command("generate")
@@ -586,7 +586,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, bat
         extra = {"mixing": mixing or "learned", **({"return_influence": True} if save_influence else {})} \
             if family == "collab" else \
             {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window),
-             "layout_prior": layout_prior is not False, "s_tmin": s_tmin or 0.0}
+             "layout_prior": layout_prior, "s_tmin": s_tmin or 0.0}
         options = {"num_inference_steps": 20 if steps is None else steps, "guidance_scale": scale, "eta": eta or 0.0,
                    **({"sampler": sampler} if sampler else {}), **extra}
     if source is not None:

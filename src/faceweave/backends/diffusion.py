@@ -15,10 +15,12 @@ Image i depends only on (conditions, seeds[i]): every image draws its starting n
 its own generator, and nothing in the network mixes images of a batch (text encodings are
 computed one prompt at a time, padding is masked out of attention).
 
-Given a prompt or attributes but no mask or sketch, each image follows a FaceSynth label
+Given a prompt or attributes but no mask or sketch, each image can follow a FaceSynth label
 map drawn from its own seed to have the attributes asked for (the layout prior,
-`synth.layout`; `layout_prior=False` lets the model invent the layout): the model follows
-a layout far better than it invents one (docs/diffusion.md).
+`synth.layout`); `layout_prior=False` lets the model invent the layout. Each checkpoint
+says which is its default ("sampling" in config.json; on when it does not say): on for the
+FaceSynth diffusion-64, which follows a layout far better than it invents one; a model of
+real faces can turn it off, since FaceSynth layouts are not real layouts.
 
 Editing a real photo (`pipe.edit`) inverts it with the probability-flow ODE under its own
 conditions, regenerates from that noise under the edited ones, and at every step keeps the
@@ -281,14 +283,24 @@ class DiffusionPipeline:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this diffusion model")
 
-    def wants_layout(self, c: Conditions, layout_prior: bool = True) -> bool:
+    @property
+    def default_layout_prior(self) -> bool:
+        """Whether a call that does not say uses the layout prior: the checkpoint's
+        "sampling": {"layout_prior": ...} in config.json, else True. A real-face model can turn it
+        off: on real photos FaceSynth layouts lowered realism and gender agreement."""
+        value = (self.meta.get("sampling") or {}).get("layout_prior", True)
+        return value if isinstance(value, bool) else True
+
+    def wants_layout(self, c: Conditions, layout_prior: bool | None = None) -> bool:
         """The layout prior's rule: a condition with a prompt or attributes but neither mask
         nor sketch gets a drawn layout. A sketch fixes the layout itself, and a call with no
-        condition at all stays unconditional."""
+        condition at all stays unconditional. None: the checkpoint's default."""
+        if layout_prior is None:
+            layout_prior = self.default_layout_prior
         return (layout_prior and "mask" in self.modalities and c.mask is None and c.sketch is None
                 and bool(c.prompt or c.attributes))
 
-    def _with_layouts(self, conds: list[Conditions], seeds: list[int], layout_prior: bool
+    def _with_layouts(self, conds: list[Conditions], seeds: list[int], layout_prior: bool | None
                       ) -> tuple[list[Conditions], list]:
         """Each condition that wants_layout gets the label map of a FaceSynth person with the
         attributes asked for (synth.layout), drawn from its image's own seed."""
@@ -312,7 +324,7 @@ class DiffusionPipeline:
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
                  progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
                  eta: float = 0.0, s_tmin: float = 0.0, s_tmax: float | None = None,
-                 layout_prior: bool = True) -> PipelineOutput:
+                 layout_prior: bool | None = None) -> PipelineOutput:
         """Generate one image per seed. Conditions come as keyword arguments (the same for every
         seed) or as `conditions=` (one Conditions, or one per seed).
 
@@ -333,7 +345,8 @@ class DiffusionPipeline:
         no setting beat the default 0, None). layout_prior: given a prompt or
         attributes but no mask or sketch, condition each image on a FaceSynth label map
         drawn (from its seed) to have the attributes asked for (`out.layouts`; metadata
-        "layout"); False lets the model invent the layout.
+        "layout"); False lets the model invent the layout; None (the default) takes the
+        checkpoint's own default (`default_layout_prior`).
         """
         seeds = check_seeds(seeds)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
@@ -341,8 +354,10 @@ class DiffusionPipeline:
             raise FaceweaveError(f"batch_size must be a positive integer, got {batch_size!r}")
         if output_type not in ("np", "pt"):
             raise FaceweaveError(f"output_type must be 'np' or 'pt', got {output_type!r}")
+        if layout_prior is None:
+            layout_prior = self.default_layout_prior
         if not isinstance(layout_prior, bool):
-            raise FaceweaveError(f"layout_prior must be True or False, got {layout_prior!r}")
+            raise FaceweaveError(f"layout_prior must be True, False or None (the model's default), got {layout_prior!r}")
         given = {g for c in conds for g in c.given}
         if any(self.wants_layout(c, layout_prior) for c in conds):
             given.add("mask")                      # a drawn layout is a given mask, which may be guided
@@ -633,7 +648,7 @@ class DiffusionBackend(Backend):
     def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
                  sampler: str = DEFAULT_SAMPLER, batch_size: int = 16, progress: bool = False,
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None,
-                 precision: str = "fp32", layout_prior: bool = True, s_tmin: float = 0.0,
+                 precision: str = "fp32", layout_prior: bool | None = None, s_tmin: float = 0.0,
                  s_tmax: float | None = None):
         eta = check_eta(sampler, eta)
         check_s_window(sampler, eta, s_tmin, s_tmax)                # both before the weights load
@@ -643,7 +658,7 @@ class DiffusionBackend(Backend):
                         "eta": eta, "guidance_window": guidance_window,
                         "s_tmin": s_tmin, "s_tmax": s_tmax,
                         "batch_size": batch_size, "progress": progress, "prompt_attributes": prompt_attributes,
-                        "layout_prior": layout_prior}
+                        "layout_prior": self.pipe.default_layout_prior if layout_prior is None else layout_prior}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images
