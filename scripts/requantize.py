@@ -15,6 +15,9 @@ before. Writes are atomic. int8 -> fp16 gives the dequantized weights, not the o
 A collab checkpoint checks its collaborators' fingerprints: converting it records the
 fingerprint of each collaborator's int8 storage beside the original one, so convert the
 collab checkpoint before (or together with) its collaborators; they are handled in that order.
+A checkpoint with shared tensors (config.json "shared", e.g. gan-64's generator read from
+stylegan2-64) comes out complete; share them again afterwards with
+faceweave.checkpoint.share (docs/models.md, "Storage").
 Measure a model before and after (docs/models.md, "Storage") before shipping the result.
 """
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Checkpoint storage: int8 weights (save -> load round trip, the tiny model's outputs,
-damaged files, conversion of a folder, collab checkpoints and their collaborators).
+damaged files, conversion of a folder, collab checkpoints and their collaborators) and
+tensors shared with another checkpoint.
 
 Tiny random or 1-step models on the CPU.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -219,3 +221,61 @@ def test_collab_accepts_int8_collaborators_converted_with_it(tmp_path):
     assert all(checkpoint.read_config(r)["storage"] == "int8" for r in [*refs.values(), collab])
     pipe = CollabPipeline.from_pretrained(collab)
     assert pipe(prompt="a man", num_inference_steps=2, progress=False).images[0].shape == (32, 32, 3)
+
+
+def _first_prefix(state: dict) -> str:
+    return next(iter(state)).split(".")[0] + "."
+
+
+def test_shared_tensors_load_as_the_complete_checkpoint(tiny_parser, tmp_path):
+    base = _save(tiny_parser, tmp_path / "base", storage="int8")
+    user = _save(tiny_parser, tmp_path / "user", storage="int8")
+    prefix = _first_prefix(tiny_parser.state_dict())
+    before = load_file(str(user / checkpoint.WEIGHTS))
+    meta = checkpoint.share(user, prefix, "../base")
+    after = load_file(str(user / checkpoint.WEIGHTS))
+    assert not any(k.startswith(prefix) for k in after) and len(after) < len(before)
+    assert meta[checkpoint.SHARED][0]["prefix"] == prefix
+    assert json.loads((user / "config.json").read_text())["metrics"] == {"miou": 0.5}   # other keys kept
+    _, want = checkpoint.load(base)
+    _, got = checkpoint.load(user)
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    complete = checkpoint.convert(user, tmp_path / "complete")          # convert writes every tensor
+    assert checkpoint.SHARED not in json.loads((complete / "config.json").read_text())
+    assert any(k.startswith(prefix) for k in load_file(str(complete / checkpoint.WEIGHTS)))
+
+
+def test_shared_tensors_refuse_a_changed_or_missing_source(tiny_parser, tmp_path):
+    base = _save(tiny_parser, tmp_path / "base", storage="int8")
+    user = _save(tiny_parser, tmp_path / "user", storage="int8")
+    prefix = _first_prefix(tiny_parser.state_dict())
+    checkpoint.share(user, prefix, "../base")
+    stored = load_file(str(base / checkpoint.WEIGHTS))
+    key = next(k for k in stored if k.startswith(prefix) and stored[k].is_floating_point())
+    stored[key] = stored[key] + 1
+    save_file(stored, str(base / checkpoint.WEIGHTS))
+    with pytest.raises(FaceweaveError, match="not the ones it was made with"):
+        checkpoint.load(user)
+    shutil.rmtree(base)
+    with pytest.raises(FaceweaveError, match="which is missing"):
+        checkpoint.load(user)
+
+
+def test_share_refuses_different_tensors(tiny_parser, tmp_path):
+    _save(tiny_parser, tmp_path / "a", storage="int8")
+    other = {k: (v + 1 if v.is_floating_point() else v) for k, v in tiny_parser.state_dict().items()}
+    checkpoint.save(tmp_path / "b", "parser", dataclasses.asdict(tiny_parser.config), other, storage="int8")
+    prefix = _first_prefix(other)
+    with pytest.raises(FaceweaveError, match="does not store the same tensors"):
+        checkpoint.share(tmp_path / "a", prefix, "../b")
+    with pytest.raises(FaceweaveError, match="stores no tensors"):
+        checkpoint.share(tmp_path / "a", "nowhere.", "../b")
+
+
+def test_bundled_gan_reads_its_generator_from_stylegan2():
+    meta = checkpoint.read_config("gan-64")
+    assert [e["model"] for e in meta[checkpoint.SHARED]] == ["stylegan2-64"]
+    _, gan = checkpoint.load("gan-64")
+    _, sg2 = checkpoint.load("stylegan2-64")
+    generator = [k for k in sg2 if k.startswith("generator.")]
+    assert generator and all(torch.equal(gan[k], sg2[k]) for k in generator)

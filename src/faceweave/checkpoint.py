@@ -19,10 +19,18 @@ scale = max|w| / 127 over the channel, q = round(w / scale). Every other floatin
 fp16. `load` dequantizes (q * scale, float32), so callers see the usual state dict. Half
 the bytes of fp16 for the weights that make up nearly all of a model.
 
+Shared tensors (config.json "shared"): a checkpoint may leave out tensors that another
+checkpoint stores byte for byte (gan-64's StyleGAN2 generator is stylegan2-64's), listing
+[{"prefix": "generator.", "model": "stylegan2-64", "sha256": ...}]; `load` reads every stored
+tensor under the prefix from that model (a bundled name, or a folder relative to this one)
+and checks the digest of those stored bytes, so a changed source fails loudly instead of
+changing the images. `share` writes such a checkpoint; `convert` gives the complete one.
+
 Bundled default models live in `faceweave/assets/models/NAME/` and are found by name.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -45,6 +53,7 @@ INT8_KEY = "::int8"           # NAME::int8 holds the int8 weight of tensor NAME 
 SCALE_KEY = "::scale"         # ... and NAME::scale its per-output-channel fp16 scale
 INT8_MIN_ELEMENTS = 1024      # smaller weights (a 1-channel output conv, tiny heads) stay fp16
 STORAGES = ("fp16", "int8")   # what `save(storage=...)` writes; without it tensors keep their dtype
+SHARED = "shared"             # config.json: tensors read from another checkpoint (module docstring)
 
 
 def bundled_dir() -> Path:
@@ -218,12 +227,91 @@ def load(path: str | os.PathLike, family: str | None = None) -> tuple[dict[str, 
     weights = Path(meta["path"]) / WEIGHTS
     if not weights.exists():
         raise FaceweaveError(f"{meta['path']} has no {WEIGHTS}; the checkpoint is incomplete")
+    state = _read_weights(weights)
+    for spec in meta.get(SHARED) or []:
+        state.update(_shared_tensors(meta, spec, state))
+    return meta, _dequantized(state, weights)
+
+
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise FaceweaveError(f"{weights} is not a readable safetensors file ({exc}); "
                              "the checkpoint is damaged, re-export or retrain it") from None
-    return meta, _dequantized(state, weights)
+
+
+def stored_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the stored tensors (names, dtypes, shapes and bytes, in name order)."""
+    h = hashlib.sha256()
+    for key in sorted(tensors):
+        t = tensors[key].detach().to("cpu").contiguous()
+        h.update(f"{key}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _source_folder(meta: dict[str, Any], model: str) -> Path:
+    near = Path(meta["path"]) / model
+    return near if (near / CONFIG).exists() else resolve(model)
+
+
+def _shared_tensors(meta: dict[str, Any], spec: Any, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The stored tensors one "shared" entry of config.json names, checked against its digest."""
+    where = meta["path"]
+    if not (isinstance(spec, dict) and isinstance(spec.get("prefix"), str) and spec["prefix"]
+            and isinstance(spec.get("model"), str) and isinstance(spec.get("sha256"), str)):
+        raise FaceweaveError(f"{where}/{CONFIG}: a \"{SHARED}\" entry needs prefix, model and sha256, got {spec!r}; "
+                             "the checkpoint is damaged, re-export it")
+    prefix = spec["prefix"]
+    if any(k.startswith(prefix) for k in own):
+        raise FaceweaveError(f"{where}: tensors under {prefix!r} are both stored and shared from {spec['model']}; "
+                             "the checkpoint is damaged, re-export it")
+    try:
+        folder = _source_folder(meta, spec["model"])
+    except FaceweaveError:
+        raise FaceweaveError(f"{where} takes its {prefix.rstrip('.')} weights from {spec['model']!r}, which is "
+                             "missing; install the complete faceweave package or pass a complete checkpoint") from None
+    tensors = {k: v for k, v in _read_weights(folder / WEIGHTS).items() if k.startswith(prefix)}
+    if not tensors or stored_digest(tensors) != spec["sha256"]:
+        raise FaceweaveError(f"{where} takes its {prefix.rstrip('.')} weights from {folder}, whose weights are not "
+                             "the ones it was made with (digest differs); restore that model or use a complete "
+                             "checkpoint (faceweave.checkpoint.convert)")
+    return tensors
+
+
+def share(path: str | os.PathLike, prefix: str, model: str) -> dict[str, Any]:
+    """Rewrite a checkpoint folder without its stored tensors under `prefix`, reading them from
+    `model` (a bundled name or a folder relative to this one) at load time. Refused unless
+    `model` stores exactly the same bytes under that prefix. Atomic; returns the new config."""
+    meta = read_config(path)
+    folder = Path(meta["path"])
+    own = _read_weights(folder / WEIGHTS)
+    mine = {k: v for k, v in own.items() if k.startswith(prefix)}
+    if not mine:
+        raise FaceweaveError(f"{folder} stores no tensors under {prefix!r}; nothing to share")
+    theirs = {k: v for k, v in _read_weights(_source_folder(meta, model) / WEIGHTS).items() if k.startswith(prefix)}
+    digest = stored_digest(mine)
+    if stored_digest(theirs) != digest:
+        raise FaceweaveError(f"{model} does not store the same tensors under {prefix!r} as {folder} "
+                             "(store both with the same storage from the same weights first)")
+    rest = {k: v for k, v in own.items() if not k.startswith(prefix)}
+    entries = [e for e in meta.get(SHARED) or [] if e.get("prefix") != prefix]
+    meta[SHARED] = entries + [{"prefix": prefix, "model": model, "sha256": digest}]
+    meta.pop("path")
+    tmp = folder.parent / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(folder, tmp)
+    try:
+        save_file(rest, str(tmp / WEIGHTS), metadata={"family": meta["family"]})
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
 
 
 def _dequantized(state: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
@@ -268,14 +356,16 @@ def convert(source: str | os.PathLike, dest: str | os.PathLike | None = None, st
 
     config.json keeps every key (metrics, training recipe); the folder's other files (model
     card, EMA or optimizer tensors) are copied unchanged. int8 -> fp16 gives the dequantized
-    weights, not the original fp16 ones.
+    weights, not the original fp16 ones. Shared tensors are written into the result, which is
+    complete (apply `share` again to leave them out).
     """
     meta, state = load(source)
     folder = Path(meta.pop("path"))
     dest = folder if dest is None else Path(dest)
     if dest.resolve() != folder.resolve() and dest.exists() and any(dest.iterdir()):
         raise FaceweaveError(f"{dest} already exists and is not empty; pick a new folder or convert in place")
-    extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "family", "config", "storage")}
+    extra = {k: v for k, v in meta.items()
+             if k not in ("format", "format_version", "family", "config", "storage", SHARED)}   # written complete
     others = sorted(p for p in folder.iterdir() if p.is_file() and p.name not in (CONFIG, WEIGHTS))
     return save(dest, meta["family"], meta["config"], state, storage=storage, copy_files=others,
                 int8_min_elements=int8_min_elements, **extra)
