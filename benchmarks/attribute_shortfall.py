@@ -1,6 +1,6 @@
 """Which attributes an evaluation loses its attribute checks on, against the real faces' ceiling.
 
-    faceweave evaluate --backend diffusion --given prompt,mask --n 500 --out runs/eval_pm
+    faceweave evaluate --backend diffusion --model diffusion-64 --given prompt,mask --n 500 --out runs/eval_pm
     python benchmarks/attribute_shortfall.py runs/eval_pm/metrics.json
     python benchmarks/attribute_shortfall.py docs/notes/evaluations/prompt_mask.json
 

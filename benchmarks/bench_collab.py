@@ -38,7 +38,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     face = FaceSynthDataset(64, n=1, split="test").render(0)
     cond = Conditions(prompt=face.captions[0], mask=face.mask)
-    joint, collab = faceweave.load("diffusion"), faceweave.load("collab")
+    joint, collab = faceweave.load("diffusion-64"), faceweave.load("collab-64")
     runs = {"diffusion-64 (joint)": (joint, {}), "collab-64 (learned)": (collab, {"mixing": "learned"}),
             "collab-64 (average)": (collab, {"mixing": "average"})}
     for batch in (1, 8):

@@ -57,7 +57,7 @@ def main() -> None:
             else:
                 print(f"== {name}, given {given}, n {args.n}", file=sys.stderr, flush=True)
                 metrics = run_evaluation(folder, overwrite=True, backend=backend,
-                                         model=args.collab if backend == "collab" else None, given=given,
+                                         model=args.collab if backend == "collab" else "diffusion-64", given=given,
                                          n=args.n, size=64, seeds_per_condition=4, batch_size=16,
                                          backend_options={"steps": args.steps, "guidance": args.guidance,
                                                           "sampler": args.sampler, **options})

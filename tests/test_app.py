@@ -1,7 +1,8 @@
 """The web app (faceweave.app): its plain functions, its API through gradio_client against a
 server on loopback, and one end-to-end run in headless Chromium.
 
-The bundled diffusion-64 model at 2-4 steps throughout; the whole file takes well under a
+The bundled models at 2-4 steps throughout (the real-face default; diffusion-64, the
+FaceSynth model, where its layout prior is tested); the whole file takes well under a
 minute on a 2-core CPU. FACEWEAVE_SCREENSHOT=docs/app.png makes the browser test also save
 its screenshot there (with 20 steps, so the faces in the picture are finished ones).
 """
@@ -65,6 +66,19 @@ def models():
 @pytest.fixture(scope="module")
 def server(models):
     demo, url = app.launch(port=app.free_port(), models=models, block=False, quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def facesynth_models():
+    """The FaceSynth diffusion-64, which draws a layout for a prompt given without a mask."""
+    return app.Models(model="diffusion-64")
+
+
+@pytest.fixture(scope="module")
+def facesynth_server(facesynth_models):
+    demo, url = app.launch(port=app.free_port(), models=facesynth_models, block=False, quiet=True)
     yield url
     demo.close()
 
@@ -216,9 +230,13 @@ def test_run_generate_gives_the_pipelines_images_and_metadata(models):
         assert np.mean(a != b) < 0.001
 
 
-def test_run_generate_without_a_mask_shows_the_drawn_layouts(models):
-    """The diffusion pipeline's layout prior: each face comes with the layout drawn for it,
-    and a per-modality setting guides the drawn mask with the common scale."""
+def test_run_generate_without_a_mask_shows_the_drawn_layouts(models, facesynth_models):
+    """The diffusion pipeline's layout prior (on for diffusion-64, off for the real-face
+    default): each face comes with the layout drawn for it, and a per-modality setting
+    guides the drawn mask with the common scale."""
+    real = app.run_generate(models, "a man with glasses", steps=1, seed=2)
+    assert real.layouts == [None] and real.metadata[0]["given"] == ["prompt"] and len(app._gallery(real)) == 1
+    models = facesynth_models
     out = app.run_generate(models, "a man with glasses", steps=1, seed=2, n_images=2,
                            scales={"prompt": 3.0})
     assert len(out.layouts) == 2 and all(lay.shape == (64, 64) for lay in out.layouts)
@@ -356,7 +374,16 @@ def test_api_generate_returns_images_metadata_and_a_download(server):
     with zipfile.ZipFile(archive) as zf:
         assert sorted(zf.namelist()) == ["000005.png", "000006.png", "meta.json"]
         assert json.loads(zf.read("meta.json"))["images"] == ["000005.png", "000006.png"]
-    # a prompt alone: each face comes with the layout drawn for it, in the gallery and the download
+    # a prompt alone: the real-face default invents the layout, so only the face comes back
+    gallery, meta, archive, _ = client.predict(*generate_args("a woman in a hat", seed=1), api_name="/generate")
+    assert [g["caption"] for g in gallery] == ["seed 1"]
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == ["000001.png", "meta.json"]
+
+
+def test_api_generate_returns_the_drawn_layout_with_its_face(facesynth_server):
+    """diffusion-64 draws a layout for a prompt alone: it comes back in the gallery and the download."""
+    client = gradio_client.Client(facesynth_server, verbose=False)
     gallery, meta, archive, _ = client.predict(*generate_args("a woman in a hat", seed=1), api_name="/generate")
     assert [g["caption"] for g in gallery] == ["seed 1", "seed 1: the layout drawn for it"]
     with zipfile.ZipFile(archive) as zf:

@@ -1,7 +1,7 @@
 """faceweave: multi-modal face generation and editing (text, attributes, masks, sketches).
 
     import faceweave
-    pipe = faceweave.load("diffusion")          # the bundled default model, or a checkpoint folder
+    pipe = faceweave.load("diffusion")          # the bundled default (diffusion-64-real), or a checkpoint folder
     out = pipe(prompt="a smiling woman", mask=mask, seeds=[0, 1])
 """
 from .conditions import CLASSES, CELEBA_ATTRIBUTES, Conditions
@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 __all__ = ["CLASSES", "CELEBA_ATTRIBUTES", "Conditions", "FaceweaveError", "load", "__version__"]
 
 # backend name -> its bundled default checkpoint
-DEFAULT_MODELS = {"diffusion": "diffusion-64", "collab": "collab-64", "gan": "gan-64"}
+DEFAULT_MODELS = {"diffusion": "diffusion-64-real", "collab": "collab-64", "gan": "gan-64"}
 
 
 def load(name_or_path: str = "diffusion", device: str | None = None, precision: str = "fp32"):

@@ -1,6 +1,6 @@
 """The web app: paint a mask, type a prompt, get faces; edit a photo the same way.
 
-    faceweave app                                   # http://127.0.0.1:7860, bundled diffusion-64
+    faceweave app                                   # http://127.0.0.1:7860, bundled diffusion-64-real
     faceweave app --host 0.0.0.0 --port 8080 --max-concurrency 2 --max-queue 32
 
 Three layers, so that everything but the page itself is tested without a browser:
@@ -284,7 +284,7 @@ class Models:
                                      f"model ({', '.join(faceweave.DEFAULT_MODELS)})")
             self.sources = {family: model, **{b: m for b, m in self.sources.items() if b != family}}
         if not self.sources:
-            raise FaceweaveError("no generation model is available; reinstall faceweave (it bundles diffusion-64) "
+            raise FaceweaveError("no generation model is available; reinstall faceweave (it bundles diffusion-64-real) "
                                  "or pass --model DIR")
         self._pipes: dict[str, Any] = {}
         self._parser = None

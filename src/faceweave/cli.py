@@ -515,12 +515,12 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, bat
 
     \b
     Example:
-      faceweave data synth --out /tmp/fs --n 1 --size 64
       faceweave generate --prompt "a smiling woman with blond hair" \\
-          --mask /tmp/fs/masks/000000.png --seeds 0-3 --out out/
+          --mask examples/mask_real_woman.png --seeds 0-3 --out out/      # real faces: diffusion-64-real
       faceweave generate --attr Male=1 --attr Eyeglasses=1 --scale attributes=3 --out out2/
-      faceweave generate --prompt "a bald man with glasses" --out out7/   # + SEED_layout.png, the layout drawn
-      faceweave generate --prompt "a bald man with glasses" --mask out7/000002_layout.png --seeds 2 --out out8/
+      faceweave data synth --out /tmp/fs --n 1 --size 64                  # FaceSynth: diffusion-64
+      faceweave generate --model diffusion-64 --prompt "a bald man with glasses" --out out7/   # + SEED_layout.png
+      faceweave generate --model diffusion-64 --prompt "a bald man" --mask out7/000002_layout.png --seeds 2 --out out8/
       faceweave generate --prompt "an old man with a goatee" --sampler dpmpp_2m --out out5/   # more variety, higher fd
       faceweave generate --prompt "a woman with glasses" --precision bf16 --seeds 0-15 --out out6/   # faster on a CPU with bf16
       faceweave generate --backend collab --prompt "a bald man" --mask /tmp/fs/masks/000000.png \\
@@ -988,7 +988,8 @@ def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out,
     Example:
       faceweave evaluate --backend copy --n 64 --size 64 --out runs/eval_copy
       faceweave evaluate --backend copy --data celebamask1k --n 64 --out runs/eval_copy_real
-      faceweave evaluate --backend diffusion --given prompt,mask --n 500 --steps 20 --guidance 2
+      faceweave evaluate --backend diffusion --data celebamask1k --n 69 --seeds-per-condition 1
+      faceweave evaluate --backend diffusion --model diffusion-64 --given prompt,mask --n 500 --steps 20 --guidance 2
       faceweave evaluate --backend collab --mixing average --given prompt,mask --n 500
     """
     from .backends import backend_name
@@ -1072,7 +1073,7 @@ def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out,
               help="Address to listen on; 0.0.0.0 opens the app to your whole network (no login!).")
 @click.option("--port", default=7860, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
 @click.option("--model", default=None,
-              help="Checkpoint folder or bundled name replacing its backend's default  [default: diffusion-64]")
+              help="Checkpoint folder or bundled name replacing its backend's default  [default: diffusion-64-real]")
 @click.option("--max-concurrency", default=1, show_default=True, type=click.IntRange(1, 64),
               help="Requests that run at once (they share one model and the CPU cores).")
 @click.option("--max-queue", default=16, show_default=True, type=click.IntRange(1, 10_000),

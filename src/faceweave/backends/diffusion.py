@@ -5,7 +5,7 @@ for Face Generation"), with text and sketches added the same way. The Python API
 diffusers:
 
     import faceweave
-    pipe = faceweave.load("diffusion")                    # the bundled 64 px model
+    pipe = faceweave.load("diffusion")                    # the bundled 64 px real-face model
     out = pipe(prompt="a smiling woman with blond hair", mask=mask, seeds=[0, 1, 2, 3],
                num_inference_steps=20, guidance_scale=2.0)   # or {"prompt": 3, "mask": 1.5}
     out.images[0]                                         # 64 x 64 x 3 uint8
@@ -54,7 +54,7 @@ from ..seeds import check_seeds
 from .base import Backend, check_callback, checked_keywords, per_seed_conditions
 
 FAMILY = "diffusion"
-DEFAULT_MODEL = "diffusion-64"
+DEFAULT_MODEL = "diffusion-64-real"     # real photos; "diffusion-64" is the FaceSynth benchmark model
 DEFAULT_SAMPLER = "euler_ancestral"     # measured against the ODE solvers in docs/diffusion.md
 # Conditions field -> the conditioner's modality name.
 MODALITY = {"prompt": "text", "attributes": "attributes", "mask": "mask", "sketch": "sketch"}
