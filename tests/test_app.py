@@ -499,7 +499,7 @@ def test_browser_pick_example_type_prompt_generate(server, tmp_path):
         def by_text(css, text):
             return wait.until(lambda d: [e for e in d.find_elements(By.CSS_SELECTOR, css) if text in e.text])[0]
 
-        by_text("#fw-examples label", "FaceSynth test face 0").click()
+        by_text("#fw-examples label", "example: real woman").click()
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#fw-mask canvas"))
         time.sleep(1.0)                                       # the example reaches the canvas
         # paint over it: the brush (skin, the default class) across the top of the hair
@@ -522,7 +522,7 @@ def test_browser_pick_example_type_prompt_generate(server, tmp_path):
         assert '"steps"' in meta and '"000003.png"' in meta
         # the server got the example mask with the stroke painted in (not the example alone)
         example = Conditions(prompt="a smiling woman with blond hair",
-                             mask=io.resize_mask(app.example_masks()["FaceSynth test face 0"](), app.CANVAS))
+                             mask=io.resize_mask(app.example_masks()["example: real woman"](), app.CANVAS))
         assert '"conditions"' in meta and example.digest() not in meta
         # the pictures in the gallery are decoded faces, not broken images
         sizes = driver.execute_script(
