@@ -168,17 +168,22 @@ def save(path: str | os.PathLike, family: str, config: dict[str, Any], state: di
         meta = {"format": FORMAT, "format_version": 2 if int8 else 1, "family": family,
                 "config": config, **({"storage": storage} if storage else {}), **extra}
         (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the finished folder `tmp` at `path` by renames, removing what was there."""
+    old = None
+    if path.exists():
+        old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_config(path: str | os.PathLike, family: str | None = None) -> dict[str, Any]:
@@ -304,10 +309,7 @@ def share(path: str | os.PathLike, prefix: str, model: str) -> dict[str, Any]:
     try:
         save_file(rest, str(tmp / WEIGHTS), metadata={"family": meta["family"]})
         (tmp / CONFIG).write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
-        old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(folder, old)
-        os.replace(tmp, folder)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
