@@ -113,7 +113,7 @@ def _instruments(size: int):
 
 
 def ablate_guidance(args) -> tuple[dict, dict]:
-    from faceweave.backends.diffusion import DiffusionBackend, _normalise_scale
+    from faceweave.backends.diffusion.pipeline import DiffusionBackend, _normalise_scale
     from faceweave.eval.evaluate import evaluate
 
     parser, classifier = _instruments(args.size)

@@ -45,7 +45,7 @@ def condition_losses(model_path: str, n: int = 64, levels=LEVELS, seed: int = 0,
     from faceweave import checkpoint
     from faceweave.data import collate, open_dataset
     from faceweave.diffusion.losses import denoising_loss
-    from faceweave.train.tasks import DiffusionTask
+    from faceweave.backends.diffusion.train import DiffusionTask
 
     task = DiffusionTask()
     meta, state = checkpoint.load(model_path, "diffusion")

@@ -26,7 +26,7 @@ import torch
 from faceweave import io
 from faceweave.eval import faces
 from faceweave.eval.real import RealProtocol, memorisation
-from faceweave.train.gan_tasks import load_generator
+from faceweave.backends.gan.train import load_generator
 
 
 def samples(G, n: int) -> tuple[np.ndarray, float]:

@@ -16,7 +16,7 @@ from faceweave.backends.collab import CollabPipeline, fingerprint, influence_pic
 from faceweave.backends.diffusion import DiffusionPipeline
 from faceweave.cli import main
 from faceweave.errors import FaceweaveError
-from faceweave.models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
+from faceweave.backends.collab.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
 from faceweave.train import export, train
 
 QUIET = {"progress": False}

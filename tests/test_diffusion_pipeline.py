@@ -236,7 +236,7 @@ def test_bf16_precision_is_close_to_fp32_and_a_function_of_each_seed(tiny_model,
     assert conv.weight.is_contiguous()
     assert np.array_equal(np.stack(fast(seeds=[0, 1, 2], **kw).images), full.astype(np.uint8))
     fast.precision = "bf16"
-    monkeypatch.setattr("faceweave.backends.diffusion.native_bf16", lambda device: False)
+    monkeypatch.setattr("faceweave.backends.diffusion.pipeline.native_bf16", lambda device: False)
     assert any("bf16 is not native on this cpu" in n for n in fast(seeds=[0], **kw).metadata[0]["notes"])
     assert not any("native" in n for n in pipe(seeds=[0], **kw).metadata[0]["notes"])
 

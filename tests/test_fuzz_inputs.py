@@ -440,8 +440,10 @@ PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconst
 
 def _pipeline_classes() -> dict[str, type]:
     found = {}
-    for path in sorted((Path(faceweave.__file__).parent / "backends").glob("*.py")):
-        module = importlib.import_module(f"faceweave.backends.{path.stem}")
+    root = Path(faceweave.__file__).parent
+    for path in sorted((root / "backends").rglob("*.py")):
+        dotted = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        module = importlib.import_module(dotted)
         found.update({name: cls for name, cls in vars(module).items()
                       if name.endswith("Pipeline") and isinstance(cls, type) and cls.__module__ == module.__name__})
     return found

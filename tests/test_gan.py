@@ -183,7 +183,7 @@ def test_edit_of_a_real_photo_changes_only_the_face(pipe):
 
 def test_training_pairs_are_read_off_the_generated_faces(tiny):
     from faceweave.io import sketch_from_mask
-    from faceweave.train.gan_tasks import GANTask
+    from faceweave.backends.gan.train import GANTask
     from faceweave.train.loop import resolve_config
     task = GANTask()
     cfg = resolve_config("gan", "tiny", {"generator": "x", "mask_ae": "y", "sketch_ae": "z"})
@@ -213,7 +213,7 @@ def test_mapper_trains_on_inverted_real_faces_too(tiny, tmp_path):
 
 
 def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
-    from faceweave.train.gan_tasks import attach_encoder
+    from faceweave.backends.gan.train import attach_encoder
     from faceweave.train.loop import train
     root = Path(tiny).parents[1]
     train("gan", "tiny", "facesynth:32", tmp_path / "bare", progress=False, overrides={

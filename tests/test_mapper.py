@@ -12,14 +12,14 @@ import torch
 
 from faceweave import checkpoint
 from faceweave.errors import FaceweaveError
-from faceweave.models.mapper import (
+from faceweave.backends.gan.mapper import (
     PRESETS,
     Mapper,
     MapperConfig,
     mapper_loss,
     modality_dropout,
 )
-from faceweave.models.modality_ae import (
+from faceweave.backends.gan.modality_ae import (
     MASK_PRESETS,
     SKETCH_PRESETS,
     MaskAutoencoder,

@@ -149,7 +149,7 @@ def test_tiny_training_run_saves_resumes_and_reloads(tmp_path):
 
 
 def test_adaptive_augmentation_moves_p_towards_the_target():
-    from faceweave.train.gan_tasks import StyleGAN2Task
+    from faceweave.backends.gan.train import StyleGAN2Task
     model = sg2.StyleGAN2(TINY)
     cfg = {"augment": "ada", "ada_target": 0.6, "ada_kimg": 1}
     StyleGAN2Task._adapt_augmentation(model, torch.ones(100, 1), cfg)       # over-confident on reals

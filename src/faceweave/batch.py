@@ -102,7 +102,7 @@ def _attributes(value) -> dict:
     if isinstance(value, dict):
         return value
     if isinstance(value, str):
-        from .cli import _attribute_value, _parse_pairs       # the --attr vocabulary (1/0, yes/no, true/false)
+        from .cli.base import _attribute_value, _parse_pairs  # the --attr vocabulary (1/0, yes/no, true/false)
         return _parse_pairs([p for p in re.split(r"[,\s]+", value) if p], "attribute", _attribute_value)
     raise FaceweaveError(f'attributes must be an object like {{"Smiling": 1}} or text like "Smiling=1,Male=0", '
                          f"got {json.dumps(value)}")
@@ -577,7 +577,7 @@ def _check_options(pipe, family: str, options: dict) -> dict:
     if not isinstance(scale, dict):
         return options
     if family == "diffusion":
-        from .backends.diffusion import _normalise_scale
+        from .backends.diffusion.pipeline import _normalise_scale
         from .diffusion.guidance import check_guidance
 
         scale = _normalise_scale(scale)

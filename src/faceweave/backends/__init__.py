@@ -1,12 +1,15 @@
 """Generation backends behind one call: `get_backend(name, model).generate(conditions, seeds, size)`.
 
-    copy       the copy-paste baseline: the nearest FaceSynth training face (no generator)
-    diffusion  one conditional diffusion model (text, attributes, mask, sketch); also a
-               diffusers-style pipeline: faceweave.load("diffusion")
+One folder per method, each registered by one line in `base.BACKENDS`:
 
-The other generation methods of the design (collab, gan, ddgi, stylize) register here
-as they are built.
+    copy       the copy-paste baseline: the nearest training face (no generator)
+    diffusion  one conditional diffusion model (text, attributes, mask, sketch)
+    collab     Collaborative Diffusion: frozen uni-modal models mixed by a dynamic diffuser
+    gan        MM2Latent: a multi-modal mapper into a StyleGAN2's latent space
+
+Those with weights are also diffusers-style pipelines: faceweave.load("diffusion").
+docs/adding-a-backend.md walks through adding one.
 """
-from .base import Backend, available_backends, backend_name, get_backend
+from .base import BACKENDS, Backend, BackendSpec, available_backends, backend_name, get_backend
 
-__all__ = ["Backend", "available_backends", "backend_name", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendSpec", "available_backends", "backend_name", "get_backend"]

@@ -3,8 +3,10 @@
     backend = get_backend("copy")          # a model backend: get_backend(name, model=DIR or bundled name)
     images = backend.generate([Conditions(prompt="a smiling woman")], seeds=[0], size=64)
 
-A new backend subclasses Backend, sets `name` and `accepts`, implements `_generate` (the
-arguments arrive checked) and registers "name": "module:Class" in _REGISTRY.
+A new backend is one folder under backends/ (its pipeline, networks and training tasks)
+and one BackendSpec line in BACKENDS below: its Backend subclass sets `name` and `accepts`
+and implements `_generate` (the arguments arrive checked). docs/adding-a-backend.md walks
+through it.
 
 Everything user-facing (CLI, Python API, app, `faceweave evaluate`) goes through
 `Backend.generate`, so a feature added to a backend shows up everywhere at once. The
@@ -14,6 +16,7 @@ contract that makes results reproducible and batch-independent: image i depends 
 from __future__ import annotations
 
 import abc
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -132,15 +135,48 @@ def per_seed_conditions(conditions, prompt, attributes, mask, sketch, n: int, ac
     return conditions
 
 
-# name -> "module:Class" (imported on first use, so `faceweave --help` stays fast).
-_REGISTRY: dict[str, str] = {
-    "copy": "faceweave.backends.copy:CopyBackend",
-    "diffusion": "faceweave.backends.diffusion:DiffusionBackend",
-    "collab": "faceweave.backends.collab:CollabBackend",
-    "gan": "faceweave.backends.gan:GANBackend",
-}
-# Backends of the design that later issues add; named here so the error can say so.
+@dataclasses.dataclass(frozen=True)
+class BackendSpec:
+    """One registered method: everything the package needs to find it, as data.
+
+    name           the registry name (`--backend NAME`, get_backend(NAME))
+    backend        "module:Class" of its Backend (the generate call `evaluate` and the CLI use)
+    pipeline       "module:Class" of its diffusers-style pipeline (faceweave.load), if any
+    family         the checkpoint family that pipeline loads (config.json's "family")
+    default_model  its bundled default checkpoint (None: the method has no weights)
+    precisions     the precisions `faceweave.load(..., precision=...)` accepts for it
+    """
+
+    name: str
+    backend: str
+    pipeline: str | None = None
+    family: str | None = None
+    default_model: str | None = None
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def pipeline_class(self) -> type:
+        module, cls = self.pipeline.split(":")
+        return getattr(importlib.import_module(module), cls)
+
+
+# Every method, imported on first use (so `faceweave --help` stays fast). A new backend is
+# one folder under backends/ and one line here.
+BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
+    BackendSpec("copy", "faceweave.backends.copy:CopyBackend"),
+    BackendSpec("diffusion", "faceweave.backends.diffusion:DiffusionBackend",
+                "faceweave.backends.diffusion:DiffusionPipeline", "diffusion", "diffusion-64-real", ("fp32", "bf16")),
+    BackendSpec("collab", "faceweave.backends.collab:CollabBackend",
+                "faceweave.backends.collab:CollabPipeline", "collab", "collab-64"),
+    BackendSpec("gan", "faceweave.backends.gan:GANBackend", "faceweave.backends.gan:GANPipeline", "gan", "gan-64"),
+)}
+_REGISTRY: dict[str, str] = {name: spec.backend for name, spec in BACKENDS.items()}
+# Backends of the design not built yet; named here so the error can say so.
 _PLANNED: tuple[str, ...] = ("ddgi", "stylize")
+
+
+def spec_for_family(family: str) -> BackendSpec | None:
+    """The backend whose pipeline loads checkpoints of `family`, or None."""
+    return next((s for s in BACKENDS.values() if s.family == family and s.pipeline), None)
 
 
 def available_backends() -> list[str]:

@@ -27,7 +27,7 @@ What is kept from the paper, and what is simpler:
 - equalized learning rate everywhere (ProGAN sec. 4.1): weights are N(0, 1) and scaled at
   run time, so Adam's per-parameter step is the same for every layer.
 Losses (non-saturating logistic, R1, path length) and the ADA-style augmentation are small
-functions at the end; `faceweave train stylegan2` (train/gan_tasks.py) puts them together.
+functions at the end; `faceweave train stylegan2` (backends/gan/train.py) puts them together.
 """
 from __future__ import annotations
 

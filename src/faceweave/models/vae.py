@@ -8,7 +8,7 @@ what the denoiser models) and `decode`.
     encoder   conv stem, per level num_res residual blocks then a stride-2 conv, a middle
               block, a conv to 2 x latent_channels (mean and log-variance)
     decoder   the mirror image, nearest upsampling + conv
-    loss      L1 + MSE reconstruction + kl_weight * KL(q(z|x) || N(0, I)) (train/tasks.py)
+    loss      L1 + MSE reconstruction + kl_weight * KL(q(z|x) || N(0, I)) (backends/diffusion/train.py)
 
 `scaling_factor` multiplies the latents so that they have about unit standard deviation
 (LDM sec. 4.3.2 / appendix G: sigma_data of the diffusion model then holds for latents

@@ -5,6 +5,7 @@
     export("runs/parser64", "src/faceweave/assets/models/parser-64")
 """
 from .loop import export, lr_at, resolve_config, train
-from .tasks import COMMON_DEFAULTS, TASKS
+from .registry import TASKS
+from .tasks import COMMON_DEFAULTS
 
 __all__ = ["COMMON_DEFAULTS", "TASKS", "export", "lr_at", "resolve_config", "train"]

@@ -49,7 +49,8 @@ from ..data import collate, open_dataset
 from ..data.unified import UnifiedDataset
 from ..diffusion.losses import WEIGHTINGS
 from ..errors import FaceweaveError
-from .tasks import COMMON_DEFAULTS, TASKS, model_config
+from .registry import TASKS
+from .tasks import COMMON_DEFAULTS, model_config
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

@@ -30,13 +30,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..conditions import NUM_CLASSES, Conditions
-from ..errors import FaceweaveError
-from ..eval.metrics import sketch_tolerance_px
-from ..io import resize_image, resize_mask
-from ..synth import FACESYNTH_ATTRIBUTES
-from ..text import parse_prompt
-from .base import Backend
+from ...conditions import NUM_CLASSES, Conditions
+from ...errors import FaceweaveError
+from ...eval.metrics import sketch_tolerance_px
+from ...io import resize_image, resize_mask
+from ...synth import FACESYNTH_ATTRIBUTES
+from ...text import parse_prompt
+from ..base import Backend
 
 DEFAULT_BANK_SIZE = 1000
 MAX_BANK_SIZE = 100_000
@@ -75,7 +75,7 @@ def _bank(images, masks, sketches, attributes, names, size: int) -> FaceBank:
 def real_bank(data: str, size: int, bank_size: int) -> FaceBank:
     """The first bank_size training photos of a real data set (eval.real.RealProtocol),
     cached per process by where the data lies (another collection is another bank)."""
-    from ..data import celebamask1k
+    from ...data import celebamask1k
 
     where = str(celebamask1k.find_root()) if data == "celebamask1k" else str(Path(data).expanduser().resolve())
     return _real_bank(data, where, int(size), int(bank_size))
@@ -83,8 +83,8 @@ def real_bank(data: str, size: int, bank_size: int) -> FaceBank:
 
 @functools.lru_cache(maxsize=2)
 def _real_bank(data: str, where: str, size: int, bank_size: int) -> FaceBank:
-    from ..data.celebamask1k import DERIVED_ATTRIBUTES
-    from ..eval.real import RealProtocol
+    from ...data.celebamask1k import DERIVED_ATTRIBUTES
+    from ...eval.real import RealProtocol
 
     protocol = RealProtocol(data, size)
     faces = [protocol.bank_face(i) for i in range(min(bank_size, len(protocol.rest)))]
@@ -107,8 +107,8 @@ def facesynth_bank(size: int, bank_size: int = DEFAULT_BANK_SIZE) -> FaceBank:
 
 @functools.lru_cache(maxsize=4)
 def _render_bank(size: int, bank_size: int) -> FaceBank:
-    from .. import synth
-    from ..data.unified import facesynth_seed
+    from ... import synth
+    from ...data.unified import facesynth_seed
 
     seed = facesynth_seed("train")
     images, masks, sketches, attributes = [], [], [], []

@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conditions import NUM_CLASSES
-from ..errors import FaceweaveError
+from ...conditions import NUM_CLASSES
+from ...errors import FaceweaveError
 
 KINDS = ("mask", "sketch")
 
@@ -238,7 +238,7 @@ def sketch_ae_loss(model: SketchAutoencoder, sketch: torch.Tensor,
 @torch.no_grad()
 def mask_ae_scores(model: MaskAutoencoder, mask: torch.Tensor) -> dict[str, float]:
     """Reconstruction agreement (eval.metrics.mask_scores): miou, pixel_acc."""
-    from ..eval.metrics import mask_scores
+    from ...eval.metrics import mask_scores
 
     pred = model(mask).argmax(1)
     scores = mask_scores(pred.cpu().numpy().astype(np.uint8), mask.cpu().numpy().astype(np.uint8),
@@ -252,7 +252,7 @@ def sketch_ae_scores(model: SketchAutoencoder, sketch: torch.Tensor,
     """Reconstructed lines (logit > 0) against the input's (> 0.5): the tolerant edge F-score
     of eval.metrics (tolerance: sketch_tolerance_px of the input size unless given) and the
     strict pixel IoU of the two line sets."""
-    from ..eval.metrics import sketch_fscore, sketch_tolerance_px
+    from ...eval.metrics import sketch_fscore, sketch_tolerance_px
 
     pred = (model(sketch) > 0)[:, 0].cpu().numpy()
     target = (sketch > 0.5)[:, 0].cpu().numpy()

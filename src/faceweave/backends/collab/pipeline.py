@@ -1,7 +1,7 @@
 """Backend `collab`: Collaborative Diffusion (Huang et al., CVPR 2023).
 
 Uni-modal diffusion models, trained separately (`faceweave train diffusion --modalities
-text`, `... mask`), are frozen collaborators; a small dynamic diffuser (models/diffuser.py)
+text`, `... mask`), are frozen collaborators; a small dynamic diffuser (diffuser.py)
 predicts per step and per pixel how much each one decides, and their guided predictions
 are mixed with those weights.
 
@@ -27,16 +27,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .. import checkpoint
-from ..conditions import Conditions
-from ..diffusion import guidance as guidance_lib
-from ..diffusion.samplers import SCHEDULES, get_sampler
-from ..errors import FaceweaveError
-from ..io import resize_image
-from ..models.diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
-from ..seeds import check_seed, check_seeds
-from .base import Backend, check_callback, checked_keywords
-from .diffusion import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
+from ... import checkpoint
+from ...conditions import Conditions
+from ...diffusion import guidance as guidance_lib
+from ...diffusion.samplers import SCHEDULES, get_sampler
+from ...errors import FaceweaveError
+from ...io import resize_image
+from .diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
+from ...seeds import check_seed, check_seeds
+from ..base import Backend, check_callback, checked_keywords
+from ..diffusion.pipeline import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
 FAMILY = "collab"
@@ -357,8 +357,8 @@ class CollabPipeline:
         seam). Returns the edited image at the photo's size; metadata has the optimisation time."""
         import copy
 
-        from ..diffusion.losses import loss_weight, sample_training_sigmas
-        from .diffusion import changed_region
+        from ...diffusion.losses import loss_weight, sample_training_sigmas
+        from ..diffusion.pipeline import changed_region
         for name, value, lo in (("embed_steps", embed_steps, 0), ("finetune_steps", finetune_steps, 0),
                                 ("num_inference_steps", num_inference_steps, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= 5000:

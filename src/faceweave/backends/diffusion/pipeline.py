@@ -40,18 +40,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint
-from ..conditions import CELEBA_ATTRIBUTES, CLASS_ID, Conditions
-from ..diffusion import guidance as guidance_lib
-from ..diffusion.inversion import invert
-from ..diffusion.samplers import SCHEDULES, STOCHASTIC, check_noise_window, get_sampler
-from ..errors import FaceweaveError
-from ..io import resize_sketch, resize_image, resize_mask
-from ..models.denoiser import ConditionalDenoiser, DenoiserConfig
-from ..models.vae import downsample_conditions
-from ..text import parse_prompt
-from ..seeds import check_seeds
-from .base import Backend, check_callback, checked_keywords, per_seed_conditions
+from ... import checkpoint
+from ...conditions import CELEBA_ATTRIBUTES, CLASS_ID, Conditions
+from ...diffusion import guidance as guidance_lib
+from ...diffusion.inversion import invert
+from ...diffusion.samplers import SCHEDULES, STOCHASTIC, check_noise_window, get_sampler
+from ...errors import FaceweaveError
+from ...io import resize_sketch, resize_image, resize_mask
+from ...models.denoiser import ConditionalDenoiser, DenoiserConfig
+from ...models.vae import downsample_conditions
+from ...text import parse_prompt
+from ...seeds import check_seeds
+from ..base import Backend, check_callback, checked_keywords, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64-real"     # real photos; "diffusion-64" is the FaceSynth benchmark model
@@ -134,7 +134,7 @@ class DiffusionPipeline:
     @property
     def text_encoder(self):
         if self._text_encoder is None:
-            from ..models.text_encoder import TextEncoder
+            from ...models.text_encoder import TextEncoder
             self._text_encoder = TextEncoder(self.device)
         return self._text_encoder
 
@@ -304,7 +304,7 @@ class DiffusionPipeline:
                       ) -> tuple[list[Conditions], list]:
         """Each condition that wants_layout gets the label map of a FaceSynth person with the
         attributes asked for (synth.layout), drawn from its image's own seed."""
-        from ..synth.layout import draw_layout
+        from ...synth.layout import draw_layout
         layouts: list = [None] * len(conds)
         out = []
         for i, (c, seed) in enumerate(zip(conds, seeds)):
@@ -678,7 +678,7 @@ class DiffusionBackend(Backend):
         return out if out.shape[:2] == image.shape[:2] else resize_image(out, image.shape[:2])
 
     def describe(self) -> dict[str, Any]:
-        from ..synth.layout import DEFAULT_MATCH as LAYOUT_MATCH
+        from ...synth.layout import DEFAULT_MATCH as LAYOUT_MATCH
         return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size,
                 "precision": self.pipe.precision, **{k: v for k, v in self.options.items() if k != "progress"},
                 "layout_match": LAYOUT_MATCH if self.options["layout_prior"] else None}

@@ -1,10 +1,10 @@
-"""The GAN backend's model families as training tasks (see tasks.py for what a task is).
+"""The GAN backend's model families as training tasks (train/tasks.py says what a task is).
 
     stylegan2   faceweave train stylegan2 --preset s --data facesynth:64 --out runs/stylegan2-64
     mask_ae     faceweave train mask_ae --preset s --data facesynth:64 --out runs/mask-ae-64
     sketch_ae   faceweave train sketch_ae --preset s --data facesynth:64 --out runs/sketch-ae-64
     gan_encoder faceweave train gan_encoder --preset s --data facesynth:64 --out runs/gan-encoder-64 \
-                    --set generator=runs/stylegan2-64/best          (image -> W+, train/encoder_task.py)
+                    --set generator=runs/stylegan2-64/best          (image -> W+, encoder_train.py)
     gan         faceweave train gan --preset s --data facesynth:64 --out runs/gan-64 \
                     --set generator=runs/stylegan2-64/best --set mask_ae=runs/mask-ae-64/best \
                     --set sketch_ae=runs/sketch-ae-64/best [--set encoder=runs/gan-encoder-64/best]
@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models import stylegan2 as sg2
+from ...models import stylegan2 as sg2
+from ...train.tasks import unwrap
 
 _GAN: dict[str, Any] = {
     "lr": 2e-3, "betas": [0.0, 0.99], "weight_decay": 0.0, "grad_clip": 0.0, "warmup_steps": 0,
@@ -81,7 +82,7 @@ class StyleGAN2Task:
         pl = float(cfg["pl_weight"]) * cfg["pl_every"] if cfg["pl_weight"] and k % cfg["pl_every"] == 0 else 0.0
         real = batch["image"].contiguous()
         loss, parts, real_logits = model(real, r1_gamma=r1, pl_weight=pl, style_mixing=float(cfg["style_mixing"]))
-        self._adapt_augmentation(_unwrap(model), real_logits, cfg)
+        self._adapt_augmentation(unwrap(model), real_logits, cfg)
         return loss, parts
 
     @staticmethod
@@ -100,7 +101,7 @@ class StyleGAN2Task:
 
     def _features(self, images: torch.Tensor) -> np.ndarray:
         """The classifier's features (classifier-64 reads every size once resampled to 64 px)."""
-        from ..ruler import load_classifier
+        from ...ruler import load_classifier
         if self._classifier is None:
             self._classifier = load_classifier(size=64)
         if images.shape[-1] != 64:
@@ -112,13 +113,13 @@ class StyleGAN2Task:
     @torch.no_grad()
     def sample(self, model: nn.Module, n: int, seed: int = 0) -> torch.Tensor:
         """n images from fixed latents (z of `seed`, constant noise): comparable across steps."""
-        G = _unwrap(model).generator
+        G = unwrap(model).generator
         z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(G.input.device)
         return torch.cat([G([z[i:i + 64]], randomize_noise=False)[0] for i in range(0, n, 64)])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
-        from ..eval.frechet import fd_from_features
+        from ...eval.frechet import fd_from_features
         real = torch.cat([b["image"] for b in batches])
         fake = self.sample(model, real.shape[0], seed=12345)
         with warnings.catch_warnings():                      # a small validation set is expected here
@@ -127,8 +128,8 @@ class StyleGAN2Task:
         return {"score": -fd, "fd": fd}
 
     def snapshot(self, model: nn.Module, batches: list[dict], cfg: dict, path) -> None:
-        from ..data.sheet import image_grid
-        from ..io import write_png
+        from ...data.sheet import image_grid
+        from ...io import write_png
         images = self.sample(model, int(cfg["sample_n"]))
         rgb = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -136,11 +137,11 @@ class StyleGAN2Task:
 
 
 class ModalityAETask:
-    """A mask or sketch autoencoder (models/modality_ae.py): cross-entropy (masks) or weighted
+    """A mask or sketch autoencoder (modality_ae.py): cross-entropy (masks) or weighted
     BCE (sketches) of the reconstruction; the score is reconstruction mIoU or line F-score."""
 
     def __init__(self, kind: str):
-        from ..models import modality_ae
+        from . import modality_ae
         self.kind, self.family = kind, f"{kind}_ae"
         self.architectures = modality_ae.PRESETS[kind]
         self.needs = (kind,)
@@ -153,18 +154,18 @@ class ModalityAETask:
         }
 
     def build(self, config: dict) -> nn.Module:
-        from ..models.modality_ae import build_autoencoder
+        from .modality_ae import build_autoencoder
         return build_autoencoder(config)
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        from ..models.modality_ae import mask_ae_loss, sketch_ae_loss
+        from .modality_ae import mask_ae_loss, sketch_ae_loss
         if self.kind == "mask":
             return mask_ae_loss(model, batch["mask"])
         return sketch_ae_loss(model, batch["sketch"])
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
-        from ..models.modality_ae import mask_ae_scores, sketch_ae_scores
+        from .modality_ae import mask_ae_scores, sketch_ae_scores
         x = torch.cat([b[self.kind] for b in batches])
         scores = mask_ae_scores(model, x) if self.kind == "mask" else sketch_ae_scores(model, x)
         key = "miou" if self.kind == "mask" else next(k for k in scores if k.startswith("f"))
@@ -173,7 +174,7 @@ class ModalityAETask:
 
 def load_generator(ref: str) -> tuple[sg2.Generator, dict]:
     """The generator of a stylegan2 checkpoint (its EMA weights when the folder has them)."""
-    from .. import checkpoint
+    from ... import checkpoint
     meta, state = checkpoint.load(ref, "stylegan2")
     folder = Path(meta["path"])
     if (folder / "ema.safetensors").exists():
@@ -185,11 +186,11 @@ def load_generator(ref: str) -> tuple[sg2.Generator, dict]:
 
 
 def _load_part(ref: str, family: str) -> tuple[nn.Module, dict]:
-    from .. import checkpoint
-    from ..models.modality_ae import build_autoencoder
+    from ... import checkpoint
+    from .modality_ae import build_autoencoder
     meta, state = checkpoint.load(ref, family)
     if family == "gan_encoder":
-        from ..models.gan_encoder import GANEncoder
+        from ...models.gan_encoder import GANEncoder
         model = GANEncoder.from_config(meta["config"])
     else:
         model = build_autoencoder(meta["config"])
@@ -201,8 +202,8 @@ def attach_encoder(gan: str, encoder: str, dest: str, dtype: torch.dtype = torch
     """A gan checkpoint with another run's inversion encoder put in: a mapper trained on
     generated pairs needs no encoder, so the one trained beside it (for the same generator)
     joins it for shipping. The generator configs must agree."""
-    from .. import checkpoint
-    from ..errors import FaceweaveError
+    from ... import checkpoint
+    from ...errors import FaceweaveError
     meta, state = checkpoint.load(gan, "gan")
     emeta, estate = checkpoint.load(encoder, "gan_encoder")
     if emeta["config"].get("generator") != meta["config"]["generator"]:
@@ -223,7 +224,7 @@ def _rgb(images: torch.Tensor) -> np.ndarray:
 
 
 class GANTask:
-    """MM2Latent's mapper (models/mapper.py) on pairs the generator makes for itself.
+    """MM2Latent's mapper (mapper.py) on pairs the generator makes for itself.
 
     Each step samples w, renders G(w) with the constant noise, and reads the conditions off
     the picture as MM2Latent does: the mask by the bundled parser, the sketch as the parsed
@@ -266,17 +267,17 @@ class GANTask:
 
     @property
     def architectures(self):
-        from ..models.mapper import PRESETS
+        from .mapper import PRESETS
         return PRESETS
 
     def build(self, config: dict) -> nn.Module:
-        from ..models.mm2latent import MM2Latent
+        from .mm2latent import MM2Latent
         return MM2Latent.from_config(config)
 
     def init_model(self, cfg: dict) -> nn.Module:
         """Mapper config from the arch, fitted to the generator and autoencoders; the frozen
         parts' configs and weights copied in."""
-        from ..errors import FaceweaveError
+        from ...errors import FaceweaveError
         missing = [k for k in ("generator", "mask_ae", "sketch_ae") if not cfg.get(k)]
         if missing:
             raise FaceweaveError(f"faceweave train gan needs {', '.join(missing)}: e.g. --set "
@@ -313,8 +314,8 @@ class GANTask:
         return model
 
     def setup(self, cfg: dict, device) -> None:
-        from ..models.text_encoder import TextEncoder
-        from ..ruler import load_classifier, load_parser
+        from ...models.text_encoder import TextEncoder
+        from ...ruler import load_classifier, load_parser
         if "text" not in self._helpers:
             self._helpers["text"] = TextEncoder(device=device)
         self._helpers["parser"] = load_parser(size=64, device=device)
@@ -329,8 +330,8 @@ class GANTask:
     @torch.no_grad()
     def pairs(self, model: nn.Module, n: int, cfg: dict, generator: torch.Generator) -> dict[str, Any]:
         """n generated training pairs: w (N, w_dim), image, mask, sketch, captions, text vectors."""
-        from ..io import sketch_from_mask
-        from ..text import captions_from_attributes
+        from ...io import sketch_from_mask
+        from ...text import captions_from_attributes
         G = model.generator
         dev = G.input.device
         z = torch.randn(n, G.config.z_dim, generator=generator).to(dev)
@@ -367,8 +368,8 @@ class GANTask:
                 "captions": captions, "text": text}
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        from ..models.mapper import modality_dropout
-        bare = _unwrap(model)
+        from .mapper import modality_dropout
+        bare = unwrap(model)
         self._calls += 1
         gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + self._calls)
         if cfg["pairs"] == "inverted":
@@ -385,7 +386,7 @@ class GANTask:
     @torch.no_grad()
     def generate_from_batch(self, model: nn.Module, batch: dict, which: tuple[str, ...]) -> torch.Tensor:
         """Images from held-out faces' true conditions (`which` of text, mask, sketch)."""
-        bare = _unwrap(model)
+        bare = unwrap(model)
         n = batch["image"].shape[0]
         captions = [c[0] if c else "" for c in batch["captions"]]
         text = self._helpers["text"].encode(captions).pooled.to(batch["image"].device)
@@ -395,8 +396,8 @@ class GANTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
-        from ..conditions import ATTRIBUTE_INDEX
-        from ..eval.metrics import attribute_accuracy, mask_scores
+        from ...conditions import ATTRIBUTE_INDEX
+        from ...eval.metrics import attribute_accuracy, mask_scores
         parser, clf = self._helpers["parser"], self._helpers["classifier"]
         cols = [ATTRIBUTE_INDEX[a] for a in clf.attributes]
         out: dict[str, float] = {}
@@ -419,9 +420,9 @@ class GANTask:
         return out
 
     def snapshot(self, model: nn.Module, batches: list[dict], cfg: dict, path) -> None:
-        from ..conditions import colorize_mask
-        from ..data.sheet import image_grid
-        from ..io import write_png
+        from ...conditions import colorize_mask
+        from ...data.sheet import image_grid
+        from ...io import write_png
         batch = {k: v[: int(cfg["sample_n"])] for k, v in batches[0].items()}
         rows = []
         made = {w: _rgb(self.generate_from_batch(model, batch, w)) for w in
@@ -434,16 +435,6 @@ class GANTask:
         write_png(path, image_grid(rows, columns=7))
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module"):
-        model = model.module
-    return getattr(model, "_orig_mod", model)
-
-
-def _encoder_task():
-    from .encoder_task import GANEncoderTask
-    return GANEncoderTask()
-
-
-GAN_TASKS: dict[str, Any] = {"stylegan2": StyleGAN2Task(), "mask_ae": ModalityAETask("mask"),
-                             "sketch_ae": ModalityAETask("sketch"), "gan_encoder": _encoder_task(), "gan": GANTask()}
+# the two modality autoencoders share one task class
+MASK_AE = ModalityAETask("mask")
+SKETCH_AE = ModalityAETask("sketch")

@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..conditions import CELEBA_ATTRIBUTES, NUM_CLASSES
-from .conditioner import MODALITIES
-from .unet import noise_embedding
+from ...conditions import CELEBA_ATTRIBUTES, NUM_CLASSES
+from ...models.conditioner import MODALITIES
+from ...models.unet import noise_embedding
 
 TEXT_DIM = 384                      # all-MiniLM-L6-v2 hidden size
 

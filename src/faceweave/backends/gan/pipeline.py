@@ -45,14 +45,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import checkpoint
-from ..conditions import Conditions
-from ..errors import FaceweaveError
-from ..io import resize_sketch, resize_image, resize_mask
-from ..models.mm2latent import MM2Latent
-from ..seeds import check_seeds
-from .base import Backend, checked_keywords, per_seed_conditions
-from .diffusion import PipelineOutput, image_metadata
+from ... import checkpoint
+from ...conditions import Conditions
+from ...errors import FaceweaveError
+from ...io import resize_sketch, resize_image, resize_mask
+from .mm2latent import MM2Latent
+from ...seeds import check_seeds
+from ..base import Backend, checked_keywords, per_seed_conditions
+from ..diffusion.pipeline import PipelineOutput, image_metadata
 
 FAMILY = "gan"
 DEFAULT_MODEL = "gan-64"
@@ -125,13 +125,13 @@ class GANPipeline:
     @property
     def text_encoder(self):
         if self._text_encoder is None:
-            from ..models.text_encoder import TextEncoder
+            from ...models.text_encoder import TextEncoder
             self._text_encoder = TextEncoder(device=self.device)
         return self._text_encoder
 
     def _helper(self, name: str):
         if name not in self._helpers:
-            from ..ruler import load_classifier, load_parser
+            from ...ruler import load_classifier, load_parser
             self._helpers[name] = (load_parser if name == "parser" else load_classifier)(size=64, device=self.device)
         return self._helpers[name]
 
@@ -139,7 +139,7 @@ class GANPipeline:
     @staticmethod
     def sentence(cond: Conditions) -> tuple[str | None, list[str]]:
         """The text the mapper reads: the prompt, then the attributes set to 1 in words."""
-        from ..text import describe_attributes
+        from ...text import describe_attributes
         notes, parts = [], [cond.prompt] if cond.prompt else []
         wanted = {k: v for k, v in cond.attributes.items() if v == 1}
         if wanted:
@@ -264,7 +264,7 @@ class GANPipeline:
                progress: bool = False) -> Inversion:
         """An (aligned) face -> W+ code: the encoder's guess, then `steps` projector steps
         (pixel + feature loss; 0: the encoder alone)."""
-        from ..projector import project, reconstruction_metrics
+        from ...projector import project, reconstruction_metrics
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 5000:
             raise FaceweaveError(f"inversion steps must be a whole number from 0 to 5000, got {steps!r}")
         G = self.model.generator
@@ -298,8 +298,8 @@ class GANPipeline:
     def read_conditions(self, face: np.ndarray) -> Conditions:
         """What an aligned face shows, in the mapper's terms: parsed mask, its boundaries as a
         sketch, the classifier's caption."""
-        from ..io import sketch_from_mask
-        from ..text import describe_attributes
+        from ...io import sketch_from_mask
+        from ...text import describe_attributes
         small = face if face.shape[:2] == (64, 64) else resize_image(face, 64)
         mask = self._helper("parser").predict(face if face.shape[:2] == (self.size, self.size)
                                               else resize_image(face, self.size))
@@ -309,7 +309,7 @@ class GANPipeline:
     def _target(self, source: Conditions, target: Conditions) -> Conditions:
         """The face's own conditions with the user's fields in their place. A new mask brings
         its own boundaries as the sketch (unless a sketch is given too)."""
-        from ..io import sketch_from_mask
+        from ...io import sketch_from_mask
         said = bool(target.prompt or target.attributes)
         mask = source.mask if target.mask is None else resize_mask(target.mask, self.size)
         if target.sketch is not None:
@@ -330,7 +330,7 @@ class GANPipeline:
         align     find, align and paste back the face (False: the photo is already an aligned face)
         blend     "residual" (photo + the GAN's change) or "generated" (the GAN's face)
         """
-        from ..align import align_face, paste_back
+        from ...align import align_face, paste_back
         strength = _float("edit strength", strength, 0.0, 3.0, "1 applies the edit as mapped, 0 changes nothing")
         if blend not in BLENDS:
             raise FaceweaveError(f"unknown blend {blend!r}; choose {' or '.join(BLENDS)}")

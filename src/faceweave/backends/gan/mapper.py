@@ -4,7 +4,7 @@ MM2Latent (Meng, Tzelepis, Patras & Tzimiropoulos, "MM2Latent: Text-to-facial im
 generation and editing in GANs with multimodal assistance", ECCV 2024 workshops) leaves a
 pretrained StyleGAN2 untouched and learns only a mapper from the conditions to a latent
 code, so generation is one mapper pass plus one generator pass. The mask and the sketch
-enter as the bottleneck codes of their own autoencoders (models/modality_ae.py), the text
+enter as the bottleneck codes of their own autoencoders (modality_ae.py), the text
 as a sentence vector (here the pooled MiniLM embedding, models/text_encoder.py). Training
 pairs come from the generator itself: sample w, render, read the conditions off the
 image, and regress w from them (the paper's latent loss, `mapper_loss`). Our version:
@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import FaceweaveError
+from ...errors import FaceweaveError
 
 MODALITIES = ("text", "mask", "sketch")      # the column order of `present`
 _INPUT_KEYS = {"text": "text", "mask": "mask_code", "sketch": "sketch_code"}

@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FaceweaveError
-from ..models import gan_encoder
-from .tasks import TINY_RUN
+from ...errors import FaceweaveError
+from ...models import gan_encoder
+from ...train.tasks import TINY_RUN
 
 _ENCODER: dict[str, Any] = {
     "generator": None, "latent_weight": 1.0, "pixel_weight": 1.0, "feature_weight": 0.8, "delta_weight": 2e-4,
@@ -82,7 +82,7 @@ class GANEncoderTask:
     def init_model(self, cfg: dict) -> nn.Module:
         """Load the frozen generator, fit the encoder config to it (size, W+ shape, its config
         under "generator") and start the encoder at the generator's w_avg."""
-        from .gan_tasks import load_generator          # here: gan_tasks imports this module
+        from .train import load_generator
         where = _generator_ref(cfg)
         G, meta = load_generator(where)
         g_config = dict(meta["config"])
@@ -97,9 +97,9 @@ class GANEncoderTask:
         return model
 
     def setup(self, cfg: dict, device) -> None:
-        from ..projector import FeatureDistance
+        from ...projector import FeatureDistance
         if self._G is None:                                  # a caller that skipped init_model
-            from .gan_tasks import load_generator
+            from .train import load_generator
             self._G, _ = load_generator(_generator_ref(cfg))
         self._G.to(device)
         if self._distance is None:
@@ -138,7 +138,7 @@ class GANEncoderTask:
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, batches: Iterable[dict], cfg: dict) -> dict[str, float]:
-        from ..projector import psnr
+        from ...projector import psnr
         scores, distances = [], []
         for batch in batches:
             x = batch["image"].float()
@@ -151,8 +151,8 @@ class GANEncoderTask:
     @torch.no_grad()
     def snapshot(self, model: nn.Module, batches: list[dict], cfg: dict, path) -> None:
         """Pairs real | reconstruction for the first sample_n validation images, four pairs a row."""
-        from ..data.sheet import image_grid
-        from ..io import write_png
+        from ...data.sheet import image_grid
+        from ...io import write_png
         x = batches[0]["image"][:int(cfg["sample_n"])].float()
         recon = self._reconstruct(model(x))
 

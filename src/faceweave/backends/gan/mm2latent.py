@@ -15,10 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import FaceweaveError
+from ...errors import FaceweaveError
 from .mapper import Mapper, MapperConfig
 from .modality_ae import build_autoencoder
-from .stylegan2 import Generator, StyleGAN2Config
+from ...models.stylegan2 import Generator, StyleGAN2Config
 
 PARTS = ("generator", "mask_ae", "sketch_ae", "mapper", "encoder")
 
@@ -36,7 +36,7 @@ class MM2Latent(nn.Module):
         self.mapper = Mapper.from_config(MapperConfig(**config["mapper"]))
         self.encoder = None
         if config.get("encoder"):
-            from .gan_encoder import GANEncoder
+            from ...models.gan_encoder import GANEncoder
             self.encoder = GANEncoder.from_config(config["encoder"])
 
     @classmethod

@@ -1,0 +1,6 @@
+"""python -m faceweave.cli ..."""
+import sys
+
+from . import main
+
+sys.exit(main())
