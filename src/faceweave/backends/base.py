@@ -169,7 +169,6 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 "faceweave.backends.collab:CollabPipeline", "collab", "collab-64"),
     BackendSpec("gan", "faceweave.backends.gan:GANBackend", "faceweave.backends.gan:GANPipeline", "gan", "gan-64"),
 )}
-_REGISTRY: dict[str, str] = {name: spec.backend for name, spec in BACKENDS.items()}
 # Backends of the design not built yet; named here so the error can say so.
 _PLANNED: tuple[str, ...] = ("ddgi", "stylize")
 
@@ -180,13 +179,13 @@ def spec_for_family(family: str) -> BackendSpec | None:
 
 
 def available_backends() -> list[str]:
-    return sorted(_REGISTRY)
+    return sorted(BACKENDS)
 
 
 def backend_name(name: str) -> str:
     """The registry key of `name` ("Copy " -> "copy"), or an error listing the available ones."""
     key = str(name).strip().lower()
-    if key not in _REGISTRY:
+    if key not in BACKENDS:
         available = ", ".join(available_backends())
         if key in _PLANNED:
             raise FaceweaveError(f"backend {name!r} is not implemented yet; available backends: {available}")
@@ -197,7 +196,7 @@ def backend_name(name: str) -> str:
 def get_backend(name: str, model: str | None = None, **options: Any) -> Backend:
     """A ready backend by registry name. `model` is a checkpoint folder or bundled model name
     for backends that have one; `options` are backend-specific settings (e.g. bank_size)."""
-    module, cls = _REGISTRY[backend_name(name)].split(":")
+    module, cls = BACKENDS[backend_name(name)].backend.split(":")
     backend = getattr(importlib.import_module(module), cls)
     taken = [k for k in inspect.signature(backend).parameters if k != "model"]
     unknown = [k for k in options if k not in taken]
