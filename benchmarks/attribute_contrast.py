@@ -42,14 +42,14 @@ def contrast_pipeline(pipe, contrast: float, scale: float):
     base = type(pipe)
 
     class Contrast(base):
-        def _denoiser(self, tensors, given, _scale, window, sigmas):
+        def guided_denoiser(self, tensors, given, _scale, window=None, num_steps=None):
             every = frozenset(given)
-            evaluate = self._evaluator(tensors)
+            evaluate = self.evaluator(tensors)
             named = "prompt" in every and tensors["prompt_attributes"] is not None
-            evaluate_negated = named and self._evaluator(
+            evaluate_negated = named and self.evaluator(
                 {**tensors, "prompt_attributes": negated(tensors["prompt_attributes"])})
 
-            def denoise(x, sigma):
+            def denoise(x, sigma, step=0):
                 cond, uncond = evaluate(x, sigma, [every, frozenset()])
                 guided = uncond + scale * (cond - uncond)
                 if not named:

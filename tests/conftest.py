@@ -25,6 +25,21 @@ def benchmark_module():
     return load
 
 
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """tiny_checkpoint(name) -> a tiny checkpoint of registered backend `name` (its spec's
+    `tiny` recipe: a few training steps on FaceSynth), built once per pytest run."""
+    from faceweave.backends.base import BACKENDS
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = Path(BACKENDS[name].build_tiny(tmp_path_factory.mktemp(f"tiny-{name}")))
+        return built[name]
+    return get
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     """A tiny random 32 px diffusion checkpoint that reads every condition."""

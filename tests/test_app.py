@@ -284,14 +284,13 @@ def test_run_edit_changes_only_the_painted_region(models):
     assert "nothing to edit" in one_line(err)
 
 
-def influence_picture(maps, names, image):
-    """Stands in for faceweave.backends.collab.influence_picture (found by module)."""
-    return np.full((len(names) * 8, maps.shape[1] * 8, 3), 200, np.uint8)
-
-
 class MixingPipeline:
     """A pipeline shaped like collab's: asked for return_influence, it reports mixing weights."""
     names = ("text", "mask")
+
+    def influence_pictures(self, out, n=None):
+        """Stands in for CollabPipeline.influence_pictures."""
+        return [np.full((len(self.names) * 8, maps.shape[1] * 8, 3), 200, np.uint8) for maps in out.influence[:n]]
 
     def __call__(self, *, conditions, seeds, num_inference_steps, guidance_scale, callback, progress,
                  return_influence=False):
@@ -473,6 +472,7 @@ def chromium_driver(tmp_path):
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
+@pytest.mark.slow
 def test_browser_pick_example_type_prompt_generate(server, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By

@@ -28,15 +28,15 @@ def test_contrast_term_is_the_formula_and_only_where_the_prompt_names_attributes
     prompt = "a smiling blond man with eyeglasses"
     given = frozenset({"prompt", "mask"})
     conds = pipe._conditions(None, prompt, None, mask, None, 1)
-    tensors, _ = pipe._prepare(conds)
+    tensors, _ = pipe.condition_tensors(conds)
     x, sigma = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 3.0
     with torch.no_grad():
-        got = pipe._denoiser(tensors, given, 2.0, None, torch.tensor([sigma, 0.0]))(x, sigma)
-        cond, uncond = plain._evaluator(tensors)(x, sigma, [given, frozenset()])
+        got = pipe.guided_denoiser(tensors, given, 2.0)(x, sigma, 0)
+        cond, uncond = plain.evaluator(tensors)(x, sigma, [given, frozenset()])
         flipped = {name: 1 - value for name, value in faceweave.text.parse_prompt(prompt).items()}
         neg_conds = plain._conditions(None, prompt, flipped, mask, None, 1)
-        neg_tensors, _ = plain._prepare(neg_conds)
-        neg = plain._evaluator(neg_tensors)(x, sigma, [given | {"attributes"}])[0]
+        neg_tensors, _ = plain.condition_tensors(neg_conds)
+        neg = plain.evaluator(neg_tensors)(x, sigma, [given | {"attributes"}])[0]
     assert (cond - neg).abs().mean() > 1e-4                     # the flip reaches the network
     assert torch.allclose(got, uncond + 2.0 * (cond - uncond) + 3.0 * (cond - neg), atol=1e-5)
 

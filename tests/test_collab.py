@@ -24,15 +24,10 @@ FAST = {"num_inference_steps": 3, "progress": False}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """Two tiny uni-modal models (text, mask) and a diffuser trained on them for a few steps."""
-    root = tmp_path_factory.mktemp("collab")
-    for m in ("text", "mask"):
-        train("diffusion", "tiny", "facesynth:32", root / m, overrides={"max_steps": 2, "modalities": [m]}, **QUIET)
-    refs = {"text": str(root / "text" / "last"), "mask": str(root / "mask" / "last")}
-    train("collab", "tiny", "facesynth:32", root / "collab", overrides={"max_steps": 4, "lr": 3e-2,
-                                                                         "collaborators": refs}, **QUIET)
-    return root
+def runs(tiny_checkpoint):
+    """Two tiny uni-modal models (text, mask) and a diffuser trained on them for a few steps
+    (the collab backend's registered tiny recipe, shared with the contract tests)."""
+    return tiny_checkpoint("collab").parents[1]
 
 
 def _mask(seed=0):
@@ -142,7 +137,8 @@ def test_backend_and_cli(runs, tmp_path):
     assert res.exit_code == 0, res.output
     for args, words in [
         (["--backend", "diffusion", "--model", str(runs / "collab" / "last")], "is a 'collab' checkpoint"),
-        (["--model", str(runs / "text" / "last"), "--save-influence"], "collab only"),
+        (["--model", str(runs / "text" / "last"), "--save-influence"],
+         "--save-influence applies to --backend collab, not diffusion"),
     ]:
         res = CliRunner().invoke(main, ["generate", "--prompt", "a man", "--steps", "2", "--quiet",
                                         "--out", str(tmp_path / "bad"), *args])

@@ -549,7 +549,7 @@ def test_cli_evaluate_scores_the_diffusion_backend(tiny_model, tmp_path):
         assert bad.exit_code == 2 and message in bad.output and len(bad.output.strip().splitlines()) == 1
     copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--n", "2", "--sampler", "heun",
                                      "--out", str(tmp_path / "e5")])
-    assert copy.exit_code == 2 and "apply to --backend diffusion or collab, not copy" in copy.output
+    assert copy.exit_code == 2 and "--sampler applies to --backend diffusion or collab, not copy" in copy.output
     copy = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--n", "2", "--s-tmin", "1",
                                      "--out", str(tmp_path / "e6")])
     assert copy.exit_code == 2 and "--s-tmin applies to --backend diffusion, not copy" in copy.output

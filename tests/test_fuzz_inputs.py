@@ -434,8 +434,9 @@ def test_disk_full_mid_write_keeps_an_existing_folder_as_it_was(files, tmp_path,
 # The same mistakes through the Python API and the web app's handler
 # ---------------------------------------------------------------------------------------
 
-PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconstruct"),
-                    "CollabPipeline": ("__call__", "edit"), "GANPipeline": ("__call__", "edit", "invert")}
+PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconstruct", "edit_photo", "invert_photo"),
+                    "CollabPipeline": ("__call__", "edit", "edit_photo"),
+                    "GANPipeline": ("__call__", "edit", "invert", "edit_photo", "invert_photo")}
 
 
 def _pipeline_classes() -> dict[str, type]:
@@ -444,8 +445,9 @@ def _pipeline_classes() -> dict[str, type]:
     for path in sorted((root / "backends").rglob("*.py")):
         dotted = ".".join(path.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
         module = importlib.import_module(dotted)
-        found.update({name: cls for name, cls in vars(module).items()
-                      if name.endswith("Pipeline") and isinstance(cls, type) and cls.__module__ == module.__name__})
+        found.update({name: cls for name, cls in vars(module).items()     # the subclasses, not the base
+                      if name.endswith("Pipeline") and isinstance(cls, type) and cls.__module__ == module.__name__
+                      and name != "Pipeline"})
     return found
 
 

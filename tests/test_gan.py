@@ -20,19 +20,10 @@ REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A whole tiny gan model (32 px): generator, autoencoders, inversion encoder, mapper."""
-    from faceweave.train.loop import train
-    root = tmp_path_factory.mktemp("gan")
-    for family in ("stylegan2", "mask_ae", "sketch_ae"):
-        train(family, "tiny", "facesynth:32", root / family, overrides={"max_steps": 4}, progress=False)
-    train("gan_encoder", "tiny", "facesynth:32", root / "encoder", progress=False,
-          overrides={"max_steps": 4, "generator": str(root / "stylegan2" / "last")})
-    train("gan", "tiny", "facesynth:32", root / "gan", progress=False,
-          overrides={"max_steps": 6, "generator": str(root / "stylegan2" / "last"),
-                     "mask_ae": str(root / "mask_ae" / "last"), "sketch_ae": str(root / "sketch_ae" / "last"),
-                     "encoder": str(root / "encoder" / "last")})
-    return root / "gan" / "last"
+def tiny(tiny_checkpoint):
+    """A whole tiny gan model (32 px): generator, autoencoders, inversion encoder, mapper (the gan
+    backend's registered tiny recipe, shared with the contract tests)."""
+    return tiny_checkpoint("gan")
 
 
 @pytest.fixture(scope="module")
@@ -248,7 +239,7 @@ def test_cli_generate_edit_and_invert_with_the_gan_backend(tiny, face, tmp_path)
     assert (tmp_path / "gen" / "000002.png").exists()
     r = runner.invoke(main, ["generate", "--model", str(tiny), "--prompt", "x", "--steps", "5", "--out",
                              str(tmp_path / "bad")])
-    assert r.exit_code != 0 and "no sampling steps" in r.output
+    assert r.exit_code != 0 and "--steps applies to --backend diffusion or collab, not gan" in r.output
     r = runner.invoke(main, ["edit", "--model", str(tiny), "--image", str(photo_path), "--prompt", "a smiling man",
                              "--no-align", "--steps", "2", "--out", str(tmp_path / "edit"), "--quiet"])
     assert r.exit_code == 0, r.output
@@ -271,7 +262,7 @@ def test_cli_generate_edit_and_invert_with_the_gan_backend(tiny, face, tmp_path)
     assert json.loads((tmp_path / "inv" / "meta.json").read_text())["reconstruction_psnr"] > 0
     r = runner.invoke(main, ["invert", str(photo_path), "--model", str(tiny), "--prompt", "x",
                              "--out", str(tmp_path / "inv2")])
-    assert r.exit_code != 0 and "reads only the photo" in r.output
+    assert r.exit_code != 0 and "--prompt applies to --backend diffusion, not gan" in r.output
 
 
 def test_evaluate_scores_the_gan_backend(tiny, tmp_path):

@@ -17,7 +17,7 @@ from faceweave.errors import FaceweaveError
 MU, S = 0.7, 0.5
 
 
-def denoise(x, sigma):
+def denoise(x, sigma, step=None):
     return MU + S ** 2 / (S ** 2 + sigma ** 2) * (x - MU)
 
 

@@ -21,8 +21,6 @@ anything else is a bug, logged with its traceback on the server and shown as one
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import inspect
 import json
 import logging
 import os
@@ -51,6 +49,8 @@ from .conditions import (
     Conditions,
     colorize_mask,
 )
+from .backends.base import DEFAULT_BACKEND, backend_name
+from .backends.options import backend_options, capable, join_names
 from .errors import FaceweaveError
 from .seeds import check_seed, check_seeds
 
@@ -254,7 +254,7 @@ def generation_backends() -> list[str]:
 
     names = []
     # the default backend (diffusion: the fastest, and `faceweave generate`'s default) first
-    for backend in sorted(available_backends(), key=lambda b: (b != "diffusion", b)):
+    for backend in sorted(available_backends(), key=lambda b: (b != DEFAULT_BACKEND, b)):
         if backend in faceweave.DEFAULT_MODELS:
             try:
                 checkpoint.resolve(faceweave.DEFAULT_MODELS[backend])
@@ -337,11 +337,9 @@ class Generated:
 def _influence_picture(pipe, out) -> np.ndarray | None:
     """A backend that mixes several models per pixel (collab) reports how much each decided
     where (`out.influence`); its module draws that as a picture (`influence_picture`)."""
-    maps = getattr(out, "influence", None)
-    if not maps:
+    if not getattr(out, "influence", None):
         return None
-    draw = getattr(importlib.import_module(type(pipe).__module__), "influence_picture", None)
-    return None if draw is None else draw(maps[0], pipe.names, out.images[0])
+    return pipe.influence_pictures(out, 1)[0]
 
 
 def guidance_setting(guidance: float, scales: dict[str, float | None] | None, given: Sequence[str]
@@ -399,9 +397,9 @@ def iter_generate(models: Models, prompt: str | None = None, attributes: dict[st
     if getattr(pipe, "wants_layout", lambda c: False)(cond):
         given.append("mask")            # the diffusion pipeline draws a layout: a mask, guided like the rest
     scale = guidance_setting(guidance, scales, given)
-    params = inspect.signature(pipe).parameters
-    extra = {"return_influence": True} if "return_influence" in params else {}
-    sampled = "num_inference_steps" in params       # the gan backend has no steps: one pass per image
+    takes = {o.name for o in backend_options(backend_name(backend), "generate")}
+    extra = {"return_influence": True} if "return_influence" in takes else {}
+    sampled = "num_inference_steps" in takes        # the gan backend has no steps: one pass per image
     total = n_images * steps if sampled else n_images
     result = Generated([], [])
     for k in range(n_images):
@@ -471,19 +469,24 @@ def run_edit(models: Models, photo: np.ndarray, mask: np.ndarray | None = None, 
     if not changed and not target.prompt and not target.attributes:
         raise FaceweaveError("nothing to edit: paint a change on the photo's mask, or give a prompt or "
                              "attributes")
-    pipe = models.pipeline(backend)
-    if not hasattr(pipe, "edit"):
-        raise FaceweaveError(f"backend {backend!r} cannot edit photos; choose diffusion")
-    if "strength" in inspect.signature(pipe.edit).parameters:     # gan: align, invert, edit, paste back
-        out = pipe.edit(photo, Conditions(prompt=prompt, attributes=attributes or {},
-                                          mask=mask if changed else None), steps=steps)
-        return Edited(photo, out.images[0], own, out.metadata[0])
-    size = pipe.size
-    region = np.ones((size, size), bool) if everywhere or not changed else None
-    out = pipe.edit(photo, Conditions(mask=own), target, num_inference_steps=steps,
-                    guidance_scale=_check_number(guidance, "guidance"),
-                    region=region, progress=True)
-    return Edited(io.resize_image(photo, size), out.images[0], own, out.metadata[0])
+    name = backend_name(backend)
+    if name not in capable("edit"):
+        raise FaceweaveError(f"backend {backend!r} cannot edit photos; choose {join_names(capable('edit'))}")
+    takes = {o.flag: o.name for o in backend_options(name, "edit")}
+    pipe = models.pipeline(name)
+    # a backend that reads the photo's own mask keeps it as the target's when it was not repainted
+    if "--source-mask" not in takes:
+        target = Conditions(prompt=prompt, attributes=attributes or {}, mask=mask if changed else None)
+    options = {takes["--steps"]: steps}
+    if "--guidance" in takes:
+        options[takes["--guidance"]] = _check_number(guidance, "guidance")
+    if "--source-mask" in takes:
+        options["source_mask"] = own
+    if "--everywhere" in takes:
+        options["everywhere"] = everywhere or not changed
+    out = pipe.edit_photo(photo, target, progress=True, **options)
+    before = photo if out.image.shape[:2] == photo.shape[:2] else io.resize_image(photo, out.image.shape[:2])
+    return Edited(before, out.image, own, out.metadata)
 
 
 def save_results(images: Sequence[np.ndarray], names: Sequence[str], metadata: Any, folder: Path) -> Path:

@@ -198,7 +198,9 @@ def _settings(pipe, family: str, options: dict, precision: str, batch_size: int,
     setting (the pipeline's defaults filled in) and the file."""
     bound = inspect.signature(pipe.__call__).bind_partial(**options)
     bound.apply_defaults()
-    sampling = {_SETTING_NAMES.get(k, k): v for k, v in bound.arguments.items() if k not in _NOT_SETTINGS}
+    defaults = pipe.sampling                         # what a None takes: the checkpoint's own
+    sampling = {_SETTING_NAMES.get(k, k): defaults.get(k) if v is None else v
+                for k, v in bound.arguments.items() if k not in _NOT_SETTINGS}
     path = pipe.meta.get("path")
     settings = {"backend": family, "model": None if path is None else str(path),
                 "model_sha256": _model_sha256(path), "size": int(pipe.size), "precision": precision,
@@ -407,17 +409,13 @@ def _now() -> str:
 
 # --- the work ----------------------------------------------------------------------------------
 
-def _block_options(pipe, family: str, options: dict, conds: list[Conditions]) -> dict:
-    """Per-modality guidance names modalities some lines may not give; in a block none of whose
-    lines gives one, its scale has nothing to guide (each image is guided along what its own
-    line gives either way)."""
+def _block_options(pipe, options: dict, conds: list[Conditions]) -> dict:
+    """The options of one block's call: per-modality guidance narrowed to what its lines give
+    (the pipeline's guidance_for; each image is guided along what its own line gives)."""
     scale = options.get("guidance_scale")
-    if family != "diffusion" or not isinstance(scale, dict):
+    if not isinstance(scale, dict):
         return options
-    given = {g for c in conds for g in c.given}
-    if any(pipe.wants_layout(c, options.get("layout_prior")) for c in conds):
-        given.add("mask")                               # the drawn layout is a given mask
-    return {**options, "guidance_scale": {m: s for m, s in scale.items() if m in given}}
+    return {**options, "guidance_scale": pipe.guidance_for(scale, conds, options.get("layout_prior"))}
 
 
 def _write_line(out: Path, line: Line, image, layout, metadata: dict, cond: Conditions, run: str) -> None:
@@ -457,7 +455,7 @@ def work(pipe, family: str, options: dict, blocks: list[Block], out, palette, ru
                 bar.update(len(block.write))
                 continue
             result = pipe(conditions=conds, seeds=[line.seed for line in lines], batch_size=len(conds),
-                          progress=False, **_block_options(pipe, family, options, conds))
+                          progress=False, **_block_options(pipe, options, conds))
             layouts = getattr(result, "layouts", None) or [None] * len(lines)
             for line, cond, image, layout, meta in zip(lines, conds, result.images, layouts, result.metadata):
                 if line.number not in block.write:
@@ -530,7 +528,7 @@ def generate_from(source, out, *, family: str, model: str, options: dict, precis
         if palette is not None:
             io.load_palette(palette)                      # a bad palette is one error, not one per line
         pipe = faceweave.load(model, device=procs.device, precision=precision)
-        options = _check_options(pipe, family, options)
+        options = _check_options(pipe, options)
         plan = None
         if procs.main:
             try:
@@ -570,26 +568,14 @@ def generate_from(source, out, *, family: str, model: str, options: dict, precis
     return status
 
 
-def _check_options(pipe, family: str, options: dict) -> dict:
+def _check_options(pipe, options: dict) -> dict:
     """Per-modality guidance is checked once here, for the whole file, before any image: names the
-    model reads, scales in range. Returns the options with the scales' names as the model's."""
+    model reads, scales in range (the pipeline's check_guidance_scale). Returns the options with
+    the scales' names as the model's."""
     scale = options.get("guidance_scale")
     if not isinstance(scale, dict):
         return options
-    if family == "diffusion":
-        from .backends.diffusion.pipeline import _normalise_scale
-        from .diffusion.guidance import check_guidance
-
-        scale = _normalise_scale(scale)
-        unread = [m for m in scale if m not in pipe.modalities]
-        if unread:
-            raise FaceweaveError(f"--scale {unread[0]}=...: the model does not read {unread[0]} (it reads "
-                                 f"{', '.join(pipe.modalities)}); drop it")
-        check_guidance(scale, scale)
-        return {**options, "guidance_scale": scale}
-    if family == "collab":
-        pipe._scales(scale, set(pipe.modalities))
-    return options
+    return {**options, "guidance_scale": pipe.check_guidance_scale(scale)}
 
 
 def _finish(out: Path, plan: Plan, reports: list[dict]) -> int:

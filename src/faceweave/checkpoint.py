@@ -144,8 +144,8 @@ def save(path: str | os.PathLike, family: str, config: dict[str, Any], state: di
     config.json as "storage". None keeps today's behaviour: tensors cast by `dtype` or as given.
     extra_tensors: {NAME: tensors} written as NAME.safetensors beside the weights, never cast
     (e.g. {"optimizer": ...} for resuming training); read back with `load_tensors`.
-    copy_files: other files (a model card, EMA weights) copied into the folder in the same
-    atomic step.
+    copy_files: other files or folders (a model card, EMA weights, the checkpoints a model
+    refers to) copied into the folder in the same atomic step.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +163,10 @@ def save(path: str | os.PathLike, family: str, config: dict[str, Any], state: di
             file = Path(file)
             if file.name in (CONFIG, WEIGHTS) or (tmp / file.name).exists():
                 raise ValueError(f"copy_files: {file.name} would replace a file this checkpoint writes")
-            shutil.copy2(file, tmp / file.name)
+            if Path(file).is_dir():
+                shutil.copytree(file, tmp / file.name)
+            else:
+                shutil.copy2(file, tmp / file.name)
         int8 = any(k.endswith(INT8_KEY) for k in tensors)
         meta = {"format": FORMAT, "format_version": 2 if int8 else 1, "family": family,
                 "config": config, **({"storage": storage} if storage else {}), **extra}

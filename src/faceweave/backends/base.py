@@ -3,10 +3,14 @@
     backend = get_backend("copy")          # a model backend: get_backend(name, model=DIR or bundled name)
     images = backend.generate([Conditions(prompt="a smiling woman")], seeds=[0], size=64)
 
-A new backend is one folder under backends/ (its pipeline, networks and training tasks)
-and one BackendSpec line in BACKENDS below: its Backend subclass sets `name` and `accepts`
-and implements `_generate` (the arguments arrive checked). docs/adding-a-backend.md walks
-through it.
+A new backend is one folder under backends/ (its pipeline, networks, options and training
+tasks) and one BackendSpec line in BACKENDS below: its Backend subclass sets `name` and
+`accepts` and implements `_generate` (the arguments arrive checked); a model backend's
+pipeline subclasses `Pipeline` (from_pretrained / save_pretrained, a `sampling` block read
+from its checkpoint), declares its flags once in its own `options.py`, and names what else
+it can do (`edit`, `invert`, `influence`) in the spec's `capabilities`. The CLI, the app and
+`faceweave evaluate` decide by those capabilities and options, never by a backend's name.
+docs/adding-a-backend.md walks through it.
 
 Everything user-facing (CLI, Python API, app, `faceweave evaluate`) goes through
 `Backend.generate`, so a feature added to a backend shows up everywhere at once. The
@@ -73,6 +77,88 @@ class Backend(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """What produced the images (name, model, settings), written into metrics and metadata."""
         return {"backend": self.name}
+
+
+class Pipeline:
+    """What every backend's pipeline is (diffusers-style), whatever its method:
+
+        pipe = Pipeline subclass.from_pretrained(folder or bundled name)
+        out = pipe(prompt=..., attributes=..., mask=..., sketch=..., seeds=[...], **options)
+        out = pipe(conditions=[Conditions, ...], seeds=[...])   # one per seed
+        out.images, out.metadata                                  # one per seed
+        pipe.save_pretrained(folder)                              # loads back to the same images
+
+    What else a pipeline can do is data, not a guess from its methods: `capabilities` (from
+    its registry spec: "generate", "edit" -> `edit_photo`, "invert" -> `invert_photo`,
+    "evaluate") and `options(command)` (its declared options, backends/options.py). Its
+    sampling defaults are its checkpoint's "sampling" block over the class's `SAMPLING`.
+    """
+
+    family: str = ""
+    SAMPLING: dict[str, Any] = {}
+    meta: dict[str, Any]
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, device=None, **kwargs) -> "Pipeline":
+        raise NotImplementedError
+
+    def save_pretrained(self, path, storage: str | None = None):
+        """Write this pipeline's weights and settings as a checkpoint folder (atomically);
+        `storage` None keeps float32, "fp16" or "int8" store smaller (checkpoint.save)."""
+        raise NotImplementedError
+
+    @property
+    def spec(self) -> "BackendSpec":
+        return spec_for_family(self.family)
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        return self.spec.capabilities
+
+    def options(self, command: str) -> tuple:
+        """The options this pipeline's backend declares for `command` (options.Option)."""
+        from .options import backend_options
+        return backend_options(self.spec.name, command)
+
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """Sampling defaults: the checkpoint's "sampling" block over the class's SAMPLING."""
+        return {**self.SAMPLING, **(self.meta.get("sampling") or {})}
+
+    def check_guidance_scale(self, scale):
+        """A guidance scale checked once against what the model reads, before a run of many
+        calls; returns it with the names the model uses. Pipelines with guidance override it."""
+        return scale
+
+    def guidance_for(self, scale, conditions, layout_prior=None):
+        """The scale one call on `conditions` takes: per-modality scales narrowed to what those
+        conditions give, where the pipeline needs that (the diffusion pipeline does)."""
+        return scale
+
+    def _saved_meta(self) -> dict[str, Any]:
+        """The loaded config.json entries a save keeps (not those checkpoint.save writes itself,
+        nor what describes the stored bytes: storage, shared tensors)."""
+        skip = {"path", "format", "format_version", "family", "config", "storage", "shared"}
+        return {k: v for k, v in self.meta.items() if k not in skip}
+
+
+@dataclasses.dataclass
+class PhotoResult:
+    """What a pipeline's `edit_photo` or `invert_photo` made of one photo, in the shape the CLI
+    writes without knowing the backend: OUT/edited.png or reconstruction.png (`image`),
+    comparison.png (`panels`, left to right), any further PNGs (`files`), latent.safetensors
+    (`tensors`, an inversion's code), meta.json (`metadata`) and one line to print (`summary`).
+    An edit also says which pixels it promises to leave as they were (`kept`: a bool map at
+    the image's size, where the image equals the photo resized to that size; None: no promise)."""
+
+    image: np.ndarray
+    panels: list[np.ndarray]
+    metadata: dict[str, Any]
+    summary: str
+    kept: np.ndarray | None = None
+    files: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    tensors: dict[str, Any] | None = None
+    tensor_metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def check_callback(callback, steps: int) -> Callable | None:
@@ -145,6 +231,13 @@ class BackendSpec:
     family         the checkpoint family that pipeline loads (config.json's "family")
     default_model  its bundled default checkpoint (None: the method has no weights)
     precisions     the precisions `faceweave.load(..., precision=...)` accepts for it
+    capabilities   the commands it can run: "generate", "edit" (a photo), "invert" (a photo),
+                   "evaluate"; the CLI and the app offer a command by this, never by name
+    options        "module" declaring its options per command (GENERATE, EDIT, INVERT,
+                   EVALUATE tuples of options.Option; no torch import), see options.py
+    tiny           "module:function" that builds a tiny checkpoint of it in a folder, in
+                   seconds on a CPU (function(root) -> checkpoint path): the contract tests
+                   run every registered backend on one (tests/test_contract.py)
     """
 
     name: str
@@ -153,22 +246,41 @@ class BackendSpec:
     family: str | None = None
     default_model: str | None = None
     precisions: tuple[str, ...] = ("fp32",)
+    capabilities: tuple[str, ...] = ("evaluate",)
+    options: str | None = None
+    tiny: str | None = None
 
     def pipeline_class(self) -> type:
         module, cls = self.pipeline.split(":")
         return getattr(importlib.import_module(module), cls)
 
+    def build_tiny(self, root) -> str:
+        """A tiny checkpoint of this backend built in `root` (see `tiny`); its path."""
+        module, fn = self.tiny.split(":")
+        return str(getattr(importlib.import_module(module), fn)(root))
+
 
 # Every method, imported on first use (so `faceweave --help` stays fast). A new backend is
 # one folder under backends/ and one line here.
 BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
-    BackendSpec("copy", "faceweave.backends.copy:CopyBackend"),
-    BackendSpec("diffusion", "faceweave.backends.diffusion:DiffusionBackend",
-                "faceweave.backends.diffusion:DiffusionPipeline", "diffusion", "diffusion-64-real", ("fp32", "bf16")),
-    BackendSpec("collab", "faceweave.backends.collab:CollabBackend",
-                "faceweave.backends.collab:CollabPipeline", "collab", "collab-64"),
-    BackendSpec("gan", "faceweave.backends.gan:GANBackend", "faceweave.backends.gan:GANPipeline", "gan", "gan-64"),
+    BackendSpec("copy", backend="faceweave.backends.copy:CopyBackend",
+                options="faceweave.backends.copy.options"),
+    BackendSpec("diffusion", backend="faceweave.backends.diffusion:DiffusionBackend",
+                pipeline="faceweave.backends.diffusion:DiffusionPipeline", family="diffusion",
+                default_model="diffusion-64-real", precisions=("fp32", "bf16"),
+                capabilities=("generate", "edit", "invert", "evaluate"),
+                options="faceweave.backends.diffusion.options", tiny="faceweave.backends.diffusion.train:tiny_checkpoint"),
+    BackendSpec("collab", backend="faceweave.backends.collab:CollabBackend",
+                pipeline="faceweave.backends.collab:CollabPipeline", family="collab", default_model="collab-64",
+                capabilities=("generate", "edit", "evaluate"),
+                options="faceweave.backends.collab.options", tiny="faceweave.backends.collab.train:tiny_checkpoint"),
+    BackendSpec("gan", backend="faceweave.backends.gan:GANBackend",
+                pipeline="faceweave.backends.gan:GANPipeline", family="gan", default_model="gan-64",
+                capabilities=("generate", "edit", "invert", "evaluate"),
+                options="faceweave.backends.gan.options", tiny="faceweave.backends.gan.train:tiny_checkpoint"),
 )}
+# The backend a command runs when neither --backend nor --model says (and the app offers first).
+DEFAULT_BACKEND = "diffusion"
 # Backends of the design not built yet; named here so the error can say so.
 _PLANNED: tuple[str, ...] = ("ddgi", "stylize")
 

@@ -5,6 +5,7 @@ folder) is a FaceweaveError: one line on stderr, exit status 2, nothing written 
 Anything else is a bug and keeps its traceback.
 """
 from . import app, data, edit, evaluate, generate, photos, train  # noqa: F401  (registers the commands)
-from .base import SAMPLER_NAMES, main
+from ..backends.options import SAMPLER_NAMES
+from .base import main
 
 __all__ = ["SAMPLER_NAMES", "main"]

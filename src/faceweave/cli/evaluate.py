@@ -4,10 +4,8 @@ from __future__ import annotations
 import click
 
 from ..errors import FaceweaveError
-from .base import (
-    SAMPLER_NAMES, _check_sampling_options, _diffusion_only, _eta_option, _layout_prior_option,
-    _parse_pairs, _parse_window, _precision_option, _prompt_attributes_option, _s_tmin_option,
-    _window_option, main)
+from ..backends.options import click_options
+from .base import _check_sampling_options, main
 
 
 @main.command("evaluate")
@@ -31,31 +29,14 @@ from .base import (
               help="Parser checkpoint or bundled name  [default: parser-SIZE]")
 @click.option("--classifier", "classifier_model", default=None,
               help="Classifier checkpoint or bundled name  [default: classifier-SIZE]")
-@click.option("--bank-size", default=None, type=int,
-              help="copy backend: training faces to pick from  [default: 1000]")
-@click.option("--steps", default=None, type=int, help="diffusion: sampling steps  [default: 20]")
-@click.option("--guidance", default=None, type=float, help="diffusion: one guidance scale  [default: 2.0]")
-@click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
-              help="diffusion: per-modality guidance instead of --guidance (repeatable).")
-@click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
-              help="diffusion, collab: sampler, as in generate  "
-                   "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
-@_eta_option
-@_s_tmin_option
-@_window_option
-@_prompt_attributes_option
-@_layout_prior_option
-@_precision_option
-@click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
-              help="collab: learned influence maps or the naive average (the paper's ablation)  [default: learned]")
+@click_options("evaluate")
 @click.option("--batch-size", default=16, show_default=True, type=int, help="Images per generate call.")
 @click.option("--edit", "edit_task", is_flag=True,
               help="Score editing instead (hairstyle edits of held-out faces: reconstruction, preservation "
                    "outside the edit, whether the edit happened); --steps sets the inversion steps [20].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out, overwrite, inception_weights,
-                 parser_model, classifier_model, bank_size, steps, guidance, scales, sampler, eta, s_tmin, window,
-                 prompt_attributes, layout_prior, precision, mixing, batch_size, edit_task, quiet) -> None:
+                 parser_model, classifier_model, batch_size, edit_task, quiet, **flags) -> None:
     """Score a backend on held-out faces, next to the real faces' ceiling.
 
     FaceSynth faces by default (exact ground truth); --data celebamask1k scores on real
@@ -72,48 +53,20 @@ def evaluate_cmd(backend, model, given, n, size, data, seeds_per_condition, out,
       faceweave evaluate --backend collab --mixing average --given prompt,mask --n 500
     """
     from ..backends import backend_name
+    from ..backends.options import chosen
     from ..eval.evaluate import METRICS, run_evaluation
 
     backend = backend_name(backend)
-    if bank_size is not None and backend != "copy":
-        raise FaceweaveError("--bank-size applies to --backend copy only; drop it")
-    options = {} if bank_size is None else {"bank_size": bank_size}
+    call, load = chosen("evaluate", backend, flags)
+    _check_sampling_options(call)
+    options = {**call, **load}
     data = data.strip()
     if data.lower() in ("facesynth", "celebamask1k"):
         data = data.lower()
-    if mixing is not None:
-        if backend != "collab":
-            raise FaceweaveError(f"--mixing applies to --backend collab, not {backend}; drop it")
-        options["mixing"] = mixing
-    _diffusion_only(backend, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
-    if prompt_attributes is not None:
-        options["prompt_attributes"] = prompt_attributes
-    _diffusion_only(backend, layout_prior, "--layout-prior/--no-layout-prior")
-    if layout_prior is not None:
-        options["layout_prior"] = layout_prior
-    _diffusion_only(backend, precision, "--precision")
-    if precision is not None:
-        options["precision"] = precision
-    _diffusion_only(backend, s_tmin, "--s-tmin")
-    if s_tmin is not None:
-        options["s_tmin"] = s_tmin
-    if backend in ("diffusion", "collab"):
-        if scales and guidance is not None:
-            raise FaceweaveError("give either --guidance or --scale MODALITY=W, not both")
-        if steps is not None:
-            options["steps"] = steps
-        if scales or guidance is not None:
-            options["guidance"] = _parse_pairs(scales, "--scale", float) if scales else guidance
-        _check_sampling_options(backend, sampler, eta, window)
-        options.update({k: v for k, v in (("sampler", sampler), ("eta", eta), ("guidance_window", _parse_window(window)))
-                        if v is not None})
-    elif steps is not None or guidance is not None or scales or sampler or eta is not None or window is not None:
-        raise FaceweaveError(f"--steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window apply to "
-                             f"--backend diffusion or collab, not {backend}; drop them")
     if edit_task:
         if data != "facesynth":
             raise FaceweaveError("--edit scores edits of FaceSynth faces (exact ground truth); drop --data")
-        if sampler or eta is not None or window is not None or s_tmin is not None:
+        if {"sampler", "eta", "guidance_window", "s_tmin"} & set(options):
             raise FaceweaveError("--edit inverts and regenerates with its own deterministic sampler; "
                                  "drop --sampler/--ddim-eta/--s-tmin/--guidance-window")
         from ..backends import get_backend

@@ -4,10 +4,8 @@ from __future__ import annotations
 import click
 
 from ..errors import FaceweaveError
-from .base import (
-    SAMPLER_NAMES, _check_out, _check_sampling_options, _condition_panels, _diffusion_only, _eta_option,
-    _layout_prior_option, _parse_pairs, _parse_window, _precision_option, _prompt_attributes_option,
-    _read_conditions, _s_tmin_option, _window_option, _write_json, _writing, main)
+from ..backends.options import click_options
+from .base import _check_out, _check_sampling_options, _read_conditions, _write_json, _writing, main
 
 
 @main.command("generate")
@@ -26,38 +24,16 @@ from .base import (
                    "name (docs/batch.md) -> OUT/NAME.png + NAME.json; a second run makes only what is missing.")
 @click.option("--batch-size", default=None, type=click.IntRange(1, 1024),
               help="With --from: lines per model call (fixed blocks of line numbers)  [default: 16]")
-@click.option("--steps", default=None, type=int, help="Sampling steps (diffusion, collab)  [default: 20]")
-@click.option("--guidance", default=None, type=float,
-              help="Classifier-free guidance scale for all given conditions together (1 = off)  [default: 2.0]")
-@click.option("--scale", "scales", multiple=True, metavar="MODALITY=W",
-              help="Per-modality guidance instead of --guidance, e.g. --scale prompt=3 --scale mask=1.5.")
-@click.option("--sampler", default=None, type=click.Choice(SAMPLER_NAMES),
-              help="Sampler (diffusion, collab): the ODE solvers euler, heun, dpmpp_2m, ddim; euler_ancestral "
-                   "adds fresh noise each step (= ddim with --ddim-eta 1)  "
-                   "[default: euler_ancestral for diffusion, dpmpp_2m for collab]")
-@_eta_option
-@_s_tmin_option
-@_window_option
-@_prompt_attributes_option
-@_layout_prior_option
-@_precision_option
 @click.option("--palette", default=None, type=click.Path(dir_okay=False),
               help="Colour palette of --mask if it is not a known one (JSON/TXT of 19 colours).")
-@click.option("--diversity", default=None, type=float,
-              help="gan: 0..1, how far each seed's own latent replaces the finest layers of the mapped one  "
-                   "[default: 0.5]")
-@click.option("--mixing", default=None, type=click.Choice(["learned", "average"]),
-              help="collab: the dynamic diffuser's maps or the naive average of the collaborators  [default: learned]")
-@click.option("--save-influence", is_flag=True,
-              help="collab: write OUT/influence.png (rows = collaborators, columns = steps; first 4 seeds).")
+@click_options("generate")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: SEED.png per seed, grid.png, meta.json (--from: NAME.png, NAME.json, run.json).")
 @click.option("--overwrite", is_flag=True,
               help="Replace files in OUT (--from: a folder made with other settings, or from another file).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, batch_size, steps, guidance, scales,
-                 sampler, eta, s_tmin, window, prompt_attributes, layout_prior, precision, diversity, mixing,
-                 save_influence, palette, out, overwrite, quiet) -> None:
+def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, batch_size, palette, out, overwrite,
+                 quiet, **flags) -> None:
     """Generate faces from any mix of a prompt, attributes, a mask and a sketch.
 
     Image i depends only on seed i: the same seed gives the same face whatever else is
@@ -86,19 +62,25 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, bat
     import numpy as np
 
     from .. import checkpoint
-    from ..backends.base import backend_name
+    from ..backends.base import DEFAULT_BACKEND, backend_name
+    from ..backends.options import capable, chosen, join_names
     from ..conditions import colorize_mask
-    from ..data.sheet import image_grid
+    from ..data.sheet import condition_panels, image_grid
     from ..io import resize_mask, write_png
     from ..seeds import parse_seeds
 
     if backend is not None:
         backend = backend_name(backend)
-        if backend not in ("diffusion", "collab", "gan"):
-            raise FaceweaveError(f"faceweave generate runs --backend diffusion, collab or gan (the {backend!r} "
-                                 "backend is for evaluation only)")
-    if scales and guidance is not None:
-        raise FaceweaveError("give either --guidance (one scale) or --scale MODALITY=W (per modality), not both")
+        if backend not in capable("generate"):
+            raise FaceweaveError(f"faceweave generate runs --backend {join_names(capable('generate'))} (the "
+                                 f"{backend!r} backend is for evaluation only)")
+    family = checkpoint.read_config(model)["family"] if model else (backend or DEFAULT_BACKEND)
+    if backend is not None and family != backend:
+        raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
+                             f"drop --backend or pass a {backend} checkpoint")
+    options, load = chosen("generate", family, flags)
+    _check_sampling_options(options)
+    save_influence = options.get("return_influence", False)
     if source is not None:
         named = [flag for flag, value in (("--prompt", prompt), ("--mask", mask), ("--sketch", sketch),
                                           ("--attr", attrs), ("--seeds", seeds)) if value]
@@ -111,49 +93,20 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, bat
         raise FaceweaveError("--batch-size applies to --from; drop it")
     cond = None if source is not None else _read_conditions(prompt, mask, sketch, attrs, palette)
     seed_list = None if source is not None else parse_seeds("0-3" if seeds is None else seeds)
-    scale = _parse_pairs(scales, "--scale", float) if scales else (2.0 if guidance is None else guidance)
     import faceweave
-    family = checkpoint.read_config(model)["family"] if model else (backend or "diffusion")
-    if backend is not None and family != backend:
-        raise FaceweaveError(f"--model {model} is a {family!r} checkpoint, not a {backend!r} one; "
-                             f"drop --backend or pass a {backend} checkpoint")
-    if family != "collab" and (mixing or save_influence):
-        raise FaceweaveError("--mixing and --save-influence apply to --backend collab only; drop them")
-    if family == "gan" and (steps is not None or guidance is not None or scales or sampler or eta is not None
-                            or window is not None):
-        raise FaceweaveError("the gan backend has no sampling steps, guidance or sampler (one forward pass); "
-                             "drop --steps/--guidance/--scale/--sampler/--ddim-eta/--guidance-window")
-    _check_sampling_options(family, sampler, eta, window)
-    if family != "gan" and diversity is not None:
-        raise FaceweaveError("--diversity applies to --backend gan only; drop it")
-    _diffusion_only(family, prompt_attributes, "--prompt-attributes/--no-prompt-attributes")
-    _diffusion_only(family, layout_prior, "--layout-prior/--no-layout-prior")
-    _diffusion_only(family, precision, "--precision")
-    _diffusion_only(family, s_tmin, "--s-tmin")
-    if family == "gan":
-        options = {"diversity": 0.5 if diversity is None else diversity}
-    else:
-        extra = {"mixing": mixing or "learned", **({"return_influence": True} if save_influence else {})} \
-            if family == "collab" else \
-            {"prompt_attributes": prompt_attributes is not False, "guidance_window": _parse_window(window),
-             "layout_prior": layout_prior, "s_tmin": s_tmin or 0.0}
-        options = {"num_inference_steps": 20 if steps is None else steps, "guidance_scale": scale, "eta": eta or 0.0,
-                   **({"sampler": sampler} if sampler else {}), **extra}
+    precision = load.get("precision", "fp32")
     if source is not None:
         from ..batch import generate_from
         status = generate_from(source, out, family=family, model=model or family, options=options,
-                               precision=precision or "fp32", batch_size=batch_size or 16, palette=palette,
+                               precision=precision, batch_size=batch_size or 16, palette=palette,
                                overwrite=overwrite, quiet=quiet)
         raise click.exceptions.Exit(status)
     _check_out(out, overwrite)
-    pipe = faceweave.load(model or family, precision=precision or "fp32")
+    pipe = faceweave.load(model or family, precision=precision)
     result = pipe(conditions=cond, seeds=seed_list, progress=not quiet, **options)
     with _writing(out, overwrite) as folder:
         if save_influence:
-            from ..backends.collab import influence_picture
-            pictures = [influence_picture(maps, pipe.names, image)
-                        for maps, image in zip(result.influence[:4], result.images)]
-            write_png(folder / "influence.png", np.concatenate(pictures, 0))
+            write_png(folder / "influence.png", np.concatenate(pipe.influence_pictures(result, 4), 0))
         for seed, image in zip(seed_list, result.images):
             write_png(folder / f"{seed:06d}.png", image)
         layouts = getattr(result, "layouts", None) or [None] * len(seed_list)
@@ -161,7 +114,7 @@ def generate_cmd(prompt, mask, sketch, attrs, backend, model, seeds, source, bat
             if layout is not None:      # colour-coded, so it can be edited and passed back as --mask
                 write_png(folder / f"{seed:06d}_layout.png", colorize_mask(layout))
         size = result.images[0].shape[0]
-        panels = _condition_panels(cond, size)
+        panels = condition_panels(cond, size)
         per_row = min(8, len(seed_list))
         if any(layout is not None for layout in layouts[:16]):
             # each row of outputs over a row of the layouts drawn for them

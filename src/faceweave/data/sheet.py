@@ -75,3 +75,15 @@ def save_contact_sheet(root, out, **kw) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_png(out, sheet)
     return out
+
+
+def condition_panels(cond, size: int) -> list[np.ndarray]:
+    """Pictures of a Conditions' mask (coloured) and sketch (dark lines), for overview grids."""
+    from ..io import resize_sketch
+
+    panels = []
+    if cond.mask is not None:
+        panels.append(colorize_mask(resize_mask(cond.mask, size)))
+    if cond.sketch is not None:
+        panels.append(np.repeat(255 - resize_sketch(cond.sketch, size)[..., None], 3, 2))
+    return panels

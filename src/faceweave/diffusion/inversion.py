@@ -19,7 +19,12 @@ def invert(denoise: Denoiser, x0: torch.Tensor, sigmas: torch.Tensor, *, heun: b
     """x0 -> the noise at sigmas[0]. `sigmas` is the sampling schedule (decreasing, ending in 0).
 
     The reverse pass starts at the smallest positive sigma with x = x0 (at sigma_min ~ 0.002
-    the image and its slightly noised version are indistinguishable).
+    the image and its slightly noised version are indistinguishable). `denoise` gets each
+    sigma's step index in `sigmas` (the sampling schedule), not in the reversed walk.
     """
     up = sigmas.flip(0)[1:]                      # increasing, positive: never the final Euler-to-0 step
-    return (sample_heun if heun else sample_euler)(denoise, x0, up, callback=callback)
+    last = len(sigmas) - 2                       # up[j] = sigmas[last - j]
+
+    def backwards(x, sigma, j):
+        return denoise(x, sigma, last - j)
+    return (sample_heun if heun else sample_euler)(backwards, x0, up, callback=callback)

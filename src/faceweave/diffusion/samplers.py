@@ -7,7 +7,9 @@ same signature
 
     sampler(denoise, x, sigmas, *, noise=None, callback=None) -> x0
 
-`denoise(x, sigma)` returns D(x; sigma) for a batch (sigma a float), `x` is the starting
+`denoise(x, sigma, step)` returns D(x; sigma) for a batch (sigma a float; step the index in
+`sigmas` of that sigma, so a guidance window knows where it is: Heun's second evaluation of a
+step, at the next sigma, is the next step's), `x` is the starting
 noise already scaled by sigmas[0], `sigmas` is a decreasing 1-D tensor ending in 0 (from a
 schedule function below), `noise(i)` supplies fresh noise for stochastic samplers (so the
 caller decides which generator each image uses: image i depends only on seed i), and
@@ -22,7 +24,7 @@ import torch
 
 from ..errors import FaceweaveError
 
-Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+Denoiser = Callable[[torch.Tensor, float, int], torch.Tensor]
 
 
 # -- schedules ----------------------------------------------------------------------------
@@ -61,7 +63,7 @@ def sample_euler(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
     """First-order Euler steps of the ODE (EDM Alg. 1 without the Heun correction)."""
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(x, s)
+        denoised = denoise(x, s, i)
         if callback is not None:
             callback(i, s, x, denoised)
         x = x + _d(x, denoised, s) * (s_next - s)
@@ -73,13 +75,13 @@ def sample_heun(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
     """EDM Alg. 1 (deterministic Heun, 2nd order); the last step, to sigma = 0, is Euler."""
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(x, s)
+        denoised = denoise(x, s, i)
         if callback is not None:
             callback(i, s, x, denoised)
         d = _d(x, denoised, s)
         x_next = x + d * (s_next - s)
         if s_next > 0:
-            d_next = _d(x_next, denoise(x_next, s_next), s_next)
+            d_next = _d(x_next, denoise(x_next, s_next, i + 1), s_next)
             x_next = x + (d + d_next) / 2 * (s_next - s)
         x = x_next
     return x
@@ -91,7 +93,7 @@ def sample_dpmpp_2m(denoise: Denoiser, x, sigmas, *, noise=None, callback=None):
     old = None
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(x, s)
+        denoised = denoise(x, s, i)
         if callback is not None:
             callback(i, s, x, denoised)
         if s_next == 0:
@@ -123,7 +125,7 @@ def sample_ddim(denoise: Denoiser, x, sigmas, *, eta: float = 0.0, s_tmin: float
     check_noise_window(s_tmin, s_tmax)
     for i in range(len(sigmas) - 1):
         s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(x, s)
+        denoised = denoise(x, s, i)
         if callback is not None:
             callback(i, s, x, denoised)
         if s_next == 0:

@@ -393,6 +393,8 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
         raise FaceweaveError(f"bad {family} model config: {e}") from None
     if cfg.get("init") and not resume:
         _init_weights(model, cfg, family, task)
+    # the sampling defaults its pipeline will read from the checkpoint (Pipeline.sampling)
+    defaults = {"sampling": task.sampling(cfg)} if hasattr(task, "sampling") else {}
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
@@ -479,11 +481,11 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
         write(last_val)
         if scores["score"] > best_score:
             best_score = scores["score"]
-            _save(out / BEST, family, cfg, judged, step, val=scores)
+            _save(out / BEST, family, cfg, judged, step, val=scores, **defaults)
 
     def save_now() -> None:                            # the main process's part of save_last
         _save(out / LAST, family, cfg, accelerator.unwrap_model(model), step, optimizer=optimizer,
-              ema=ema, val=last_val or None)
+              ema=ema, val=last_val or None, **defaults)
 
     def save_last() -> None:
         accelerator.wait_for_everyone()
@@ -595,5 +597,7 @@ def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
     record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).exists() else {}
     training = {"commands": record.get("commands"), "preset": record.get("preset"), "data": record.get("data"),
                 "step": meta.get("step"), "checkpoint": source.name, "val": meta.get("val")}
+    if meta.get("sampling"):
+        extra = {"sampling": meta["sampling"], **extra}
     return checkpoint.save(dest, meta["family"], meta["config"], state, dtype=None if storage else dtype,
                            storage=storage, image_size=meta["image_size"], training=training, **extra)

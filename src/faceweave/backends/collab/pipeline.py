@@ -35,7 +35,7 @@ from ...errors import FaceweaveError
 from ...io import resize_image
 from .diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
 from ...seeds import check_seed, check_seeds
-from ..base import Backend, check_callback, checked_keywords
+from ..base import Backend, PhotoResult, Pipeline, check_callback, checked_keywords
 from ..diffusion.pipeline import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
@@ -141,10 +141,15 @@ def _describe(pipe: DiffusionPipeline) -> str:
 @dataclasses.dataclass
 class CollabOutput(PipelineOutput):
     influence: list[np.ndarray] | None = None     # per image: (k, steps, h, w) float16 weights
+    kept: np.ndarray | None = None                # an edit: H x W bool, photo pixels returned unchanged
 
 
-class CollabPipeline:
+class CollabPipeline(Pipeline):
     """Frozen collaborators + a dynamic diffuser (or none: the naive average)."""
+
+    family = FAMILY
+    # defaults of a call that does not say; a checkpoint's config.json "sampling" overrides them
+    SAMPLING = {"num_inference_steps": 20, "guidance_scale": 2.0, "sampler": "dpmpp_2m", "mixing": "learned"}
 
     def __init__(self, collaborators: dict[str, DiffusionPipeline], diffuser: DynamicDiffuser | None = None,
                  meta: dict | None = None, device: str | torch.device = "cpu"):
@@ -198,6 +203,28 @@ class CollabPipeline:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(pipes, diffuser, meta=meta, device=device)
 
+    def save_pretrained(self, path: str | Path, storage: str | None = None) -> Path:
+        """The influence network and its collaborators, each saved in collaborators/NAME/ of
+        the folder (so the folder is whole on its own), with their fingerprints."""
+        if self.diffuser is None:
+            raise FaceweaveError("this pipeline has no influence network (built from collaborators only); "
+                                 "train one with faceweave train collab, then save that")
+        import tempfile
+        path = Path(path)
+        config = dataclasses.asdict(self.config)
+        with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
+            copies = []
+            for spec in config["collaborators"]:
+                pipe = self.collaborators[spec["name"]]
+                where = Path(tmp) / "collaborators" / spec["name"]
+                pipe.save_pretrained(where, storage=storage)
+                _, spec["fingerprint"] = load_collaborator(str(where))
+                spec.pop("fingerprint_int8", None)
+                spec["model"] = f"collaborators/{spec['name']}"
+                copies.append(where.parent)
+            return checkpoint.save(path, FAMILY, config, self.diffuser.state_dict(), storage=storage,
+                                   copy_files=copies[:1], **{"image_size": self.size, **self._saved_meta()})
+
     @classmethod
     def from_collaborators(cls, models: dict[str, str], device: str | torch.device = "cpu") -> "CollabPipeline":
         """The naive average of uni-modal checkpoints ({name: folder or bundled name}), no diffuser."""
@@ -227,19 +254,29 @@ class CollabPipeline:
                 out[n] = value
         return out
 
+    def check_guidance_scale(self, scale):
+        self._scales(scale, set(self.modalities))
+        return scale
+
     @checked_keywords
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
-                 num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
-                 sampler: str = "dpmpp_2m", schedule: str = "karras", mixing: str = "learned",
+                 num_inference_steps: int | None = None, guidance_scale: float | dict[str, float] | None = None,
+                 sampler: str | None = None, schedule: str = "karras", mixing: str | None = None,
                  batch_size: int = 16, callback: Callable | None = None, progress: bool = True,
                  return_influence: bool = False, output_type: str = "np", eta: float = 0.0) -> CollabOutput:
         """Generate one image per seed (same arguments as DiffusionPipeline). guidance_scale: a
         float for every collaborator (each guided against its own unconditional prediction) or
         {collaborator name or modality: scale}. mixing: "learned" (the dynamic diffuser) or
         "average". return_influence: keep the mixing weights of every step. eta: DDIM's
-        stochasticity (sampler "ddim" only), as in DiffusionPipeline."""
+        stochasticity (sampler "ddim" only), as in DiffusionPipeline. num_inference_steps,
+        guidance_scale, sampler and mixing of None are the checkpoint's (`self.sampling`)."""
+        defaults = self.sampling
+        num_inference_steps = defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        sampler = defaults["sampler"] if sampler is None else sampler
+        mixing = defaults["mixing"] if mixing is None else mixing
         seeds = check_seeds(seeds)
         callback = check_callback(callback, num_inference_steps)
         if mixing not in MIXINGS:
@@ -261,7 +298,7 @@ class CollabPipeline:
         if unread:
             raise FaceweaveError(f"no collaborator reads {', '.join(unread)}; the collaborators "
                                  f"({', '.join(self.names)}) read {', '.join(self.modalities)}")
-        self._first._check(num_inference_steps, sampler, schedule, 1.0, None, given)
+        self._first.check_sampling(num_inference_steps, sampler, schedule, 1.0, None, given)
         eta = check_eta(sampler, eta)
         scales = self._scales(guidance_scale, given)
         sigmas = SCHEDULES[schedule](num_inference_steps)
@@ -290,29 +327,23 @@ class CollabPipeline:
 
     @torch.no_grad()
     def _sample(self, conds, seeds, sigmas, sampler, scales, mixing, callback, bar, keep_maps, eta=0.0):
-        tensors, notes = self._first._prepare(conds)
+        tensors, notes = self._first.condition_tensors(conds)     # what the influence network sees
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)
         steps = len(sigmas) - 1
-        index = {round(float(s), 8): i for i, s in enumerate(sigmas)}
-        # each collaborator sees only its own modalities; one with none of them given sits out
+        # each collaborator's own guided denoiser sees only its modalities; one with none given sits out
         denoisers, used = [], []
         for k, (name, pipe) in enumerate(self.collaborators.items()):
-            own = set(pipe.model.config.modalities)
-            own_given = frozenset(g for g in given if MODALITY[g] in own)
-            if not own_given:
-                continue
-            mine = {**tensors, "present": {m: p if m in own else torch.zeros_like(p)
-                                           for m, p in tensors["present"].items()}}
-            denoisers.append(pipe._denoiser(mine, own_given, scales[name], None, sigmas))
-            used.append(k)
+            if any(MODALITY[g] in pipe.model.config.modalities for g in given):
+                denoisers.append(pipe.denoiser(conds, scales[name], num_steps=steps))
+                used.append(k)
         active = active_collaborators(self.config, tensors["present"])[:, used]
         n = len(conds)
         maps = torch.zeros(n, len(self.names), steps, self.config.size, self.config.size, dtype=torch.float16) \
             if keep_maps else None
 
-        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            preds = [d(x, sigma) for d in denoisers]
+        def denoise(x: torch.Tensor, sigma: float, step: int) -> torch.Tensor:
+            preds = [d(x, sigma, step) for d in denoisers]
             if len(preds) == 1:
                 w = torch.ones(n, 1, *x.shape[2:], device=x.device)
             elif mixing == "average":
@@ -320,10 +351,8 @@ class CollabPipeline:
                 w = (a / a.sum(1, keepdim=True))[:, :, None, None].expand(-1, -1, *x.shape[2:])
             else:
                 w = self.diffuser.weights(x, float(sigma), tensors, active, [self.names[k] for k in used])
-            if maps is not None:
-                i = index.get(round(float(sigma), 8), 0)
-                if i < steps:
-                    maps[:, used, i] = w.to(maps.dtype).cpu()
+            if maps is not None and step < steps:
+                maps[:, used, step] = w.to(maps.dtype).cpu()
             return mix(preds, w).to(x.dtype)
 
         def step_callback(i, sigma, xi, denoised):
@@ -338,7 +367,39 @@ class CollabPipeline:
         return image, notes, ([m.numpy() for m in maps] if maps is not None else None)
 
 
+    def influence_pictures(self, result: CollabOutput, n: int | None = None) -> list[np.ndarray]:
+        """The first n images' influence maps as pictures (rows = collaborators, columns =
+        steps, beside the image): a call made with return_influence=True."""
+        if result.influence is None:
+            raise FaceweaveError("this result holds no influence maps; call the pipeline with return_influence=True")
+        return [influence_picture(maps, self.names, image)
+                for maps, image in zip(result.influence[:n], result.images)]
+
     # -- editing ------------------------------------------------------------------------------
+    @checked_keywords
+    def edit_photo(self, photo: np.ndarray, target: Conditions, *, source_mask: np.ndarray | None = None,
+                   num_inference_steps: int = 20, guidance_scale: float | dict = 2.0, embed_steps: int = 30,
+                   finetune_steps: int = 30, eta: float = 0.8, seed: int = 0, progress: bool = True,
+                   name: str = "the photo") -> PhotoResult:
+        """`faceweave edit`: `edit` with the photo's own mask (`source_mask`, else parsed) when
+        the target has a mask; the other settings are edit's."""
+        from ...data.sheet import condition_panels
+
+        own = None
+        if target.mask is not None:       # the photo's own mask matters only to keep what a new mask leaves
+            own = source_mask
+            if own is None:
+                from ...ruler import load_parser
+                own = load_parser().predict(photo)
+        result = self.edit(photo, target, source_mask=own, num_inference_steps=num_inference_steps,
+                           guidance_scale=guidance_scale, embed_steps=embed_steps, finetune_steps=finetune_steps,
+                           eta=eta, seed=seed, progress=progress)
+        edited, size, meta = result.images[0], self.size, result.metadata[0]
+        panels = [resize_image(photo, size), *condition_panels(target, size), resize_image(edited, size)]
+        summary = (f"optimisation {meta['optimise_seconds']} s, sampling {meta['sample_seconds']} s; "
+                   f"edited by {', '.join(meta['edited_by'])}")
+        return PhotoResult(edited, panels, meta, summary, kept=result.kept)
+
     @checked_keywords
     def edit(self, image: np.ndarray, target: Conditions, *, source_mask: np.ndarray | None = None,
              embed_steps: int = 30, finetune_steps: int = 30, eta: float = 0.8, embed_lr: float = 1e-2,
@@ -376,9 +437,9 @@ class CollabPipeline:
         if unread:
             raise FaceweaveError(f"no collaborator reads {', '.join(unread)}; the collaborators read "
                                  f"{', '.join(self.modalities)}")
-        photo, x0, notes = self._first._photo(image)
+        photo, x0, notes = self._first.encode_photo(image)
         target = target.only(given)
-        tensors, more = self._first._prepare([target])
+        tensors, more = self._first.condition_tensors([target])
         notes += more[0]
         scales = self._scales(guidance_scale, given)
         gen = torch.Generator().manual_seed(seed + 7919)
@@ -438,7 +499,7 @@ class CollabPipeline:
         active = active_collaborators(self.config, tensors["present"])[:, used]
 
         @torch.no_grad()
-        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        def denoise(x: torch.Tensor, sigma: float, step: int = 0) -> torch.Tensor:
             preds = []
             sig = torch.full((2,), float(sigma), device=x.device)
             for model, (c, cm, sp), (uc, um, usp), scale in edited:
@@ -462,7 +523,7 @@ class CollabPipeline:
         h, w = np.asarray(image).shape[:2]
         if (h, w) != result.shape[:2]:
             result = resize_image(result, (h, w))
-        kept = None
+        kept, unchanged = None, None
         if source_mask is not None and target.mask is not None:
             region = changed_region(source_mask, target.mask, min(h, w), dilate)
             region = np.asarray(resize_image(np.repeat(region[..., None].astype(np.uint8) * 255, 3, 2), (h, w)))
@@ -471,12 +532,13 @@ class CollabPipeline:
             alpha = alpha.reshape(h, w, 1)
             result = (alpha * result + (1 - alpha) * np.asarray(image)).round().astype(np.uint8)
             kept = float((alpha < 0.5).mean())
+            unchanged = alpha[..., 0] * 255 < 0.5            # the blend rounds back to the photo's value
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "edited_by": [self.names[k] for k in used],
                 "mixing": mixing, "seed": int(seed), "embed_steps": embed_steps, "finetune_steps": finetune_steps,
                 "eta": eta, "steps": num_inference_steps, "guidance_scale": scales,
                 "optimise_seconds": round(optimise_s, 2), "sample_seconds": round(sample_s, 2),
                 "kept_fraction": kept, "conditions": target.digest(), "notes": notes}
-        return CollabOutput([result], [meta])
+        return CollabOutput([result], [meta], kept=unchanged)
 
 
 def _pad_cat(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -532,16 +594,17 @@ class CollabBackend(Backend):
     name = FAMILY
     accepts = tuple(MODALITY)
 
-    def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
-                 mixing: str = "learned", sampler: str = "dpmpp_2m", batch_size: int = 16, progress: bool = False,
+    def __init__(self, model: str | None = None, steps: int | None = None, guidance: float | dict | None = None,
+                 mixing: str | None = None, sampler: str | None = None, batch_size: int = 16, progress: bool = False,
                  eta: float = 0.0):
-        if mixing not in MIXINGS:
+        if mixing is not None and mixing not in MIXINGS:
             raise FaceweaveError(f"unknown mixing {mixing!r}; choose one of {', '.join(MIXINGS)}")
         self.pipe = CollabPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
-        self.options = {"num_inference_steps": steps, "guidance_scale": guidance, "mixing": mixing,
-                        "sampler": sampler, "eta": check_eta(sampler, eta), "batch_size": batch_size,
-                        "progress": progress}
+        chosen = {"num_inference_steps": steps, "guidance_scale": guidance, "mixing": mixing, "sampler": sampler}
+        self.options = {**{k: self.pipe.sampling[k] if v is None else v for k, v in chosen.items()},
+                        "batch_size": batch_size, "progress": progress}
+        self.options["eta"] = check_eta(self.options["sampler"], eta)
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -60,6 +61,13 @@ class CollabTask:
     """
 
     family = "collab"
+
+    @staticmethod
+    def sampling(cfg: dict) -> dict:
+        """The sampling defaults written into the run's checkpoints (Pipeline.sampling)."""
+        from .pipeline import CollabPipeline
+        return dict(CollabPipeline.SAMPLING)
+
     architectures = {"tiny": InfluenceArch(width=8, emb_dim=16), "s": InfluenceArch(width=32, emb_dim=64)}
     needs = ("image", "attributes", "captions", "mask", "sketch")
     _COLLAB = {"collaborators": None, "weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "attr_keep_min": 0.2,
@@ -210,3 +218,18 @@ class CollabTask:
         write_png(path, image_grid(rows, columns=8))
         write_png(Path(path).with_name(Path(path).stem + "_influence.png"),
                   influence_picture(learned.influence[0], pipe.names, learned.images[0]))
+
+
+def tiny_checkpoint(root: Path) -> Path:
+    """Two tiny uni-modal collaborators (text, mask; ROOT/text, ROOT/mask) and an influence
+    network trained a few steps on them: the contract tests' collab model. Returns
+    ROOT/collab/last."""
+    from ...train.loop import train
+    root = Path(root)
+    for m in ("text", "mask"):
+        train("diffusion", "tiny", "facesynth:32", root / m, overrides={"max_steps": 2, "modalities": [m]},
+              progress=False)
+    refs = {"text": str(root / "text" / "last"), "mask": str(root / "mask" / "last")}
+    train("collab", "tiny", "facesynth:32", root / "collab", overrides={"max_steps": 4, "lr": 3e-2, "collaborators": refs},
+          progress=False)
+    return root / "collab" / "last"

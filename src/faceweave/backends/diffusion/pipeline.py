@@ -51,7 +51,7 @@ from ...models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ...models.vae import downsample_conditions
 from ...text import parse_prompt
 from ...seeds import check_seeds
-from ..base import Backend, check_callback, checked_keywords, per_seed_conditions
+from ..base import Backend, PhotoResult, Pipeline, check_callback, checked_keywords, per_seed_conditions
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64-real"     # real photos; "diffusion-64" is the FaceSynth benchmark model
@@ -83,8 +83,27 @@ def _normalise_scale(scale: float | dict[str, float]) -> float | dict[str, float
     return scale
 
 
-class DiffusionPipeline:
+class GuidedDenoiser:
+    """D(x, sigma, step): a guided denoiser (DiffusionPipeline.denoiser). `evaluate(x, sigma,
+    subsets)` gives the unguided estimates of several condition subsets in one network call;
+    guidance combines them (diffusion.guidance.guide) at the steps inside `window`."""
+
+    def __init__(self, evaluate: Callable, given: frozenset, scale, window=None, num_steps: int | None = None):
+        self.evaluate, self.given, self.scale = evaluate, given, scale
+        self.window, self.num_steps = window, num_steps
+        self.notes: list[list[str]] = []
+
+    def __call__(self, x: torch.Tensor, sigma: float, step: int = 0) -> torch.Tensor:
+        on = guidance_lib.active(step, self.num_steps, self.window) if self.num_steps else True
+        return guidance_lib.guide(self.evaluate, x, sigma, self.given, self.scale, on)
+
+
+class DiffusionPipeline(Pipeline):
     """A conditional denoiser + the frozen text encoder, ready to sample."""
+
+    family = FAMILY
+    # defaults of a call that does not say; a checkpoint's config.json "sampling" overrides them
+    SAMPLING = {"num_inference_steps": 20, "guidance_scale": 2.0, "sampler": DEFAULT_SAMPLER, "layout_prior": True}
 
     def __init__(self, model: ConditionalDenoiser, text_encoder=None, meta: dict | None = None,
                  device: str | torch.device = "cpu", precision: str = "fp32"):
@@ -113,6 +132,11 @@ class DiffusionPipeline:
         checkpoint.load_into(model, state, where=meta["path"])
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model, meta=meta, device=device, precision=precision)
+
+    def save_pretrained(self, path: str | Path, storage: str | None = None) -> Path:
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        return checkpoint.save(path, FAMILY, dataclasses.asdict(self.model.config), state, storage=storage,
+                               **{"image_size": self.size, **self._saved_meta()})
 
     @property
     def precision(self) -> str:
@@ -144,7 +168,7 @@ class DiffusionPipeline:
         return tuple(f for f, m in MODALITY.items() if m in self.model.config.modalities)
 
     # -- conditions -> tensors ----------------------------------------------------------------
-    def _prepare(self, conditions: Sequence[Conditions], prompt_attributes: bool = True
+    def condition_tensors(self, conditions: Sequence[Conditions], prompt_attributes: bool = True
                  ) -> tuple[dict[str, Any], list[list[str]]]:
         """Condition tensors for a batch (absent modalities marked absent per sample), and the
         notes to report per image (e.g. a resized mask).
@@ -205,7 +229,7 @@ class DiffusionPipeline:
         }
         return tensors, notes
 
-    def _evaluator(self, tensors: dict[str, Any]) -> Callable:
+    def evaluator(self, tensors: dict[str, Any]) -> Callable:
         """evaluate(x, sigma, subsets) for guidance: all subsets in one batched network call.
 
         The condition tokens and spatial channels of a list of subsets do not change from
@@ -254,20 +278,35 @@ class DiffusionPipeline:
             return list(out.split(n))
         return evaluate
 
-    def _denoiser(self, tensors: dict, given: frozenset, scale, window, sigmas: torch.Tensor) -> Callable:
-        """D(x; sigma) with guidance; the step index (for the guidance window) is the position
-        of sigma in the schedule, so Heun's second evaluation counts as the next step's."""
-        evaluate = self._evaluator(tensors)
-        steps = len(sigmas) - 1
-        index = {round(float(s), 8): i for i, s in enumerate(sigmas)}
+    def guided_denoiser(self, tensors: dict, given: frozenset, scale, window=None,
+                        num_steps: int | None = None) -> "GuidedDenoiser":
+        """D(x, sigma, step) with classifier-free guidance over the given fields, from prepared
+        condition tensors (`condition_tensors`); guidance is on at the steps inside `window`
+        (fractions of `num_steps`). Override this to change how the model is guided."""
+        return GuidedDenoiser(self.evaluator(tensors), frozenset(given), scale, window, num_steps)
 
-        def denoise(x: torch.Tensor, sigma: float) -> torch.Tensor:
-            i = index.get(round(float(sigma), 8), 0)
-            return guidance_lib.guide(evaluate, x, sigma, given, scale, guidance_lib.active(i, steps, window))
+    def denoiser(self, conditions: Conditions | Sequence[Conditions], guidance_scale: float | dict = 1.0, *,
+                 guidance_window: tuple[float, float] | None = None, num_steps: int | None = None,
+                 prompt_attributes: bool = True) -> "GuidedDenoiser":
+        """The public guided denoiser: D(x, sigma, step) -> the guided estimate of the clean
+        image (in the model's space) for a batch x of len(conditions), as the samplers of
+        diffusion.samplers call it. Modalities the model does not read are left out (how
+        Collaborative Diffusion composes several models); `.notes` holds each image's notes."""
+        conds = [conditions] if isinstance(conditions, Conditions) else list(conditions)
+        _check_conditions(**{f"conditions[{i}]": c for i, c in enumerate(conds)})
+        read = set(self.model.config.modalities)
+        given = frozenset(g for c in conds for g in c.given if g in MODALITY and MODALITY[g] in read)
+        scale = self.check_sampling(num_steps or 1, DEFAULT_SAMPLER, "karras", guidance_scale, guidance_window,
+                                    set(given))
+        tensors, notes = self.condition_tensors(conds, prompt_attributes)
+        tensors["present"] = {m: p if m in read else torch.zeros_like(p) for m, p in tensors["present"].items()}
+        denoise = self.guided_denoiser(tensors, given, scale, guidance_window, num_steps)
+        denoise.notes = notes
         return denoise
 
     # -- sampling -----------------------------------------------------------------------------
-    def _check(self, num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given):
+    def check_sampling(self, num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given):
+        """Sampling settings checked (one-line errors); returns the guidance scale normalised."""
         if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, int) \
                 or not 1 <= num_inference_steps <= 1000:
             raise FaceweaveError(f"num_inference_steps must be a whole number from 1 to 1000, "
@@ -279,6 +318,25 @@ class DiffusionPipeline:
         guidance_lib.check_guidance(scale, given, guidance_window)
         return scale
 
+    def check_guidance_scale(self, scale):
+        if not isinstance(scale, dict):
+            return scale
+        scale = _normalise_scale(scale)
+        unread = [m for m in scale if m not in self.modalities]
+        if unread:
+            raise FaceweaveError(f"--scale {unread[0]}=...: the model does not read {unread[0]} (it reads "
+                                 f"{', '.join(self.modalities)}); drop it")
+        guidance_lib.check_guidance(scale, scale)
+        return scale
+
+    def guidance_for(self, scale, conditions, layout_prior=None):
+        if not isinstance(scale, dict):
+            return scale
+        given = {g for c in conditions for g in c.given}
+        if any(self.wants_layout(c, layout_prior) for c in conditions):
+            given.add("mask")                               # the drawn layout is a given mask
+        return {m: s for m, s in scale.items() if m in given}
+
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this diffusion model")
@@ -288,7 +346,7 @@ class DiffusionPipeline:
         """Whether a call that does not say uses the layout prior: the checkpoint's
         "sampling": {"layout_prior": ...} in config.json, else True. A real-face model can turn it
         off: on real photos FaceSynth layouts lowered realism and gender agreement."""
-        value = (self.meta.get("sampling") or {}).get("layout_prior", True)
+        value = self.sampling["layout_prior"]
         return value if isinstance(value, bool) else True
 
     def wants_layout(self, c: Conditions, layout_prior: bool | None = None) -> bool:
@@ -319,8 +377,8 @@ class DiffusionPipeline:
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
-                 num_inference_steps: int = 20, guidance_scale: float | dict[str, float] = 2.0,
-                 guidance_window: tuple[float, float] | None = None, sampler: str = DEFAULT_SAMPLER,
+                 num_inference_steps: int | None = None, guidance_scale: float | dict[str, float] | None = None,
+                 guidance_window: tuple[float, float] | None = None, sampler: str | None = None,
                  schedule: str = "karras", batch_size: int = 16, callback: Callable | None = None,
                  progress: bool = True, output_type: str = "np", prompt_attributes: bool = True,
                  eta: float = 0.0, s_tmin: float = 0.0, s_tmax: float | None = None,
@@ -346,8 +404,13 @@ class DiffusionPipeline:
         attributes but no mask or sketch, condition each image on a FaceSynth label map
         drawn (from its seed) to have the attributes asked for (`out.layouts`; metadata
         "layout"); False lets the model invent the layout; None (the default) takes the
-        checkpoint's own default (`default_layout_prior`).
+        checkpoint's own default (`default_layout_prior`). num_inference_steps, guidance_scale
+        and sampler of None are the checkpoint's ("sampling" in config.json; `self.sampling`).
         """
+        defaults = self.sampling
+        num_inference_steps = defaults["num_inference_steps"] if num_inference_steps is None else num_inference_steps
+        guidance_scale = defaults["guidance_scale"] if guidance_scale is None else guidance_scale
+        sampler = defaults["sampler"] if sampler is None else sampler
         seeds = check_seeds(seeds)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -361,7 +424,7 @@ class DiffusionPipeline:
         given = {g for c in conds for g in c.given}
         if any(self.wants_layout(c, layout_prior) for c in conds):
             given.add("mask")                      # a drawn layout is a given mask, which may be guided
-        scale = self._check(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
+        scale = self.check_sampling(num_inference_steps, sampler, schedule, guidance_scale, guidance_window, given)
         callback = check_callback(callback, num_inference_steps)
         eta = check_eta(sampler, eta)
         noise_window = check_s_window(sampler, eta, s_tmin, s_tmax)
@@ -403,10 +466,10 @@ class DiffusionPipeline:
     @torch.no_grad()
     def _sample(self, conds, seeds, sigmas, sampler, scale, window, callback, bar, prompt_attributes=True,
                 eta=0.0, noise_window=None):
-        tensors, notes = self._prepare(conds, prompt_attributes)
+        tensors, notes = self.condition_tensors(conds, prompt_attributes)
         given = frozenset(g for c in conds for g in c.given if g in MODALITY)
         sigmas = sigmas.to(torch.float64)           # stays on the CPU: samplers read floats from it
-        denoise = self._denoiser(tensors, given, scale, window, sigmas)
+        denoise = self.guided_denoiser(tensors, given, scale, window, len(sigmas) - 1)
         x = self.initial_noise(seeds) * float(sigmas[0])
 
         def step_callback(i, sigma, xi, denoised):
@@ -422,7 +485,7 @@ class DiffusionPipeline:
         return self.model.space.decode(fn(denoise, x, sigmas, callback=step_callback, **kwargs)).clamp(-1, 1), notes
 
     # -- editing ------------------------------------------------------------------------------
-    def _photo(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    def encode_photo(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """A uint8 photo -> (pixels in [-1, 1] at the model's size, what the denoiser models of
         it: the same pixels or their latents, notes such as a resize)."""
         image = np.asarray(image)
@@ -455,19 +518,19 @@ class DiffusionPipeline:
         size = self.size
         _check_conditions(source=source, target=target)
         check_classes(classes)                 # before the inversion, not after it
-        scale = self._check(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
-        photo, x0, notes = self._photo(image)
+        scale = self.check_sampling(num_inference_steps, "heun", "karras", guidance_scale, None, set(target.given))
+        photo, x0, notes = self.encode_photo(image)
         n = num_inference_steps
         sigmas = _edit_sigmas(n)
 
         # 1. the photo's own path: trajectory[k] = x at sigmas[k]; trajectory[n] = the photo
-        src, src_notes = self._prepare([source], prompt_attributes)
+        src, src_notes = self.condition_tensors([source], prompt_attributes)
         src_given = frozenset(g for g in source.given if g in MODALITY)
         trajectory: list[torch.Tensor | None] = [None] * n + [x0]
 
         def record(j, sigma, x, denoised):        # invert walks sigmas[n-1], ..., sigmas[1]
             trajectory[n - 1 - j] = x.clone()
-        trajectory[0] = invert(self._denoiser(src, src_given, 1.0, None, sigmas), x0, sigmas, callback=record)
+        trajectory[0] = invert(self.guided_denoiser(src, src_given, 1.0), x0, sigmas, callback=record)
 
         # 2. regenerate under the target conditions, pinned to that path outside the region
         if region is None:
@@ -477,8 +540,8 @@ class DiffusionPipeline:
         keep_photo = torch.from_numpy(~region).to(self.device)[None, None].float()
         # in latent space a latent pixel is free when any image pixel it covers is
         keep = 1 - F.adaptive_max_pool2d(1 - keep_photo, self.model.config.size)
-        tgt, tgt_notes = self._prepare([target], prompt_attributes)
-        denoise = self._denoiser(tgt, frozenset(g for g in target.given if g in MODALITY), scale, None, sigmas)
+        tgt, tgt_notes = self.condition_tensors([target], prompt_attributes)
+        denoise = self.guided_denoiser(tgt, frozenset(g for g in target.given if g in MODALITY), scale)
         step = get_sampler("heun")
         from tqdm import tqdm
         x = trajectory[0]
@@ -502,11 +565,11 @@ class DiffusionPipeline:
         20, in the model's image space); Heun on the same schedule and conditions takes it back
         to the face (the regeneration returned)."""
         _check_conditions(conditions=conditions)
-        self._check(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
-        _, x0, notes = self._photo(image)
+        self.check_sampling(num_inference_steps, "heun", "karras", 1.0, None, set(conditions.given))
+        _, x0, notes = self.encode_photo(image)
         sigmas = _edit_sigmas(num_inference_steps)
-        tensors, cond_notes = self._prepare([conditions], prompt_attributes)
-        denoise = self._denoiser(tensors, frozenset(g for g in conditions.given if g in MODALITY), 1.0, None, sigmas)
+        tensors, cond_notes = self.condition_tensors([conditions], prompt_attributes)
+        denoise = self.guided_denoiser(tensors, frozenset(g for g in conditions.given if g in MODALITY), 1.0)
         noise = invert(denoise, x0, sigmas)
         back = self.model.space.decode(get_sampler("heun")(denoise, noise, sigmas)).clamp(-1, 1)
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "steps": num_inference_steps,
@@ -514,6 +577,54 @@ class DiffusionPipeline:
                 "given": list(conditions.given), "prompt_attributes": bool(prompt_attributes),
                 "precision": self.precision, "notes": list(dict.fromkeys(notes + cond_notes[0]))}
         return noise.cpu(), _to_uint8(back)[0], meta
+
+    @checked_keywords
+    @checked_keywords
+    def edit_photo(self, photo: np.ndarray, target: Conditions, *, source_mask: np.ndarray | None = None,
+                   num_inference_steps: int = 50, guidance_scale: float | dict[str, float] = 1.0,
+                   prompt_attributes: bool = True, everywhere: bool = False, classes: Sequence[str] | None = None,
+                   progress: bool = True, name: str = "the photo") -> PhotoResult:
+        """`faceweave edit`: the photo's own mask (`source_mask`, else parsed by the bundled
+        parser) -> `edit` towards `target`, only where the mask changed (everywhere when the
+        target has no mask, or with `everywhere`)."""
+        from ...data.sheet import condition_panels
+
+        own = source_mask
+        if own is None:
+            from ...ruler import load_parser
+            own = load_parser().predict(photo)
+        source, size = Conditions(mask=own), self.size
+        region = np.ones((size, size), bool) if everywhere or target.mask is None else None
+        result = self.edit(photo, source, target, num_inference_steps=num_inference_steps,
+                           guidance_scale=guidance_scale, region=region, classes=classes, progress=progress,
+                           prompt_attributes=prompt_attributes)
+        edited, meta = result.images[0], result.metadata[0]
+        panels = [resize_image(photo, size), *condition_panels(source, size), *condition_panels(target, size), edited]
+        free = region if region is not None else changed_region(own, target.mask, size, 2, classes)
+        return PhotoResult(edited, panels, meta, f"{meta['edited_pixels']} pixels free to change", kept=~free)
+
+    @checked_keywords
+    def invert_photo(self, photo: np.ndarray, *, mask: np.ndarray | None = None, parse_mask: bool = True,
+                     prompt: str | None = None, num_inference_steps: int = 50, progress: bool = True,
+                     name: str = "the photo") -> PhotoResult:
+        """`faceweave invert`: the noise of the probability-flow ODE under the photo's mask
+        (`mask`, else parsed unless `parse_mask` is False) and optional caption."""
+        from ...conditions import check_prompt
+        from ...eval.metrics import psnr
+
+        if mask is not None and not parse_mask:
+            raise FaceweaveError("give --mask or --no-mask, not both")
+        prompt = check_prompt(prompt)
+        if mask is None and parse_mask:
+            from ...ruler import load_parser
+            mask = load_parser().predict(photo)
+        noise, back, meta = self.invert(photo, Conditions(prompt=prompt, mask=mask),
+                                        num_inference_steps=num_inference_steps)
+        meta["reconstruction_psnr"] = round(float(psnr(resize_image(photo, self.size), back)), 3)
+        return PhotoResult(back, [resize_image(photo, self.size), back], meta,
+                           f"PSNR {meta['reconstruction_psnr']:.2f} dB",
+                           tensors={"noise": noise.contiguous()},
+                           tensor_metadata={"sigma_max": str(meta["sigma_max"]), "steps": str(num_inference_steps)})
 
     @checked_keywords
     def reconstruct(self, image: np.ndarray, conditions: Conditions, num_inference_steps: int = 50,
@@ -645,14 +756,22 @@ class DiffusionBackend(Backend):
     name = FAMILY
     accepts = GUIDABLE
 
-    def __init__(self, model: str | None = None, steps: int = 20, guidance: float | dict = 2.0,
-                 sampler: str = DEFAULT_SAMPLER, batch_size: int = 16, progress: bool = False,
+    def __init__(self, model: str | None = None, steps: int | None = None, guidance: float | dict | None = None,
+                 sampler: str | None = None, batch_size: int = 16, progress: bool = False,
                  prompt_attributes: bool = True, eta: float = 0.0, guidance_window: tuple[float, float] | None = None,
                  precision: str = "fp32", layout_prior: bool | None = None, s_tmin: float = 0.0,
                  s_tmax: float | None = None):
-        eta = check_eta(sampler, eta)
-        check_s_window(sampler, eta, s_tmin, s_tmax)                # both before the weights load
+        if sampler is not None:
+            eta = check_eta(sampler, eta)
+            check_s_window(sampler, eta, s_tmin, s_tmax)            # both before the weights load
         self.pipe = DiffusionPipeline.from_pretrained(model or DEFAULT_MODEL, precision=precision)
+        defaults = self.pipe.sampling                               # what the call would take by itself
+        steps = defaults["num_inference_steps"] if steps is None else steps
+        guidance = defaults["guidance_scale"] if guidance is None else guidance
+        if sampler is None:
+            sampler = defaults["sampler"]
+            eta = check_eta(sampler, eta)
+            check_s_window(sampler, eta, s_tmin, s_tmax)
         self.accepts = self.pipe.modalities
         self.options = {"num_inference_steps": steps, "guidance_scale": _normalise_scale(guidance), "sampler": sampler,
                         "eta": eta, "guidance_window": guidance_window,

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -64,9 +65,18 @@ class DiffusionTask:
                        the VAE's weights are copied into the model, so its checkpoints stand alone
         modalities     None (all four) or a list, e.g. ["text"]: a model that reads only those
                        (Collaborative Diffusion's uni-modal models; preset uni64 suits one)
+        sampling       the checkpoint's sampling defaults over DiffusionPipeline.SAMPLING,
+                       e.g. {"layout_prior": false} (config.json "sampling")
     """
 
     family = "diffusion"
+
+    @staticmethod
+    def sampling(cfg: dict) -> dict:
+        """The sampling defaults written into the run's checkpoints (Pipeline.sampling)."""
+        from .pipeline import DiffusionPipeline
+        return {**DiffusionPipeline.SAMPLING, **(cfg.get("sampling") or {})}
+
     architectures = {
         "tiny": DenoiserConfig(size=32, unet="tiny", patch=8, pooled=True),
         "s64": DenoiserConfig(size=64, unet="s", patch=8, pooled=True),
@@ -76,7 +86,7 @@ class DiffusionTask:
     needs = ("image", "attributes", "captions", "mask", "sketch")
     unused_parameters = True      # a batch with a modality dropped everywhere leaves its encoder idle
     _DIFFUSION = {"weighting": "edm", "p_mean": -1.2, "p_std": 1.2, "drop": 0.4, "drop_all": 0.1, "attr_keep_min": 0.2,
-                  "sample_n": 8, "sample_steps": 20, "vae": None, "modalities": None}
+                  "sample_n": 8, "sample_steps": 20, "vae": None, "modalities": None, "sampling": None}
     presets: dict[str, dict] = {
         "tiny": {**_DIFFUSION, **TINY_RUN, "arch": "tiny", "lr": 1e-3, "val_n": 4, "sample_n": 4,
                  "sample_steps": 3, "ema_decay": 0.9},
@@ -103,7 +113,8 @@ class DiffusionTask:
         # the bundled diffusion-64-real is this recipe (1200 steps, ~100 min on 2 CPU cores)
         "real64": {**_DIFFUSION, "arch": "s64", "size": 64, "batch_size": 32, "lr": 4e-4, "warmup_steps": 50,
                    "weight_decay": 0.0, "max_steps": 1200, "ema_decay": 0.999, "ckpt_every": 50,
-                   "eval_every": 300, "log_every": 10, "val_n": 64, "init": "diffusion-64"},
+                   "eval_every": 300, "log_every": 10, "val_n": 64, "init": "diffusion-64",
+                   "sampling": {"layout_prior": False}},      # FaceSynth layouts are not real layouts
         # GPUs (bf16): the same recipe, a bigger UNet and batch
         "b64": {**_DIFFUSION, "arch": "b64", "size": 64, "batch_size": 128, "lr": 2e-4, "warmup_steps": 1000,
                 "weight_decay": 0.0, "max_steps": 100_000, "ema_decay": 0.9999, "ckpt_every": 1000,
@@ -332,3 +343,12 @@ class VAETask:
         cfg["model"]["scaling_factor"] = scaling       # saved with best/ and last/ from here on
         unwrap(model).config.scaling_factor = scaling
         return {"score": psnr, "psnr": psnr, "latent_std": std}
+
+
+def tiny_checkpoint(root: Path) -> Path:
+    """A tiny 32 px model reading every condition, trained a few steps on FaceSynth (seconds on a
+    CPU): what the contract tests (tests/test_contract.py) and quick experiments run on.
+    Returns ROOT/diffusion/last."""
+    from ...train.loop import train
+    train("diffusion", "tiny", "facesynth:32", Path(root) / "diffusion", overrides={"max_steps": 2}, progress=False)
+    return Path(root) / "diffusion" / "last"

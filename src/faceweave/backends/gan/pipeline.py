@@ -51,7 +51,7 @@ from ...errors import FaceweaveError
 from ...io import resize_sketch, resize_image, resize_mask
 from .mm2latent import MM2Latent
 from ...seeds import check_seeds
-from ..base import Backend, checked_keywords, per_seed_conditions
+from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
 from ..diffusion.pipeline import PipelineOutput, image_metadata
 
 FAMILY = "gan"
@@ -92,11 +92,16 @@ class EditOutput(PipelineOutput):
     aligned: np.ndarray | None = None          # the aligned face that was inverted (S x S x 3)
     reconstruction: np.ndarray | None = None   # the GAN's reconstruction of it
     edited_face: np.ndarray | None = None      # the GAN's edited face (before blending and paste-back)
+    kept: np.ndarray | None = None             # H x W bool: photo pixels returned bitwise unchanged
 
 
-class GANPipeline:
+class GANPipeline(Pipeline):
     """An MM2Latent model (generator + autoencoders + mapper [+ inversion encoder]) and the
     frozen text encoder."""
+
+    family = FAMILY
+    # defaults of a call that does not say; a checkpoint's config.json "sampling" overrides them
+    SAMPLING = {"diversity": 0.5, "truncation": 1.0}
 
     def __init__(self, model: MM2Latent, text_encoder=None, meta: dict | None = None,
                  device: str | torch.device = "cpu"):
@@ -113,6 +118,12 @@ class GANPipeline:
         model = MM2Latent.from_config(meta["config"])
         checkpoint.load_into(model, state, where=meta["path"])
         return cls(model.to(dtype), meta=meta, device=device or "cpu")
+
+    def save_pretrained(self, path: str | Path, storage: str | None = None) -> Path:
+        """Every part in one folder (a generator shared with another model is stored here too)."""
+        state = {k: v.contiguous() for k, v in self.model.state_dict().items()}
+        return checkpoint.save(path, FAMILY, self.meta["config"], state, storage=storage,
+                               **{"image_size": self.size, **self._saved_meta()})
 
     @property
     def size(self) -> int:
@@ -212,14 +223,17 @@ class GANPipeline:
     def __call__(self, prompt: str | None = None, attributes: dict[str, int] | None = None,
                  mask: np.ndarray | None = None, sketch: np.ndarray | None = None, *,
                  seeds: Sequence[int] = (0,), conditions: Conditions | Sequence[Conditions] | None = None,
-                 diversity: float = 0.5, mix_from: int | None = None, truncation: float = 1.0,
+                 diversity: float | None = None, mix_from: int | None = None, truncation: float | None = None,
                  batch_size: int = 64, progress: bool = False, output_type: str = "np") -> PipelineOutput:
         """One image per seed (see the module docstring for what a seed changes).
 
         diversity   0..1: how far each seed's own w replaces the mapped code on layers >= mix_from
         mix_from    first W+ layer a seed may change  [default: the finest resolution's layers]
         truncation  0..1: psi for unconditional samples (1: none)
+        diversity and truncation of None are the checkpoint's (`self.sampling`: 0.5 and 1).
         """
+        diversity = self.sampling["diversity"] if diversity is None else diversity
+        truncation = self.sampling["truncation"] if truncation is None else truncation
         seeds = check_seeds(seeds)
         conds = self._conditions(conditions, prompt, attributes, mask, sketch, len(seeds))
         diversity = _float("diversity", diversity, 0.0, 1.0, "0 keeps the mapped code, 1 gives its finest "
@@ -374,8 +388,11 @@ class GANPipeline:
                 out = edited
         notes += [n for group in map_notes for n in group]
         crop = _uint8(out)[0]
+        kept = None
         if align:
-            result = paste_back(photo, big if blend == "residual" else aligned, crop, feather=feather)
+            pasted = big if blend == "residual" else aligned
+            result = paste_back(photo, pasted, crop, feather=feather)
+            kept = _outside_quad(pasted.quad, photo.shape[:2])
         else:
             result = crop if crop.shape == photo.shape else resize_image(crop, photo.shape[:2])
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength, "blend": blend,
@@ -384,7 +401,65 @@ class GANPipeline:
                 "delta_norm": round(float(delta.norm()), 4), "seconds": round(time.perf_counter() - t0, 3),
                 "notes": notes}
         return EditOutput([result], [meta], aligned=face, reconstruction=inv.reconstruction,
-                          edited_face=_uint8(edited)[0])
+                          edited_face=_uint8(edited)[0], kept=kept)
+
+    @checked_keywords
+    def edit_photo(self, photo: np.ndarray, target: Conditions, *, steps: int = 100, strength: float = 1.0,
+                   blend: str = "residual", align: bool = True, progress: bool = True,
+                   name: str = "the photo") -> PhotoResult:
+        """`faceweave edit`: align, invert, move along the mapped difference, paste back;
+        comparison: aligned face | GAN reconstruction | edited face | conditions (| the crop)."""
+        from ...data.sheet import condition_panels
+
+        result = self.edit(photo, target, strength=strength, steps=steps, align=align, blend=blend,
+                           progress=progress, name=name)
+        panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, self.size)]
+        if not align:
+            panels.append(resize_image(result.images[0], self.size))
+        meta = result.metadata[0]
+        summary = (f"comparison: aligned face | GAN reconstruction | edited | conditions; inversion PSNR "
+                   f"{meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s")
+        return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)
+
+    @checked_keywords
+    def invert_photo(self, photo: np.ndarray, *, steps: int = 100, align: bool = True, progress: bool = True,
+                     name: str = "the photo") -> PhotoResult:
+        """`faceweave invert`: find and align the face (unless `align` is False), encode and
+        refine it into a W+ code; latent.safetensors holds "wplus" (1, num_ws, w_dim) and the
+        noise maps "noise.0", ..."""
+        from ...eval.editing import identity_scores
+
+        notes = []
+        face = photo
+        if align:
+            from ...align import align_face
+            aligned = align_face(photo, size=self.size, name=str(name))
+            face = aligned.image
+            if aligned.warning:
+                notes.append(aligned.warning)
+        inv = self.invert(face, steps=steps, progress=progress)
+        tensors = {"wplus": inv.wplus.detach().float().contiguous().cpu(),
+                   **{f"noise.{i}": n.detach().float().contiguous().cpu() for i, n in enumerate(inv.noise)}}
+        aligned_face = resize_image(face, self.size)
+        identity = identity_scores(aligned_face[None], inv.reconstruction[None], inv.reconstruction[None])
+        meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"],
+                "reconstruction_identity_distance": identity["recon_identity_dist"], "aligned": align,
+                "notes": notes}
+        return PhotoResult(inv.reconstruction, [aligned_face, inv.reconstruction], meta,
+                           f"PSNR {inv.metadata['psnr']:.2f} dB", files={"aligned.png": aligned_face},
+                           tensors=tensors,
+                           tensor_metadata={"model": str(inv.metadata["model"]), "method": inv.metadata["method"]})
+
+
+def _outside_quad(quad: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """H x W bool: the pixels outside the bounding box of a pasted crop's quad (with the margin
+    align.paste_back works in), which a paste-back leaves bitwise unchanged."""
+    h, w = shape
+    x0, y0 = np.floor(np.asarray(quad).min(axis=0)).astype(int) - 1
+    x1, y1 = np.ceil(np.asarray(quad).max(axis=0)).astype(int) + 2
+    kept = np.ones((h, w), bool)
+    kept[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)] = False
+    return kept
 
 
 class GANBackend(Backend):

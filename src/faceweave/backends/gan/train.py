@@ -248,6 +248,13 @@ class GANTask:
     """
 
     family = "gan"
+
+    @staticmethod
+    def sampling(cfg: dict) -> dict:
+        """The sampling defaults written into the run's checkpoints (Pipeline.sampling)."""
+        from .pipeline import GANPipeline
+        return dict(GANPipeline.SAMPLING)
+
     needs = ("image", "mask", "sketch", "attributes", "captions")
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "drop": 0.3,
@@ -438,3 +445,19 @@ class GANTask:
 # the two modality autoencoders share one task class
 MASK_AE = ModalityAETask("mask")
 SKETCH_AE = ModalityAETask("sketch")
+
+
+def tiny_checkpoint(root: Path) -> Path:
+    """A whole tiny gan model (32 px: generator, autoencoders, inversion encoder, mapper), each
+    part trained a few steps on FaceSynth: the contract tests' gan model. Returns ROOT/gan/last."""
+    from ...train.loop import train
+    root = Path(root)
+    for family in ("stylegan2", "mask_ae", "sketch_ae"):
+        train(family, "tiny", "facesynth:32", root / family, overrides={"max_steps": 4}, progress=False)
+    train("gan_encoder", "tiny", "facesynth:32", root / "encoder", progress=False,
+          overrides={"max_steps": 4, "generator": str(root / "stylegan2" / "last")})
+    train("gan", "tiny", "facesynth:32", root / "gan", progress=False,
+          overrides={"max_steps": 6, "generator": str(root / "stylegan2" / "last"),
+                     "mask_ae": str(root / "mask_ae" / "last"), "sketch_ae": str(root / "sketch_ae" / "last"),
+                     "encoder": str(root / "encoder" / "last")})
+    return root / "gan" / "last"
