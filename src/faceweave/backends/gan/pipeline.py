@@ -196,8 +196,15 @@ class GANPipeline(Pipeline):
                     present[i, 2] = True
             sketch = torch.from_numpy(arr).to(dev)
         dtype = next(self.model.parameters()).dtype
-        w = self.model.map(text=None if text is None else text.to(dtype), mask=mask,
-                           sketch=None if sketch is None else sketch.to(dtype), present=present.to(dev))
+        text = None if text is None else text.to(dtype)
+        sketch = None if sketch is None else sketch.to(dtype)
+        present = present.to(dev)
+        # one image at a time: a CPU matrix product's rounding depends on how many rows it
+        # multiplies, and image i must not depend on the rest of the batch
+        w = torch.cat([self.model.map(text=None if text is None else text[i:i + 1],
+                                      mask=None if mask is None else mask[i:i + 1],
+                                      sketch=None if sketch is None else sketch[i:i + 1],
+                                      present=present[i:i + 1]) for i in range(n)])
         return w, notes
 
     def _seed_parts(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -210,7 +217,7 @@ class GANPipeline(Pipeline):
             noises.append(G.make_noise(1, gen))
             ws.append(z)
         dtype = next(G.parameters()).dtype
-        w = G.get_latent(torch.cat(ws).to(self.device, dtype))
+        w = torch.cat([G.get_latent(z.to(self.device, dtype)) for z in ws])   # per image, as in map()
         noise = [torch.cat(layer) for layer in zip(*noises)]
         return w, noise
 
@@ -263,7 +270,8 @@ class GANPipeline(Pipeline):
             layer = (torch.arange(n_ws, device=self.device) >= mix_from)[None, :, None]
             conditioned = torch.where(layer, torch.lerp(mapped, free, diversity), mapped)
             wplus = torch.where(given, conditioned, free)
-            x = G([wplus], input_is_latent=True, noise=noise)[0].clamp(-1, 1)
+            x = torch.cat([G([wplus[i:i + 1]], input_is_latent=True, noise=[n[i:i + 1] for n in noise])[0]
+                           for i in range(len(chunk))]).clamp(-1, 1)          # per image, as in map()
             per_image = (time.perf_counter() - t0) / len(chunk)
             images.extend(_uint8(x) if output_type == "np" else list(x.float().cpu()))
             metadata += [image_metadata(c, s, settings, per_image, note)
