@@ -11,6 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow        # trains tiny models through the benchmark script, several times
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablate_diffusion.py"
 
 

@@ -181,6 +181,7 @@ def test_quantize_keeps_zero_channels_and_bounds():
     assert ((checkpoint.dequantize_int8(q, scale) - w).abs() <= scale.float() / 2 + 1e-7).all()
 
 
+@pytest.mark.slow
 def test_requantize_script(tiny_parser, tmp_path):
     script = REPO / "scripts" / "requantize.py"
     help_text = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=True).stdout

@@ -289,6 +289,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_make_what_one_makes(tiny_model, folder, tmp_path):
     """`accelerate launch` with 2 CPU processes (--multi_gpu without GPUs: one gloo process each;
     accelerate's --cpu would start one): each writes its own blocks, process 0 the summary, and the

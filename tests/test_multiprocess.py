@@ -21,6 +21,8 @@ import torch
 from faceweave import checkpoint
 from faceweave.train import TASKS
 
+pytestmark = pytest.mark.slow        # starts several training processes at once
+
 STEPS = 4
 TIMEOUT_S = 150          # per run; each takes ~10-15 s on 2 busy cores
 

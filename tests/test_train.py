@@ -124,6 +124,7 @@ def test_a_signal_stops_after_the_step_and_saves(tmp_path, monkeypatch):
     assert again["step"] == 6 and "stopped_by" not in again
 
 
+@pytest.mark.slow
 def test_sigterm_to_the_process_group_saves_and_exits_143(tmp_path):
     """The CLI as a scheduler pre-empts it, with a data-loading worker: SIGTERM reaches every
     process of the group; the worker must not die under the trainer, which saves its step and
