@@ -305,12 +305,19 @@ def backend_name(name: str) -> str:
     return key
 
 
+def backend_settings(name: str) -> list[str]:
+    """The settings get_backend(name, ...) takes besides `model` (its Backend's constructor)."""
+    module, cls = BACKENDS[backend_name(name)].backend.split(":")
+    backend = getattr(importlib.import_module(module), cls)
+    return [k for k in inspect.signature(backend).parameters if k != "model"]
+
+
 def get_backend(name: str, model: str | None = None, **options: Any) -> Backend:
     """A ready backend by registry name. `model` is a checkpoint folder or bundled model name
     for backends that have one; `options` are backend-specific settings (e.g. bank_size)."""
     module, cls = BACKENDS[backend_name(name)].backend.split(":")
     backend = getattr(importlib.import_module(module), cls)
-    taken = [k for k in inspect.signature(backend).parameters if k != "model"]
+    taken = backend_settings(name)
     unknown = [k for k in options if k not in taken]
     if unknown:
         raise FaceweaveError(f"backend {name!r} has no option {unknown[0]!r}; its options: {', '.join(taken)}")

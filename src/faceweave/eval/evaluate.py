@@ -40,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import __version__, io
-from ..backends.base import Backend, backend_name, get_backend
+from ..backends.base import Backend, backend_settings, get_backend
 from ..conditions import NUM_CLASSES, CLASSES, Conditions, check_size
 from ..errors import FaceweaveError
 from ..text import parse_prompt
@@ -249,8 +249,8 @@ def evaluate(backend: str | Backend, *, model: str | None = None, given: str | S
             raise FaceweaveError("--classifier reads FaceSynth attributes; real faces are read by the real "
                                  "labeller (parsed mask, hair pixels, dlib's age and gender): drop --classifier")
         real = RealProtocol(data, size, progress=progress)
-        if isinstance(backend, str) and backend_name(backend) == "copy":
-            # the baseline copies training photos of the same data, not FaceSynth faces
+        if isinstance(backend, str) and "bank" in backend_settings(backend):
+            # a baseline that copies training faces copies photos of the same data, not FaceSynth
             backend_options = {"bank": data, **(backend_options or {})}
         if "mask" in given and not real.has_masks:
             raise FaceweaveError(f"--data {data} has no label maps, so it cannot give masks; drop mask from --given")
