@@ -101,8 +101,8 @@ def test_registry_errors_name_the_available_backends():
     with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: collab, copy"):
         get_backend("nope")
     with pytest.raises(FaceweaveError,
-                       match="'ddgi' is not implemented yet; available backends: collab, copy, diffusion, gan"):
-        get_backend("ddgi")
+                       match="'stylize' is not implemented yet; available backends: collab, copy, ddgi, diffusion, gan"):
+        get_backend("stylize")
     with pytest.raises(FaceweaveError, match="no model"):
         get_backend("copy", model="some/checkpoint")
     with pytest.raises(FaceweaveError, match="bank size"):

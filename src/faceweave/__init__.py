@@ -31,6 +31,9 @@ def load(name_or_path: str = "diffusion", device: str | None = None, precision: 
 
     key = str(name_or_path).strip()
     named = BACKENDS.get(key.lower())
+    if named and named.pipeline and not named.default_model:
+        raise FaceweaveError(f"the {named.name} backend has no bundled model yet; load a checkpoint folder "
+                             f"(faceweave train {named.family} makes one)")
     meta = checkpoint.read_config(named.default_model if named and named.default_model else key)
     family = meta["family"]
     spec = spec_for_family(family)

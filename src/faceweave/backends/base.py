@@ -278,11 +278,15 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 pipeline="faceweave.backends.gan:GANPipeline", family="gan", default_model="gan-64",
                 capabilities=("generate", "edit", "invert", "evaluate"),
                 options="faceweave.backends.gan.options", tiny="faceweave.backends.gan.train:tiny_checkpoint"),
+    BackendSpec("ddgi", backend="faceweave.backends.ddgi:DDGIBackend",
+                pipeline="faceweave.backends.ddgi:DDGIPipeline", family="ddgi",
+                capabilities=("generate", "evaluate"),
+                options="faceweave.backends.ddgi.options", tiny="faceweave.backends.ddgi.train:tiny_checkpoint"),
 )}
 # The backend a command runs when neither --backend nor --model says (and the app offers first).
 DEFAULT_BACKEND = "diffusion"
 # Backends of the design not built yet; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("ddgi", "stylize")
+_PLANNED: tuple[str, ...] = ("stylize",)
 
 
 def spec_for_family(family: str) -> BackendSpec | None:

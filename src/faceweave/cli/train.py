@@ -29,7 +29,8 @@ from .base import _json_or_text, _parse_pairs, main
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, modalities, collaborators,
               quiet) -> None:
-    """Train a model family (parser, classifier, diffusion, vae, collab) with a named preset.
+    """Train a model family (parser, classifier, diffusion, vae, collab, stylegan2, gan, ddgi, ...)
+    with a named preset.
 
     \b
     Example:
@@ -43,6 +44,9 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --out runs/parser64 --resume
+      faceweave train stylegan2 --preset s --data celebamask1k:64:photos --out runs/sg2 --set augment=ada
+      faceweave train ddgi --preset s --data celebamask1k:64 --out runs/ddgi64 \
+          --set diffusion=diffusion-64-real --set generator=runs/sg2/best
 
     Ctrl-C (or SIGTERM) saves the checkpoint after the step in progress and stops;
     --resume continues from there.

@@ -389,6 +389,8 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
     # a task may complete the model config from other checkpoints (the diffusion model's VAE)
     try:
         model = task.init_model(cfg) if hasattr(task, "init_model") else task.build(cfg["model"])
+    except FaceweaveError:                              # already says what to fix
+        raise
     except (TypeError, ValueError) as e:                # e.g. --set model.mask_mode=foo
         raise FaceweaveError(f"bad {family} model config: {e}") from None
     if cfg.get("init") and not resume:

@@ -22,6 +22,7 @@ FAMILIES: dict[str, str] = {
     "sketch_ae": "faceweave.backends.gan.train:SKETCH_AE",
     "gan_encoder": "faceweave.backends.gan.encoder_train:GANEncoderTask",
     "gan": "faceweave.backends.gan.train:GANTask",
+    "ddgi": "faceweave.backends.ddgi.train:DDGITask",
 }
 
 

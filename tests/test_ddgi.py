@@ -1,0 +1,112 @@
+"""The ddgi backend: the UNet tap, the two networks, training errors, the CLI (tiny models)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import faceweave
+from faceweave.backends.ddgi.networks import DDGIConfig, DDGINets, UNetTap, decoder_attention_blocks
+from faceweave.cli import main
+from faceweave.conditions import Conditions
+from faceweave.errors import FaceweaveError
+from faceweave.synth import render
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_checkpoint):
+    return faceweave.load(str(tiny_checkpoint("ddgi")))
+
+
+def _tensors(pipe, cond):
+    tensors, _ = pipe.diffusion.condition_tensors([cond])
+    return tensors
+
+
+def test_the_tap_reads_the_unet_without_changing_it(pipe):
+    face = render(seed=2_000_000, index=1, size=pipe.size)
+    cond = Conditions(prompt=face.captions[0], mask=face.mask)
+    evaluate = pipe.diffusion.evaluator(_tensors(pipe, cond))
+    x = 5.0 * torch.randn(1, 3, pipe.size, pipe.size, generator=torch.Generator().manual_seed(0))
+    plain = evaluate(x, 5.0, [frozenset(cond.given)])[0]
+    unet = pipe.diffusion.model.denoiser.net
+    blocks = list(range(len(decoder_attention_blocks(unet))))
+    with UNetTap(unet, blocks) as tap:
+        tapped = evaluate(x, 5.0, [frozenset(cond.given)])[0]
+    assert torch.equal(plain, tapped)                                  # hooks only read
+    assert not any(m._forward_hooks for m in unet.modules())           # and are gone after
+    assert tap.bottleneck.shape[0] == 1 and len(tap.features) == len(blocks) == len(tap.maps)
+    for f, a in zip(tap.features, tap.maps):
+        assert a.shape == (1, 2, *f.shape[2:])
+        peak, spread = a[0]
+        assert (peak >= 1 - 1e-4).all() and (spread >= 0).all()        # max weight x tokens >= 1
+        assert peak.max() > 1.01                                        # some pixel attends unevenly
+    with UNetTap(unet, blocks) as bare:                                 # no conditions: no cross-attention
+        pipe.diffusion.evaluator(_tensors(pipe, Conditions()))(x, 5.0, [frozenset()])
+    assert all(not a.any() for a in bare.maps)
+    with pytest.raises(ValueError, match="decoder block 9 does not exist"):
+        UNetTap(unet, [9])
+
+
+def test_an_untrained_modulation_leaves_the_mapped_code():
+    cfg = DDGIConfig(num_ws=4, w_dim=8, bottleneck_channels=6, bottleneck_size=4, decoder_channels=(5,),
+                     width=8, decoder_blocks=(0,))
+    nets = DDGINets(cfg)
+    torch.nn.init.normal_(nets.mapping.fc[-1].weight)
+    h, f, a = torch.randn(3, 6, 4, 4), torch.randn(3, 5, 8, 8), torch.rand(3, 2, 8, 8)
+    assert torch.equal(nets(h, [f], [a]), nets.mapping(h))
+    torch.nn.init.normal_(nets.modulation.out.weight)
+    moved = nets(h, [f], [a])
+    assert not torch.equal(moved, nets.mapping(h))
+    assert torch.allclose(nets(h[1:2], [f[1:2]], [a[1:2]]), moved[1:2], atol=1e-6)   # no batch mixing
+
+
+def test_settings_and_bad_values(pipe):
+    face = render(seed=2_000_000, index=2, size=pipe.size)
+    a = pipe(prompt=face.captions[0], seeds=[3], sigma=10.0).images[0]
+    b = pipe(prompt=face.captions[0], seeds=[3], sigma=40.0).images[0]
+    assert not np.array_equal(a, b)                                    # the pass reads its noise level
+    c = pipe(prompt=face.captions[0], seeds=[3], sigma=10.0, diversity=1.0).images[0]
+    assert not np.array_equal(a, c)
+    for kwargs, match in (({"sigma": 0.0}, "sigma must be a noise level from 0.1 to 80"),
+                          ({"sigma": float("nan")}, "sigma must be"),
+                          ({"diversity": 2}, "diversity must be from 0 to 1"),
+                          ({"diversity": "lots"}, "diversity must be a number")):
+        with pytest.raises(FaceweaveError, match=match):
+            pipe(prompt="a man", seeds=[0], **kwargs)
+
+
+def test_a_part_that_changed_is_refused(pipe, tmp_path):
+    saved = pipe.save_pretrained(tmp_path / "copy")
+    config = json.loads((saved / "config.json").read_text())
+    config["config"]["generator"]["fingerprint"] = "0" * 16
+    (saved / "config.json").write_text(json.dumps(config))
+    with pytest.raises(FaceweaveError, match="generator model parts/generator is not the one these networks"):
+        faceweave.load(str(saved))
+
+
+def test_cli_generate_and_train_errors(pipe, tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(main, ["generate", "--backend", "ddgi", "--model", pipe.meta["path"], "--prompt", "a bald man",
+                             "--seeds", "0-1", "--sigma", "10", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    results = json.loads((tmp_path / "out" / "meta.json").read_text())["results"]
+    assert (tmp_path / "out" / "000001.png").is_file()
+    assert [r["seed"] for r in results] == [0, 1] and all(r["sigma"] == 10.0 for r in results)
+    for args, match in (
+            (["generate", "--backend", "ddgi", "--prompt", "a man", "--out", str(tmp_path / "x")],
+             "the ddgi backend has no bundled model yet"),
+            (["generate", "--backend", "ddgi", "--model", pipe.meta["path"], "--steps", "4", "--out",
+              str(tmp_path / "y")], "--steps applies to --backend diffusion or collab, not ddgi"),
+            (["train", "ddgi", "--preset", "tiny", "--data", "facesynth:32", "--out", str(tmp_path / "t")],
+             "faceweave train ddgi needs diffusion and generator"),
+            (["train", "ddgi", "--preset", "tiny", "--data", "facesynth:32", "--out", str(tmp_path / "t"),
+              "--set", f"diffusion={pipe.config['diffusion']['model']}", "--set",
+              f"generator={pipe.config['generator']['model']}", "--set", "model.blocks=[5]"],
+             "decoder block 5 does not exist")):
+        r = runner.invoke(main, args)
+        assert r.exit_code != 0 and match in r.output, r.output
+        assert "Traceback" not in r.output
