@@ -110,3 +110,12 @@ def test_cli_generate_and_train_errors(pipe, tmp_path):
         r = runner.invoke(main, args)
         assert r.exit_code != 0 and match in r.output, r.output
         assert "Traceback" not in r.output
+
+
+def test_the_app_offers_a_ddgi_checkpoint(pipe):
+    from faceweave.app import Models, run_generate
+    models = Models(model=pipe.meta["path"])
+    assert models.backends[0] == "ddgi"
+    result = run_generate(models, prompt="a smiling woman", backend="ddgi", seed=4, n_images=2)
+    direct = pipe(prompt="a smiling woman", seeds=[4, 5]).images
+    assert all(np.array_equal(a, b) for a, b in zip(result.images, direct))

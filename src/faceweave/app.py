@@ -278,11 +278,14 @@ class Models:
         self.device = device
         self.sources = {b: faceweave.DEFAULT_MODELS[b] for b in generation_backends()}
         if model is not None:          # a checkpoint replaces the default of its family's backend
+            from .backends.base import spec_for_family
+            from .backends.options import capable
             family = checkpoint.read_config(model)["family"]
-            if family not in faceweave.DEFAULT_MODELS:
+            spec = spec_for_family(family)
+            if spec is None or "generate" not in spec.capabilities:
                 raise FaceweaveError(f"--model {model} holds a {family!r} model; the app takes a generation "
-                                     f"model ({', '.join(faceweave.DEFAULT_MODELS)})")
-            self.sources = {family: model, **{b: m for b, m in self.sources.items() if b != family}}
+                                     f"model (of {', '.join(capable('generate'))})")
+            self.sources = {spec.name: model, **{b: m for b, m in self.sources.items() if b != spec.name}}
         if not self.sources:
             raise FaceweaveError("no generation model is available; reinstall faceweave (it bundles diffusion-64-real) "
                                  "or pass --model DIR")
