@@ -261,7 +261,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_checkpoints, tmp_path):
     common = ["--parser", parser, "--classifier", classifier, "--size", SIZE, "--quiet"]
     cases = [
         (["--backend", "nope", "--out", tmp_path / "a"], "unknown backend 'nope'; available backends: collab, copy"),
-        (["--backend", "ddgi", "--out", tmp_path / "a"], "not implemented yet"),
+        (["--backend", "stylize", "--out", tmp_path / "a"], "not implemented yet"),
         (["--backend", "copy", "--n", 0, "--out", tmp_path / "a"], "at least 2 per side"),
         (["--backend", "copy", "--given", "prompt,colour", "--out", tmp_path / "a"], "unknown modality 'colour'"),
         (["--backend", "copy", "--out", full], "--overwrite"),

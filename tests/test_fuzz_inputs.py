@@ -436,7 +436,8 @@ def test_disk_full_mid_write_keeps_an_existing_folder_as_it_was(files, tmp_path,
 
 PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconstruct", "edit_photo", "invert_photo"),
                     "CollabPipeline": ("__call__", "edit", "edit_photo"),
-                    "GANPipeline": ("__call__", "edit", "invert", "edit_photo", "invert_photo")}
+                    "GANPipeline": ("__call__", "edit", "invert", "edit_photo", "invert_photo"),
+                    "DDGIPipeline": ("__call__",)}
 
 
 def _pipeline_classes() -> dict[str, type]:

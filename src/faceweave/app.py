@@ -301,6 +301,11 @@ class Models:
         from .backends import backend_name
         name = backend_name(backend)
         if name not in self.sources:
+            from .backends.base import BACKENDS
+            spec = BACKENDS[name]
+            if spec.pipeline and not spec.default_model:
+                raise FaceweaveError(f"the {name} backend has no bundled model; start the app with --model "
+                                     f"FOLDER (a {spec.family} checkpoint) or choose one of {', '.join(self.sources)}")
             raise FaceweaveError(f"backend {backend!r} has no generation pipeline in the app; "
                                  f"choose one of {', '.join(self.sources)}")
         with self._lock:
