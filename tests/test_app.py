@@ -430,6 +430,7 @@ def test_api_edit_gives_before_and_after(server, tmp_path):
     assert meta["edited_pixels"] > 0 and zipfile.ZipFile(archive).namelist()[:2] == ["before.png", "edited.png"]
 
 
+@pytest.mark.slow
 def test_a_burst_beyond_the_queue_is_refused_not_piled_up(models):
     demo, url = app.launch(port=app.free_port(), models=models, block=False, quiet=True,
                            max_concurrency=1, max_queue=1)

@@ -196,6 +196,7 @@ def test_requantize_script(tiny_parser, tmp_path):
     assert missing.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_collab_accepts_int8_collaborators_converted_with_it(tmp_path):
     """A collab checkpoint checks its collaborators' fingerprints: requantize.py records the
     fingerprint of their int8 storage first, so the converted set loads; a collaborator

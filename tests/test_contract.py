@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import faceweave
-from faceweave.backends.base import BACKENDS, Pipeline, get_backend
+from faceweave.backends.base import BACKENDS, Pipeline, backend_settings, get_backend
 from faceweave.conditions import Conditions
 from faceweave.errors import FaceweaveError
 from faceweave.io import resize_image
@@ -123,7 +123,7 @@ def test_every_backend_call_is_reproducible_and_batch_independent(name, tiny_che
         backend = get_backend(name, model=str(tiny_checkpoint(name)))
         size = faceweave.load(str(tiny_checkpoint(name))).size
     else:
-        backend, size = get_backend(name), 32
+        backend, size = get_backend(name, **({"bank_size": 64} if "bank_size" in backend_settings(name) else {})), 32
     faces = [render(seed=2_000_000, index=i, size=size) for i in range(3)]
     values = [{"prompt": f.captions[0], "mask": f.mask, "sketch": f.sketch} for f in faces]
     conds = [Conditions(**{k: v for k, v in vals.items() if k in backend.accepts}) for vals in values]

@@ -45,6 +45,7 @@ def test_real_layouts_are_followed(pipe, who, prompt):
     assert scores["miou"] >= 0.65, scores["per_class_iou"]
 
 
+@pytest.mark.slow
 def test_the_prompt_sets_the_hair_colour(pipe):
     """Blond vs black hair on the same layout and seeds: the hair pixels' mean grey level
     (138 vs 18 with the bundled weights)."""

@@ -88,6 +88,7 @@ def test_cli_real_protocol_refuses_what_it_cannot_do(real_env, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+@pytest.mark.slow
 def test_cli_real_protocol_writes_metrics(real_env, tmp_path):
     out = tmp_path / "eval"
     result = CliRunner().invoke(main, ["evaluate", "--backend", "copy", "--data", "celebamask1k", "--n", "2",
