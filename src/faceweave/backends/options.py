@@ -144,6 +144,14 @@ LAYOUT_PRIOR = Option(
     "Given a prompt or attributes but no mask or sketch, follow a FaceSynth label map drawn (from each seed) to "
     "have the attributes asked for; --no-layout-prior lets the model invent the layout  [default: the model's "
     "own: on unless the checkpoint says otherwise]")
+# The same sampling settings for `faceweave evaluate`, under the names a sampling Backend's
+# constructor takes (get_backend(name, steps=..., guidance=...)); steps is each backend's own.
+EVALUATE_SAMPLING = (
+    Option("guidance", "--guidance", "float", None, "One guidance scale  [default: 2.0]"),
+    Option("guidance", "--scale", "pairs", None, SCALE.help, metavar=SCALE.metavar),
+    Option("sampler", "--sampler", "choice", None, SAMPLER.help, choices=SAMPLER.choices),
+    Option("eta", "--ddim-eta", "float", None, DDIM_ETA.help),
+)
 PRECISION = Option(
     "precision", "--precision", "choice", "fp32",
     "bf16 runs the denoiser under bfloat16 autocast: 1.3-2.3x less CPU time on a CPU with AVX512-BF16 or AMX "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..diffusion.options import SOURCE_MASK
-from ..options import DDIM_ETA, GUIDANCE, MIXING, SAMPLER, SCALE, STEPS, Option
+from ..options import DDIM_ETA, EVALUATE_SAMPLING, GUIDANCE, MIXING, SAMPLER, SCALE, STEPS, Option
 
 GENERATE = (
     STEPS, GUIDANCE, SCALE, SAMPLER, DDIM_ETA, MIXING,
@@ -25,9 +25,6 @@ EDIT = (
 
 EVALUATE = (
     Option("steps", "--steps", "int", None, "Sampling steps  [default: 20]"),
-    Option("guidance", "--guidance", "float", None, "One guidance scale  [default: 2.0]"),
-    Option("guidance", "--scale", "pairs", None, SCALE.help, metavar=SCALE.metavar),
-    Option("sampler", "--sampler", "choice", None, SAMPLER.help, choices=SAMPLER.choices),
-    Option("eta", "--ddim-eta", "float", None, DDIM_ETA.help),
+    *EVALUATE_SAMPLING,
     MIXING,
 )

@@ -2,8 +2,8 @@
 flags). Generation defaults of None are the checkpoint's own ("sampling" in config.json)."""
 from __future__ import annotations
 
-from ..options import (DDIM_ETA, GUIDANCE, LAYOUT_PRIOR, PRECISION, PROMPT_ATTRIBUTES, S_TMIN, SAMPLER, SCALE,
-                       STEPS, WINDOW, Option, parse_classes, read_mask_file)
+from ..options import (DDIM_ETA, EVALUATE_SAMPLING, GUIDANCE, LAYOUT_PRIOR, PRECISION, PROMPT_ATTRIBUTES, S_TMIN,
+                       SAMPLER, SCALE, STEPS, WINDOW, Option, parse_classes, read_mask_file)
 
 GENERATE = (STEPS, GUIDANCE, SCALE, SAMPLER, DDIM_ETA, S_TMIN, WINDOW, PROMPT_ATTRIBUTES, LAYOUT_PRIOR, PRECISION)
 
@@ -32,9 +32,6 @@ INVERT = (
 
 EVALUATE = (
     Option("steps", "--steps", "int", None, "Sampling steps (with --edit: inversion steps [20])  [default: 20]"),
-    Option("guidance", "--guidance", "float", None, "One guidance scale  [default: 2.0]"),
-    Option("guidance", "--scale", "pairs", None, SCALE.help, metavar=SCALE.metavar),
-    Option("sampler", "--sampler", "choice", None, SAMPLER.help, choices=SAMPLER.choices),
-    Option("eta", "--ddim-eta", "float", None, DDIM_ETA.help),
+    *EVALUATE_SAMPLING,
     S_TMIN, WINDOW, PROMPT_ATTRIBUTES, LAYOUT_PRIOR, PRECISION,
 )
