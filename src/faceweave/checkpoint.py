@@ -403,3 +403,16 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str
             raise FaceweaveError(f"{where}: tensor {k} has shape {tuple(v.shape)}, the model expects "
                                  f"{tuple(own[k].shape)}")
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+
+
+def fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a model's weights as fp16 (so a checkpoint and its fp16 export agree)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.is_floating_point():
+            t = t.to(torch.float16)
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -19,7 +19,6 @@ softmax; one whose condition is absent from the whole batch is not evaluated at 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ... import checkpoint
+from ...checkpoint import fingerprint
 from ...conditions import Conditions
 from ...diffusion import guidance as guidance_lib
 from ...diffusion.samplers import SCHEDULES, get_sampler
@@ -43,19 +43,6 @@ FAMILY = "collab"
 DEFAULT_MODEL = "collab-64"
 MIXINGS = ("learned", "average")
 FIELD = {m: f for f, m in MODALITY.items()}          # conditioner modality -> Conditions field
-
-
-def fingerprint(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a model's weights as fp16 (so a checkpoint and its fp16 export agree)."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name]
-        h.update(name.encode())
-        h.update(str(tuple(t.shape)).encode())
-        if t.is_floating_point():
-            t = t.to(torch.float16)
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipeline, str]:

@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 from ... import checkpoint
+from ...checkpoint import fingerprint
 from ...conditions import Conditions
 from ...errors import FaceweaveError
 from ...io import resize_image
 from ...seeds import check_seeds
 from ..base import Backend, Pipeline, checked_keywords, per_seed_conditions
-from ..collab.pipeline import fingerprint
 from ..diffusion.pipeline import MODALITY, DiffusionPipeline, PipelineOutput, image_metadata
 from .networks import DDGIConfig, DDGINets, UNetTap, decoder_attention_blocks
 

@@ -27,6 +27,7 @@ Recipe keys beyond COMMON_DEFAULTS:
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -101,7 +102,6 @@ class DDGITask:
             nets = DDGIConfig(**model_cfg["nets"])
         else:
             nets = nets_config(diffusion, G, model_cfg["blocks"], model_cfg["width"])
-        import dataclasses
         cfg["model"] = {"nets": dataclasses.asdict(nets),
                         "diffusion": {"model": refs["diffusion"], "fingerprint": dfp},
                         "generator": {"model": refs["generator"], "fingerprint": gfp}}
