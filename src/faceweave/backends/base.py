@@ -232,7 +232,8 @@ class BackendSpec:
     default_model  its bundled default checkpoint (None: the method has no weights)
     precisions     the precisions `faceweave.load(..., precision=...)` accepts for it
     capabilities   the commands it can run: "generate", "edit" (a photo), "invert" (a photo),
-                   "evaluate"; the CLI and the app offer a command by this, never by name
+                   "stylize" (a photo towards a reference or a text), "evaluate"; the CLI and
+                   the app offer a command by this, never by name
     options        "module" declaring its options per command (GENERATE, EDIT, INVERT,
                    EVALUATE tuples of options.Option; no torch import), see options.py
     tiny           "module:function" that builds a tiny checkpoint of it in a folder, in
@@ -282,11 +283,14 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 pipeline="faceweave.backends.ddgi:DDGIPipeline", family="ddgi",
                 capabilities=("generate", "evaluate"),
                 options="faceweave.backends.ddgi.options", tiny="faceweave.backends.ddgi.train:tiny_checkpoint"),
+    BackendSpec("stylize", backend="faceweave.backends.stylize:StylizeBackend",
+                pipeline="faceweave.backends.stylize:StylizePipeline", family="stylize", capabilities=("stylize",),
+                options="faceweave.backends.stylize.options", tiny="faceweave.backends.stylize.train:tiny_checkpoint"),
 )}
 # The backend a command runs when neither --backend nor --model says (and the app offers first).
 DEFAULT_BACKEND = "diffusion"
 # Backends of the design not built yet; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("stylize",)
+_PLANNED: tuple[str, ...] = ("multiview",)
 
 
 def spec_for_family(family: str) -> BackendSpec | None:

@@ -23,6 +23,8 @@ FAMILIES: dict[str, str] = {
     "gan_encoder": "faceweave.backends.gan.encoder_train:GANEncoderTask",
     "gan": "faceweave.backends.gan.train:GANTask",
     "ddgi": "faceweave.backends.ddgi.train:DDGITask",
+    "stylize": "faceweave.backends.stylize.train:StylizeTask",
+    "stylize_joint": "faceweave.backends.stylize.train:StylizeJointTask",
 }
 
 

@@ -1,0 +1,324 @@
+"""MMFS face stylization (Ma et al. 2023): a photo in the look of a reference image
+(one-shot) or of a text (zero-shot), through an encoder-decoder on a StyleGAN2 prior.
+
+    pipe = faceweave.load("runs/stylize-enc-64-real/last")
+    out = pipe(photo, style=reference)                    # one-shot: a reference image (or a list, a folder)
+    out = pipe(photo, style_text="a pencil sketch")       # zero-shot: needs a model with a text mapper
+    out.images[0], out.stylized, out.metadata[0]
+
+Per call: the face is found and aligned with FFHQ's framing (which is CelebA-HQ's, what the
+real-face models are trained on), encoded into the generator's features at `split`, and
+decoded. One-shot fine-tunes a copy of the decoder for `tune_steps` Adam steps towards the
+reference: a style loss (Gram matrices of the critic's block features, normalised by the
+reference's own, plus the colour mean and spread; Gatys et al. 2016 eq. 3-5) and
+`structure_weight` times the structure loss of train.py (normalised luminance at a quarter
+of the side against the photo). `strength` (0..1) blends the decoder's weights from the
+model's own to the tuned ones (one-shot) or scales the text's W+ offsets (zero-shot). The
+stylized face is pasted back into the photo with the gan backend's feathered seam.
+
+`sample(seeds)` draws faces of the decoder's domain (a seed's code through the generator's
+low layers, then the decoder): what the backend's `generate` gives.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ... import checkpoint
+from ...conditions import Conditions
+from ...errors import FaceweaveError
+from ...io import resize_image
+from ...seeds import check_seeds
+from ..base import Backend, Pipeline, checked_keywords
+from .networks import Stylizer
+from .train import SAMPLING, structure, to_tensor, to_uint8
+
+FAMILY = "stylize"
+DEFAULT_MODEL = None                  # none bundled: faceweave train stylize makes one (docs/stylize.md)
+ALIGN_SCALE, ALIGN_SHIFT = 1.0, 0.1   # FFHQ framing = CelebA-HQ's crops (mean abs difference 7.8/255 on 8 photos)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+MAX_REFERENCES = 64
+
+
+@dataclasses.dataclass
+class StylizeOutput:
+    images: list[np.ndarray]                   # the photo with the stylized face pasted back (or the face)
+    metadata: list[dict[str, Any]]
+    aligned: np.ndarray | None = None          # the aligned face that was stylized (S x S x 3)
+    stylized: np.ndarray | None = None         # the stylized face (S x S x 3)
+    references: list[np.ndarray] = dataclasses.field(default_factory=list)   # the references at S px
+
+
+@dataclasses.dataclass
+class SampleOutput:
+    images: list[np.ndarray]
+    metadata: list[dict[str, Any]]
+
+
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """The centre square of an image, resized to size x size."""
+    h, w = image.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return resize_image(np.ascontiguousarray(image[top:top + side, left:left + side]), size)
+
+
+def read_style_folder(folder, size: int) -> list[np.ndarray]:
+    """Every image of a folder (png, jpg, webp, bmp), centre square at size px, in name order."""
+    from ...io import read_image
+    folder = Path(folder).expanduser()
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FaceweaveError(f"the style folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); "
+                             "put the style images there or pass one image")
+    if len(files) > MAX_REFERENCES:
+        raise FaceweaveError(f"the style folder {folder} holds {len(files)} images; use at most {MAX_REFERENCES}")
+    return [square(read_image(p), size) for p in files]
+
+
+def _rgb(image, what: str) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8 or min(arr.shape[:2]) < 8:
+        raise FaceweaveError(f"{what} must be an H x W x 3 uint8 RGB image of at least 8 px, got "
+                             f"{arr.dtype} array of shape {arr.shape}; read it with faceweave.io.read_photo")
+    return arr
+
+
+def check_strength(value) -> float:
+    try:
+        s = float(value)
+    except (TypeError, ValueError):
+        raise FaceweaveError(f"strength must be a number from 0 to 1, got {value!r}") from None
+    if not 0.0 <= s <= 1.0:                               # NaN fails too
+        raise FaceweaveError(f"strength must be from 0 to 1, got {value!r}; 1 is the full style, 0 the "
+                             "model's own look")
+    return s
+
+
+def check_style_text(text) -> str:
+    if not isinstance(text, str):
+        raise FaceweaveError(f"style text must be a sentence, got {type(text).__name__}")
+    clean = " ".join(text.split())
+    if not clean:
+        raise FaceweaveError("the style text is empty; describe the look, e.g. --style-text \"a pencil sketch\"")
+    return clean
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    n, c = features.shape[:2]
+    f = features.flatten(2)
+    return f @ f.transpose(1, 2) / f.shape[2]
+
+
+def style_statistics(critic, images: torch.Tensor, blocks: int = 2) -> list[torch.Tensor]:
+    """What the one-shot loss matches: the Gram matrices of the critic's first `blocks` block
+    features and the colour mean and spread, averaged over the images."""
+    feats = critic.block_features(images)[:blocks]
+    stats = [gram(f).mean(0) for f in feats]
+    return stats + [images.mean((0, 2, 3)), images.std((2, 3)).mean(0)]
+
+
+def style_loss(stats: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
+    grams = [(s - t).square().sum() / t.square().sum().clamp(min=1e-8) for s, t in zip(stats[:-2], target[:-2])]
+    colour = (stats[-2] - target[-2]).abs().mean() + (stats[-1] - target[-1]).abs().mean()
+    return sum(grams) / len(grams) + colour
+
+
+class StylizePipeline(Pipeline):
+    """A trained stylizer (networks.Stylizer) behind one call."""
+
+    family = FAMILY
+    SAMPLING = dict(SAMPLING)
+
+    def __init__(self, model: Stylizer, config: dict, meta: dict | None = None, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.config = config
+        self.meta = meta if meta is not None else {"config": config}
+        self._text_encoder = None
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None) -> "StylizePipeline":
+        meta, state = checkpoint.load(name_or_path, FAMILY)
+        try:
+            model = Stylizer.from_config(meta["config"]["stylizer"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FaceweaveError(f"{meta['path']}: config.json does not describe a stylize model ({exc})") from None
+        checkpoint.load_into(model, state, where=meta["path"])
+        return cls(model, meta["config"], meta=meta, device=device or "cpu")
+
+    def save_pretrained(self, path: str | Path, storage: str | None = None) -> Path:
+        return checkpoint.save(path, FAMILY, self.config, self.model.state_dict(), storage=storage,
+                               **{"image_size": self.size, **self._saved_meta()})
+
+    @property
+    def size(self) -> int:
+        return self.model.generator.config.size
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return ()                                       # it reads a photo and a style, no conditions
+
+    @property
+    def reads_text(self) -> bool:
+        return self.model.mapper is not None
+
+    @property
+    def text_encoder(self):
+        if self._text_encoder is None:
+            from ...models.text_encoder import TextEncoder
+            self._text_encoder = TextEncoder(device=self.device)
+        return self._text_encoder
+
+    # -- faces of the model's domain (the backend's generate) ----------------------------------
+    @checked_keywords
+    @torch.no_grad()
+    def sample(self, seeds: Sequence[int] = (0,), *, progress: bool = False) -> SampleOutput:
+        """One face of the decoder's domain per seed (image i depends only on seed i)."""
+        seeds = check_seeds(seeds)
+        images, metadata = [], []
+        for seed in seeds:
+            t0 = time.perf_counter()
+            z = torch.randn(1, self.model.generator.config.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+            images.extend(to_uint8(self.model.sample(z.to(self.device))))
+            metadata.append({"seed": int(seed), "backend": FAMILY, "model": self.meta.get("path"), "given": [],
+                             "conditions": Conditions().digest(), "notes": [],
+                             "sec_per_image": round(time.perf_counter() - t0, 4)})
+        return SampleOutput(images, metadata)
+
+    # -- stylization ---------------------------------------------------------------------------
+    def _references(self, style, size: int) -> list[np.ndarray]:
+        if isinstance(style, (str, Path)):
+            path = Path(style).expanduser()
+            if path.is_dir():
+                return read_style_folder(path, size)
+            from ...io import read_image
+            return [square(read_image(path), size)]
+        items = [style] if isinstance(style, np.ndarray) else list(style)
+        if not items:
+            raise FaceweaveError("style is an empty list; pass a reference image, a list of them or a folder")
+        return [square(_rgb(im, "the style reference"), size) for im in items]
+
+    def tune(self, features: torch.Tensor, skip: torch.Tensor, photo: torch.Tensor, references: torch.Tensor,
+             steps: int, lr: float, style_weight: float, structure_weight: float) -> tuple[torch.nn.Module, dict]:
+        """A copy of the decoder fine-tuned towards the references for this face (one-shot)."""
+        m = self.model
+        decoder = copy.deepcopy(m.decoder).requires_grad_(True)
+        with torch.no_grad():
+            target = style_statistics(m.critic, references)
+        wplus = m.neutral_wplus(1)
+        optim = torch.optim.Adam(decoder.parameters(), lr=lr, betas=(0.0, 0.99))
+        history = []
+        with torch.enable_grad():
+            for _ in range(steps):
+                out = decoder(features, skip, wplus)
+                ls = style_loss(style_statistics(m.critic, out), target)
+                lk = structure(out, photo)
+                loss = style_weight * ls + structure_weight * lk
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                history.append((float(ls.detach()), float(lk.detach())))
+        decoder.requires_grad_(False)
+        first, last = (history[0], history[-1]) if history else ((None, None), (None, None))
+        return decoder, {"style_loss_first": first[0], "style_loss_last": last[0], "structure_last": last[1]}
+
+    @checked_keywords
+    def __call__(self, image: np.ndarray, *, style=None, style_text: str | None = None, strength: float | None = None,
+                 tune_steps: int | None = None, align: bool = True, feather: float = 0.25,
+                 progress: bool = False, name: str = "the photo") -> StylizeOutput:
+        """The photo's face in the look of `style` (a reference image, a list of them or a
+        folder: one-shot) or of `style_text` (zero-shot), exactly one of the two.
+
+        strength    0..1: how far towards the style  [default: the checkpoint's, 1]
+        tune_steps  one-shot fine-tuning steps of the decoder  [default: the checkpoint's]
+        align       find, align and paste back the face (False: the image is an aligned face)
+        """
+        if (style is None) == (style_text is None):
+            raise FaceweaveError("give exactly one style: a reference image (--style) or a text (--style-text)"
+                                 + (", not both" if style is not None else ""))
+        sampling = self.sampling
+        strength = check_strength(sampling["strength"] if strength is None else strength)
+        if style_text is not None:
+            style_text = check_style_text(style_text)
+            if not self.reads_text:
+                raise FaceweaveError(f"the model {self.meta.get('path')} has no text mapper; train one with "
+                                     "faceweave train stylize --preset text (docs/stylize.md) or give --style")
+        steps = sampling["tune_steps"] if tune_steps is None else tune_steps
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 0 <= steps <= 2000:
+            raise FaceweaveError(f"tune_steps must be a whole number from 0 to 2000, got {steps!r}")
+        photo = _rgb(image, name)
+        s = self.size
+        references = self._references(style, s) if style is not None else []
+        t0 = time.perf_counter()
+        notes: list[str] = []
+        if align:
+            from ...align import align_face
+            aligned = align_face(photo, size=s, scale=ALIGN_SCALE, shift=ALIGN_SHIFT, name=name)
+            face = aligned.image
+            if aligned.warning:
+                notes.append(aligned.warning)
+        else:
+            face = photo if photo.shape[:2] == (s, s) else square(photo, s)
+        m = self.model
+        x = to_tensor([face], self.device)
+        with torch.no_grad():
+            features, skip = m.encoder(x)
+        meta: dict[str, Any] = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength,
+                                "aligned": align}
+        if style is not None:
+            t1 = time.perf_counter()
+            tuned, report = self.tune(features, skip, x, to_tensor(references, self.device), int(steps),
+                                      float(sampling["tune_lr"]), float(sampling["style_weight"]),
+                                      float(sampling["structure_weight"]))
+            meta.update({"mode": "one-shot", "references": len(references), "tune_steps": int(steps),
+                         "tune_seconds": round(time.perf_counter() - t1, 3), **report})
+            own = dict(m.decoder.named_parameters())
+            blended = {k: torch.lerp(own[k], v, strength) for k, v in tuned.named_parameters()}
+            blended.update(dict(tuned.named_buffers()))
+            with torch.no_grad():
+                out = torch.func.functional_call(tuned, blended, (features, skip, m.neutral_wplus(1)))
+        else:
+            emb = self.text_encoder.encode([style_text]).pooled.to(self.device)
+            with torch.no_grad():
+                offsets = m.mapper(emb) * strength
+                out = m.decoder(features, skip, m.wplus(1, offsets))
+            meta.update({"mode": "zero-shot", "style_text": style_text,
+                         "offset_norm": round(float(offsets.norm()), 4)})
+        stylized = to_uint8(out)[0]
+        if align:
+            from ...align import paste_back
+            result = paste_back(photo, aligned, stylized, feather=feather)
+        else:
+            result = stylized
+        meta.update({"seconds": round(time.perf_counter() - t0, 3), "notes": notes})
+        return StylizeOutput([result], [meta], aligned=face, stylized=stylized, references=references)
+
+
+class StylizeBackend(Backend):
+    """The registry face of StylizePipeline: generate(conditions, seeds, size) draws faces of the
+    model's domain (it reads no conditions); stylizing photos is `faceweave stylize`."""
+
+    name = FAMILY
+    accepts = ()
+
+    def __init__(self, model: str | None = None):
+        if model is None:
+            raise FaceweaveError("the stylize backend has no bundled model yet: train one with faceweave train "
+                                 "stylize (docs/stylize.md) and pass --model FOLDER")
+        self.pipe = StylizePipeline.from_pretrained(model)
+
+    def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
+        out = self.pipe.sample(seeds).images
+        return out if size == self.pipe.size else [resize_image(im, size) for im in out]
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.pipe.meta.get("path"), "size": self.pipe.size}
