@@ -265,3 +265,25 @@ def test_cli_bad_inputs_are_one_line_errors(tiny, tmp_path):
         line = result.output.strip()
         assert message in line and line.startswith("error:") and "\n" not in line, (args, line)
         assert not (tmp_path / f"out{i}").exists()
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+def test_app_stylize_tab_runs_one_shot_and_zero_shot_and_refuses_mistakes(tiny):
+    from faceweave import app
+    models = app.Models(model=str(tiny["text"]))
+    assert models.stylize_source == str(tiny["text"]) and "diffusion" in models.backends
+    face = np.pad(_face(), ((4, 4), (4, 4), (0, 0)), mode="edge")     # a photo bigger than the model's side
+    one = app.run_stylize(models, _face(), _reference(), None, strength=1.0, tune_steps=2, align=False)
+    assert one.stylized.shape == (32, 32, 3) and one.metadata["mode"] == "one-shot"
+    two = app.run_stylize(models, _face(), None, "a pencil sketch", strength=0.5, align=False)
+    assert two.metadata["mode"] == "zero-shot"
+    for kwargs, message in [({"reference": None, "style_text": " "}, "give exactly one style"),
+                            ({"reference": _reference(), "style_text": "a sketch"}, "not both"),
+                            ({"reference": _reference(), "tune_steps": 900}, "tune steps")]:
+        with pytest.raises(FaceweaveError, match=message):
+            app.run_stylize(models, face, align=False, **kwargs)
+    with pytest.raises(FaceweaveError, match="no photo"):
+        app.run_stylize(models, None, _reference())
+    with pytest.raises(FaceweaveError, match="no stylize model: start the app with --model"):
+        app.Models().stylizer()

@@ -205,7 +205,8 @@ def read_upload(path: str | os.PathLike | None, kind: str) -> np.ndarray | None:
     """An uploaded file through the CLI's own readers (formats, palettes, size limits)."""
     if path is None:
         return None
-    reader = {"mask": io.read_mask, "sketch": io.read_sketch, "photo": io.read_photo}[kind]
+    reader = {"mask": io.read_mask, "sketch": io.read_sketch, "photo": io.read_photo,
+              "style reference": io.read_image}[kind]
     try:
         return reader(path)
     except FaceweaveError as exc:       # the temporary upload name means nothing to the user
@@ -277,11 +278,15 @@ class Models:
 
         self.device = device
         self.sources = {b: faceweave.DEFAULT_MODELS[b] for b in generation_backends()}
+        self.stylize_source: str | None = None      # a checkpoint of a backend that stylizes photos
         if model is not None:          # a checkpoint replaces the default of its family's backend
             from .backends.base import spec_for_family
             from .backends.options import capable
             family = checkpoint.read_config(model)["family"]
             spec = spec_for_family(family)
+            if spec is not None and "stylize" in spec.capabilities and "generate" not in spec.capabilities:
+                self.stylize_source, model, spec = str(model), None, None
+        if model is not None:
             if spec is None or "generate" not in spec.capabilities:
                 raise FaceweaveError(f"--model {model} holds a {family!r} model; the app takes a generation "
                                      f"model (of {', '.join(capable('generate'))})")
@@ -313,6 +318,17 @@ class Models:
                 import faceweave
                 self._pipes[name] = faceweave.load(self.sources[name], device=self.device)
             return self._pipes[name]
+
+    def stylizer(self):
+        """The stylize pipeline the app was started with (--model FOLDER of a stylize checkpoint)."""
+        if self.stylize_source is None:
+            raise FaceweaveError(f"no stylize model: start the app with --model FOLDER (a checkpoint of "
+                                 f"{join_names(capable('stylize'))}; faceweave train stylize, docs/stylize.md)")
+        with self._lock:
+            if "stylize" not in self._pipes:
+                import faceweave
+                self._pipes["stylize"] = faceweave.load(self.stylize_source, device=self.device)
+            return self._pipes["stylize"]
 
     def parser(self):
         with self._lock:
@@ -495,6 +511,33 @@ def run_edit(models: Models, photo: np.ndarray, mask: np.ndarray | None = None, 
     out = pipe.edit_photo(photo, target, progress=True, **options)
     before = photo if out.image.shape[:2] == photo.shape[:2] else io.resize_image(photo, out.image.shape[:2])
     return Edited(before, out.image, own, out.metadata)
+
+
+@dataclasses.dataclass
+class Stylized:
+    face: np.ndarray                  # the aligned face
+    stylized: np.ndarray              # the stylized face
+    pasted: np.ndarray                # the photo with the stylized face pasted back
+    metadata: dict[str, Any]
+
+
+def run_stylize(models: Models, photo: np.ndarray | None, reference: np.ndarray | None = None,
+                style_text: str | None = None, *, strength: float = 1.0, tune_steps: int = 60,
+                align: bool = True) -> Stylized:
+    """The photo's face in the look of a reference image or of a text (as `faceweave stylize`):
+    an empty text box counts as no text, so exactly one of the two must be given. `align`
+    False: the photo is already an aligned face crop."""
+    if photo is None:
+        raise FaceweaveError("no photo: upload the face photo to stylize first")
+    text = style_text if style_text and style_text.strip() else None
+    if (reference is None) == (text is None):
+        raise FaceweaveError("give exactly one style: upload a reference image or type a style text"
+                             + (", not both" if reference is not None else ""))
+    steps = _check_int(tune_steps, "tune steps", 0, 500)
+    pipe = models.stylizer()
+    out = pipe(working_photo(photo), style=reference, style_text=text, strength=_check_number(strength, "strength"),
+               tune_steps=steps, align=align, name="the photo")
+    return Stylized(out.aligned, out.stylized, out.images[0], out.metadata[0])
 
 
 def save_results(images: Sequence[np.ndarray], names: Sequence[str], metadata: Any, folder: Path) -> Path:
@@ -682,6 +725,14 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
         archive = save_results([result.before, result.after], ["before.png", "edited.png"], result.metadata, work)
         return (result.before, result.after), result.metadata, str(archive)
 
+    # -- stylize ----------------------------------------------------------------------------
+    def on_stylize(photo_path, reference_path, style_text, strength, tune_steps):
+        result = run_stylize(models, read_upload(photo_path, "photo"), read_upload(reference_path, "style reference"),
+                             style_text, strength=strength, tune_steps=tune_steps)
+        _prune(work)
+        archive = save_results([result.stylized, result.pasted], ["stylized.png", "pasted.png"], result.metadata, work)
+        return (result.face, result.stylized), result.pasted, result.metadata, str(archive)
+
     with gr.Blocks(title="faceweave", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## faceweave: text, attributes, a mask and a sketch → a face\n"
                     "Paint the mask with the class brushes (unpainted = background) or pick an example, "
@@ -764,6 +815,32 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
             edit_run.click(_user_errors(on_edit),
                            [photo, edit_mask, edit_prompt, edit_steps, edit_guidance, everywhere, *edit_attributes],
                            [compare, edit_meta, edit_download], api_name="edit", concurrency_id="model")
+        with gr.Tab("Stylize"):
+            gr.Markdown("A face photo in the look of a reference image (one-shot: the decoder is fine-tuned "
+                        "for a few seconds) or of a text (zero-shot). Needs the app started with --model FOLDER "
+                        "of a stylize checkpoint (docs/stylize.md).")
+            with gr.Row():
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        style_photo = gr.Image(label="Photo", type="filepath", sources=("upload",),
+                                               elem_id="fw-style-photo", height=CANVAS + 40)
+                        style_reference = gr.Image(label="Style reference (one-shot)", type="filepath",
+                                                   sources=("upload",), elem_id="fw-style-reference", height=CANVAS + 40)
+                    style_text = gr.Textbox(label="…or a style text (zero-shot)", placeholder="a pencil sketch",
+                                            elem_id="fw-style-text", lines=1)
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        style_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength")
+                        style_steps = gr.Slider(0, 500, value=60, step=10, label="Fine-tune steps (one-shot)")
+                    style_run = gr.Button("Stylize", variant="primary", elem_id="fw-stylize")
+                    style_compare = gr.ImageSlider(label="Face / stylized", type="numpy", format="png", max_height=360)
+                    style_pasted = gr.Image(label="Pasted back", type="numpy", format="png")
+                    style_download = gr.File(label="Download (stylized, pasted, meta.json)")
+                    style_meta = gr.JSON(label="Metadata")
+            style_run.click(_user_errors(on_stylize),
+                            [style_photo, style_reference, style_text, style_strength, style_steps],
+                            [style_compare, style_pasted, style_meta, style_download], api_name="stylize",
+                            concurrency_id="model")
     return demo
 
 
