@@ -142,6 +142,29 @@ def test_edit_of_an_aligned_face_moves_along_the_mapped_difference(pipe, face):
         pipe.edit(face["image"], Conditions(prompt="x"), blend="paste", align=False)
 
 
+def test_pivotal_tuning_reconstructs_closer_and_one_inversion_serves_several_edits(pipe, face):
+    plain = pipe.invert(face["image"], steps=0)
+    tuned = pipe.invert(face["image"], steps=0, tune_steps=30)
+    assert plain.generator is None and tuned.generator is not None
+    assert tuned.metadata["psnr"] > plain.metadata["psnr"] + 1.0, (plain.metadata, tuned.metadata)
+    assert "30 pivotal tuning steps" in tuned.metadata["method"]
+    # the pipeline's own generator is untouched by tuning
+    again = pipe.invert(face["image"], steps=0)
+    assert np.array_equal(again.reconstruction, plain.reconstruction)
+    # an edit reusing the tuned inversion draws with the tuned generator: same as tuning inside edit
+    target = Conditions(prompt="a bald man with a beard")
+    reused = pipe.edit(face["image"], target, strength=2.0, align=False, blend="generated", inversion=tuned)
+    inside = pipe.edit(face["image"], target, strength=2.0, steps=0, tune_steps=30, align=False, blend="generated")
+    assert np.array_equal(reused.reconstruction, tuned.reconstruction)
+    assert np.array_equal(reused.edited_face, inside.edited_face)
+    assert reused.inversion is tuned
+    other = np.ascontiguousarray(face["image"][:, ::-1])
+    with pytest.raises(FaceweaveError, match="not of this photo's face"):
+        pipe.edit(other, target, align=False, inversion=tuned)
+    with pytest.raises(FaceweaveError, match="tuning steps must be a whole number"):
+        pipe.invert(face["image"], steps=0, tune_steps=-1)
+
+
 def _real_photo() -> Path:
     photos = sorted((REAL / "photos").glob("*.jpg")) if (REAL / "photos").is_dir() else []
     if not photos:

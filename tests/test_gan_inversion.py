@@ -13,7 +13,8 @@ from faceweave import checkpoint
 from faceweave.errors import FaceweaveError
 from faceweave.models import gan_encoder
 from faceweave.models import stylegan2 as sg2
-from faceweave.projector import FeatureDistance, learning_rate, project, psnr, reconstruction_metrics
+from faceweave.projector import (FeatureDistance, learning_rate, pivotal_tune, project, psnr,
+                                 reconstruction_metrics)
 
 TINY = sg2.PRESETS["tiny"]
 
@@ -126,6 +127,26 @@ def test_projector_recovers_a_generated_face(tiny_gan, distance):
     torch.testing.assert_close(start.wplus, G.w_avg.expand(2, TINY.num_ws, -1))      # lr is 0 at step 0
     with pytest.raises(FaceweaveError, match="init_wplus"):
         project(G, target, init_wplus=torch.zeros(2, 3, TINY.w_dim), steps=1)
+
+
+def test_pivotal_tuning_fits_the_generator_to_a_face_it_cannot_draw(tiny_gan, distance):
+    G = tiny_gan.generator
+    target = torch.linspace(-0.8, 0.8, TINY.size)[None, None, None].expand(1, 3, TINY.size, -1).clone()
+    target[:, 1] = target[:, 1].flip(-1)                           # a colour ramp, not a GAN face
+    start = project(G, target, steps=20, feature_distance=distance, latent_noise=0.0)
+    before = {k: p.clone() for k, p in G.state_dict().items()}
+    tuned = pivotal_tune(G, target, start.wplus, start.noise, steps=40, feature_distance=distance)
+    assert all(torch.equal(before[k], p) for k, p in G.state_dict().items())     # G itself unchanged
+    assert not any(p.requires_grad for p in tuned.parameters()) and not tuned.training
+    plain = reconstruction_metrics(G, target, start.wplus, start.noise, feature_distance=distance)
+    fitted = reconstruction_metrics(tuned, target, start.wplus, start.noise, feature_distance=distance)
+    assert fitted["psnr"] > plain["psnr"] + 3, (plain, fitted)
+    # the mapping network is not tuned (a W+ code does not use it)
+    assert all(torch.equal(p, q) for p, q in zip(tuned.style.parameters(), G.style.parameters()))
+    with pytest.raises(FaceweaveError, match="one \\(1, 3"):
+        pivotal_tune(G, target.expand(2, -1, -1, -1), start.wplus, steps=1)
+    with pytest.raises(FaceweaveError, match="positive whole number"):
+        pivotal_tune(G, target, start.wplus, steps=0)
 
 
 def _generators(ids):

@@ -283,3 +283,55 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
         image, _ = G([wplus], input_is_latent=True, noise=noise)
     return ProjectionResult(wplus=wplus, noise=noise, image=image,
                             history={k: torch.stack(v) for k, v in history.items()})
+
+
+# --- pivotal tuning -------------------------------------------------------------------------
+
+def pivotal_tune(G: nn.Module, target: torch.Tensor, wplus: torch.Tensor,
+                 noise: Sequence[torch.Tensor] | None = None, steps: int = 100, lr: float = 3e-3,
+                 pixel_weight: float = 1.0, feature_weight: float = 0.3,
+                 feature_distance: FeatureDistance | None = None, progress: bool = False) -> nn.Module:
+    """A copy of G whose weights are fine-tuned so that G'(wplus) reproduces `target`.
+
+    Pivotal Tuning Inversion (Roich et al. 2022, "Pivotal Tuning for Latent-based Editing of
+    Real Images"): the code found by the projector is the pivot; it stays fixed and the
+    generator moves towards the photo instead, by a few Adam steps on the same pixel +
+    feature loss the projector uses. A small generator that has never drawn this person can
+    then reproduce them, and codes near the pivot (pivot + an edit direction) are drawn by
+    the tuned generator as well: the edit acts on this face, not on the GAN's nearest one.
+    G itself is not changed; the tuned copy is returned in eval mode, frozen.
+
+    target  (1, 3, S, S) in [-1, 1]; wplus (1, num_ws, w_dim); noise: the maps that go with it
+    """
+    import copy
+
+    c = G.config
+    if target.ndim != 4 or target.shape[0] != 1 or target.shape[1:] != (3, c.size, c.size):
+        raise FaceweaveError(f"pivotal tuning takes one (1, 3, {c.size}, {c.size}) target, got shape "
+                             f"{tuple(target.shape)}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise FaceweaveError(f"pivotal tuning steps must be a positive whole number, got {steps!r}")
+    tuned = copy.deepcopy(G).train(False)
+    # the mapping network is not used by a W+ code; only the synthesis layers learn
+    params = [p for name, p in tuned.named_parameters() if not name.startswith("style")]
+    tuned.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    dist = (feature_distance or default_feature_distance(target.device)) if feature_weight else None
+    target = target.detach().float()
+    wplus = wplus.detach()
+    noise = None if noise is None else [m.detach() for m in noise]
+    optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+    from tqdm import tqdm
+    bar = tqdm(range(steps), desc="pivotal tuning", disable=not progress, dynamic_ncols=True)
+    for _ in bar:
+        image = tuned([wplus], input_is_latent=True, noise=noise, randomize_noise=False)[0].float()
+        loss = pixel_weight * (image - target).square().mean()
+        if dist is not None:
+            loss = loss + feature_weight * dist(image, target).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+    bar.close()
+    return tuned.requires_grad_(False).eval()

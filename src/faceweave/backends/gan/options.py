@@ -10,8 +10,12 @@ GENERATE = (
 
 NO_ALIGN = Option("align", "--no-align", "flag", True,
                   "The image is already an aligned face crop (no detection, no paste-back).", when_set=False)
+TUNE = Option("tune_steps", "--tune-steps", "int", 0, "Pivotal tuning steps after the projector: a copy of "
+              "the generator learns this face, so the reconstruction and the edit keep the person "
+              "(0: off; 100 is a good start)  [default: 0]")
 EDIT = (
     Option("steps", "--steps", "int", 100, "Projector steps after the encoder (0: the encoder alone)"),
+    TUNE,
     Option("strength", "--strength", "float", 1.0, "0..3, how far along the mapped edit direction  "
            "[default: 1.0]"),
     Option("blend", "--blend", "choice", "residual", "Paste the photo plus the GAN's change (residual) or the "
@@ -21,6 +25,7 @@ EDIT = (
 
 INVERT = (
     Option("steps", "--steps", "int", 100, "Projector steps after the encoder (0: the encoder alone)"),
+    TUNE,
     NO_ALIGN,
 )
 

@@ -85,6 +85,8 @@ class Inversion:
     noise: list[torch.Tensor]           # the per-layer noise maps that go with it
     reconstruction: np.ndarray          # G(wplus, noise), S x S x 3 uint8
     metadata: dict[str, Any]
+    generator: torch.nn.Module | None = None   # the generator tuned to this face (tune_steps > 0)
+    face: np.ndarray | None = None             # the aligned face that was inverted (S x S x 3)
 
 
 @dataclasses.dataclass
@@ -93,6 +95,7 @@ class EditOutput(PipelineOutput):
     reconstruction: np.ndarray | None = None   # the GAN's reconstruction of it
     edited_face: np.ndarray | None = None      # the GAN's edited face (before blending and paste-back)
     kept: np.ndarray | None = None             # H x W bool: photo pixels returned bitwise unchanged
+    inversion: Inversion | None = None         # the inversion used (reusable: edit(..., inversion=))
 
 
 class GANPipeline(Pipeline):
@@ -283,12 +286,15 @@ class GANPipeline(Pipeline):
     # -- inversion and editing ----------------------------------------------------------------
     @checked_keywords
     def invert(self, face: np.ndarray, steps: int = 100, optimize_noise: bool = False,
-               progress: bool = False) -> Inversion:
+               progress: bool = False, tune_steps: int = 0) -> Inversion:
         """An (aligned) face -> W+ code: the encoder's guess, then `steps` projector steps
-        (pixel + feature loss; 0: the encoder alone)."""
-        from ...projector import project, reconstruction_metrics
+        (pixel + feature loss; 0: the encoder alone), then `tune_steps` of pivotal tuning (the
+        code stays, a copy of the generator learns the face: `Inversion.generator`; 0: off)."""
+        from ...projector import pivotal_tune, project, reconstruction_metrics
         if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 5000:
             raise FaceweaveError(f"inversion steps must be a whole number from 0 to 5000, got {steps!r}")
+        if isinstance(tune_steps, bool) or not isinstance(tune_steps, int) or not 0 <= tune_steps <= 5000:
+            raise FaceweaveError(f"tuning steps must be a whole number from 0 to 5000, got {tune_steps!r}")
         G = self.model.generator
         s = self.size
         small = face if face.shape[:2] == (s, s) else resize_image(face, s)
@@ -309,13 +315,18 @@ class GANPipeline(Pipeline):
             how += f" + {steps} projector steps"
         else:
             wplus = start
+        tuned = None
+        if tune_steps:
+            tuned = pivotal_tune(G, target, wplus, noise, steps=tune_steps, progress=progress)
+            G = tuned
+            how += f" + {tune_steps} pivotal tuning steps"
         with torch.no_grad():
             recon = G([wplus], input_is_latent=True, noise=noise, randomize_noise=False)[0]
             scores = reconstruction_metrics(G, target, wplus, noise=noise)
         meta = {"backend": FAMILY, "model": self.meta.get("path"), "method": how,
                 "psnr": round(scores["psnr"], 3), "feature_distance": round(scores["feature_distance"], 5),
                 "seconds": round(time.perf_counter() - t0, 3)}
-        return Inversion(wplus, noise, _uint8(recon)[0], meta)
+        return Inversion(wplus, noise, _uint8(recon)[0], meta, generator=tuned, face=face)
 
     def read_conditions(self, face: np.ndarray) -> Conditions:
         """What an aligned face shows, in the mapper's terms: parsed mask, its boundaries as a
@@ -343,12 +354,16 @@ class GANPipeline(Pipeline):
 
     @checked_keywords
     def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 100,
-             align: bool = True, blend: str = "residual", feather: float = 0.25,
-             progress: bool = False, name: str = "the photo") -> PipelineOutput:
+             tune_steps: int = 0, align: bool = True, blend: str = "residual", feather: float = 0.25,
+             progress: bool = False, name: str = "the photo", inversion: Inversion | None = None) -> PipelineOutput:
         """The photo with its face edited towards `target` (see the module docstring).
 
         strength  0..3: how far along the mapped difference (1: the mapper's own distance)
         steps     projector steps of the inversion (0: encoder only)
+        tune_steps  pivotal tuning steps after the projector (0: off): the edit is drawn by a
+                  generator tuned to this face
+        inversion an earlier `edit(...).inversion` of the same photo: several edits of one photo
+                  share one inversion (steps and tune_steps are then not used)
         align     find, align and paste back the face (False: the photo is already an aligned face)
         blend     "residual" (photo + the GAN's change) or "generated" (the GAN's face)
         """
@@ -376,10 +391,17 @@ class GANPipeline(Pipeline):
         else:
             face = photo if photo.shape[:2] == (s, s) else resize_image(photo, s)
             big = None
-        inv = self.invert(face, steps=steps, progress=progress)
+        if inversion is None:
+            inv = self.invert(face, steps=steps, progress=progress, tune_steps=tune_steps)
+        elif not isinstance(inversion, Inversion) or inversion.face is None or inversion.face.shape != face.shape \
+                or not np.array_equal(inversion.face, face):
+            raise FaceweaveError("the inversion given is not of this photo's face; pass the `inversion` of an "
+                                 "earlier edit of the same photo, or none")
+        else:
+            inv = inversion
         source = self.read_conditions(face)
         wanted = self._target(source, target)
-        G = self.model.generator
+        G = inv.generator if inv.generator is not None else self.model.generator
         with torch.no_grad():
             codes, map_notes = self.map([source, wanted])
             delta = codes[1:2] - codes[0:1]
@@ -409,18 +431,18 @@ class GANPipeline(Pipeline):
                 "delta_norm": round(float(delta.norm()), 4), "seconds": round(time.perf_counter() - t0, 3),
                 "notes": notes}
         return EditOutput([result], [meta], aligned=face, reconstruction=inv.reconstruction,
-                          edited_face=_uint8(edited)[0], kept=kept)
+                          edited_face=_uint8(edited)[0], kept=kept, inversion=inv)
 
     @checked_keywords
     def edit_photo(self, photo: np.ndarray, target: Conditions, *, steps: int = 100, strength: float = 1.0,
-                   blend: str = "residual", align: bool = True, progress: bool = True,
+                   tune_steps: int = 0, blend: str = "residual", align: bool = True, progress: bool = True,
                    name: str = "the photo") -> PhotoResult:
         """`faceweave edit`: align, invert, move along the mapped difference, paste back;
         comparison: aligned face | GAN reconstruction | edited face | conditions (| the crop)."""
         from ...data.sheet import condition_panels
 
-        result = self.edit(photo, target, strength=strength, steps=steps, align=align, blend=blend,
-                           progress=progress, name=name)
+        result = self.edit(photo, target, strength=strength, steps=steps, tune_steps=tune_steps, align=align,
+                           blend=blend, progress=progress, name=name)
         panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, self.size)]
         if not align:
             panels.append(resize_image(result.images[0], self.size))
@@ -430,11 +452,12 @@ class GANPipeline(Pipeline):
         return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)
 
     @checked_keywords
-    def invert_photo(self, photo: np.ndarray, *, steps: int = 100, align: bool = True, progress: bool = True,
-                     name: str = "the photo") -> PhotoResult:
+    def invert_photo(self, photo: np.ndarray, *, steps: int = 100, tune_steps: int = 0, align: bool = True,
+                     progress: bool = True, name: str = "the photo") -> PhotoResult:
         """`faceweave invert`: find and align the face (unless `align` is False), encode and
         refine it into a W+ code; latent.safetensors holds "wplus" (1, num_ws, w_dim) and the
-        noise maps "noise.0", ..."""
+        noise maps "noise.0", ...; with pivotal tuning also the tuned generator's weights
+        ("generator.<name>"), without which the code alone draws the untuned reconstruction."""
         from ...eval.editing import identity_scores
 
         notes = []
@@ -445,9 +468,12 @@ class GANPipeline(Pipeline):
             face = aligned.image
             if aligned.warning:
                 notes.append(aligned.warning)
-        inv = self.invert(face, steps=steps, progress=progress)
+        inv = self.invert(face, steps=steps, progress=progress, tune_steps=tune_steps)
         tensors = {"wplus": inv.wplus.detach().float().contiguous().cpu(),
                    **{f"noise.{i}": n.detach().float().contiguous().cpu() for i, n in enumerate(inv.noise)}}
+        if inv.generator is not None:
+            tensors.update({f"generator.{k}": v.detach().float().contiguous().cpu()
+                            for k, v in inv.generator.state_dict().items()})
         aligned_face = resize_image(face, self.size)
         identity = identity_scores(aligned_face[None], inv.reconstruction[None], inv.reconstruction[None])
         meta = {**inv.metadata, "reconstruction_psnr": inv.metadata["psnr"],

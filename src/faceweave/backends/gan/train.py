@@ -198,6 +198,22 @@ def _load_part(ref: str, family: str) -> tuple[nn.Module, dict]:
     return model.eval().requires_grad_(False), meta
 
 
+def extract_part(gan: str, part: str, dest: str) -> Path:
+    """One part of a gan model ("mask_ae", "sketch_ae", "encoder", "generator") written as a
+    checkpoint of its own family, so that a mapper for another generator can be trained with
+    the same autoencoders: `--set mask_ae=DEST`."""
+    from ... import checkpoint
+    from ...errors import FaceweaveError
+    families = {"mask_ae": "mask_ae", "sketch_ae": "sketch_ae", "encoder": "gan_encoder", "generator": "stylegan2"}
+    if part not in families:
+        raise FaceweaveError(f"unknown gan part {part!r}; choose one of {', '.join(families)}")
+    meta, state = checkpoint.load(gan, "gan")
+    if part not in meta["config"] or meta["config"][part] is None:
+        raise FaceweaveError(f"{gan} has no {part}")
+    own = {k[len(part) + 1:]: v.float() for k, v in state.items() if k.startswith(part + ".")}
+    return checkpoint.save(dest, families[part], meta["config"][part], own, extracted_from=str(meta["path"]))
+
+
 def attach_encoder(gan: str, encoder: str, dest: str, dtype: torch.dtype = torch.float16) -> Path:
     """A gan checkpoint with another run's inversion encoder put in: a mapper trained on
     generated pairs needs no encoder, so the one trained beside it (for the same generator)
