@@ -49,7 +49,7 @@ def main(argv=None) -> Path:
     cells = []
     for i, path in enumerate(files[: args.n]):
         photo = read_photo(path)
-        _, ref = refs[i % len(refs)]
+        _, ref, _ = refs[i % len(refs)]
         shot = one(photo, style=ref, name=path.stem)
         looks = [text(photo, style_text=t, name=path.stem).stylized for t in ev.TEXTS]
         row = [shot.aligned, square(ref, one.size), shot.stylized, *looks]

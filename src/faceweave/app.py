@@ -522,7 +522,7 @@ class Stylized:
 
 
 def run_stylize(models: Models, photo: np.ndarray | None, reference: np.ndarray | None = None,
-                style_text: str | None = None, *, strength: float = 1.0, tune_steps: int = 60,
+                style_text: str | None = None, *, strength: float = 1.0, tune_steps: int = 100,
                 align: bool = True) -> Stylized:
     """The photo's face in the look of a reference image or of a text (as `faceweave stylize`):
     an empty text box counts as no text, so exactly one of the two must be given. `align`
@@ -831,7 +831,7 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
                 with gr.Column(scale=2):
                     with gr.Row():
                         style_strength = gr.Slider(0, 1, value=1.0, step=0.05, label="Strength")
-                        style_steps = gr.Slider(0, 500, value=60, step=10, label="Fine-tune steps (one-shot)")
+                        style_steps = gr.Slider(0, 500, value=100, step=10, label="Fine-tune steps (one-shot)")
                     style_run = gr.Button("Stylize", variant="primary", elem_id="fw-stylize")
                     style_compare = gr.ImageSlider(label="Face / stylized", type="numpy", format="png", max_height=360)
                     style_pasted = gr.Image(label="Pasted back", type="numpy", format="png")

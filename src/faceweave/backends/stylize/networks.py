@@ -88,10 +88,20 @@ class Decoder(nn.Module):
         self.to_rgbs = copy.deepcopy(generator.to_rgbs[first_block:])
         for i, buffer in enumerate(generator.noise_buffers()[2 * first_block + 1:]):
             self.register_buffer(f"noise_{i}", buffer.clone())
+        # a colour transform of the incoming RGB skip (identity at the start, so the decoder is the
+        # generator's own): lets a style re-colour the base image the upper blocks only add detail to
+        self.skip_colour = nn.Conv2d(3, 3, 1)
+        with torch.no_grad():
+            self.skip_colour.weight.copy_(torch.eye(3)[:, :, None, None])
+            self.skip_colour.bias.zero_()
 
-    def forward(self, features: torch.Tensor, skip: torch.Tensor, wplus: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, skip: torch.Tensor, wplus: torch.Tensor,
+                colour: torch.Tensor | None = None) -> torch.Tensor:
+        """`colour` (N, 3, 4): a per-image change of the skip's colours on top, skip' = (I + A) skip + b."""
         i = 1 + 2 * self.first_block
-        out = features
+        out, skip = features, self.skip_colour(skip)
+        if colour is not None:
+            skip = skip + torch.einsum("nij,njhw->nihw", colour[:, :, :3], skip) + colour[:, :, 3, None, None]
         for k, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * k](out, wplus[:, i], getattr(self, f"noise_{2 * k}"))
             out = self.convs[2 * k + 1](out, wplus[:, i + 1], getattr(self, f"noise_{2 * k + 1}"))
@@ -128,18 +138,22 @@ class StyleCritic(sg2.Discriminator):
 
 class TextMapper(nn.Module):
     """Sentence embedding (N, text_dim) -> offsets (N, codes, w_dim) of the decoder's W+ codes
-    (MMFS's mapping into W+); its last layer starts at zero, so an untrained mapper changes nothing."""
+    (MMFS's mapping into W+) and a colour change (N, 3, 4) of the skip the decoder starts from
+    (with a 32 px split the W+ codes reach only the last block, which adds detail to that
+    skip; the colour change lets a text re-colour the face). The last layer starts at zero,
+    so an untrained mapper changes nothing."""
 
     def __init__(self, text_dim: int, width: int, codes: int, w_dim: int):
         super().__init__()
         self.net = nn.Sequential(nn.Linear(text_dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width),
-                                 nn.LeakyReLU(0.2), nn.Linear(width, codes * w_dim))
+                                 nn.LeakyReLU(0.2), nn.Linear(width, codes * w_dim + 12))
         nn.init.zeros_(self.net[-1].weight)
         nn.init.zeros_(self.net[-1].bias)
         self.codes, self.w_dim = codes, w_dim
 
-    def forward(self, text: torch.Tensor) -> torch.Tensor:
-        return self.net(text.float()).view(-1, self.codes, self.w_dim)
+    def forward(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.net(text.float())
+        return out[:, :-12].view(-1, self.codes, self.w_dim), out[:, -12:].view(-1, 3, 4)
 
 
 class Stylizer(nn.Module):
@@ -148,7 +162,7 @@ class Stylizer(nn.Module):
     trained, the zero-shot text mapper.
 
         face = model(photo)                        # stage-1 reconstruction / stage-2 domain
-        face = model(photo, offsets=mapper(text))  # zero-shot: decoder codes moved by a text
+        face = model(photo, text=mapper(emb))      # zero-shot: decoder codes (and skip colours) moved by a text
     """
 
     def __init__(self, cfg: StylizerConfig):
@@ -181,10 +195,12 @@ class Stylizer(nn.Module):
         first = self.config.first_code
         return torch.cat([w[:, :first], w[:, first:] + offsets], 1)
 
-    def forward(self, photo: torch.Tensor, offsets: torch.Tensor | None = None,
+    def forward(self, photo: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor] | None = None,
                 decoder: nn.Module | None = None) -> torch.Tensor:
+        """`text`: the mapper's (W+ offsets, colour change), or None for the model's own look."""
         features, skip = self.encoder(photo)
-        return (decoder or self.decoder)(features, skip, self.wplus(photo.shape[0], offsets))
+        offsets, colour = (None, None) if text is None else text
+        return (decoder or self.decoder)(features, skip, self.wplus(photo.shape[0], offsets), colour)
 
     def sample(self, z: torch.Tensor) -> torch.Tensor:
         """A face of the decoder's domain from a latent z: the generator's mapping and its layers

@@ -8,7 +8,7 @@ STYLIZE = (
            "weights blended from the model's own to the tuned ones; zero-shot: the text's W+ offsets scaled)  "
            "[default: the model's own, 1]", range=(0.0, 1.0)),
     Option("tune_steps", "--tune-steps", "int", None, "One-shot fine-tuning steps of the decoder towards the "
-           "reference  [default: the model's own, 60]", range=(0, 2000)),
+           "reference  [default: the model's own, 100]", range=(0, 2000)),
     Option("align", "--no-align", "flag", True, "The image is already an aligned face crop (no detection, no "
            "paste-back).", when_set=False),
 )

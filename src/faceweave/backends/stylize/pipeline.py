@@ -118,18 +118,29 @@ def gram(features: torch.Tensor) -> torch.Tensor:
     return f @ f.transpose(1, 2) / f.shape[2]
 
 
-def style_statistics(critic, images: torch.Tensor, blocks: int = 2) -> list[torch.Tensor]:
+# fixed directions in RGB of the sliced colour distance (the three axes and the greys' diagonals)
+_DIRECTIONS = torch.nn.functional.normalize(torch.tensor(
+    [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [1, -1, 0], [1, 1, -2], [1, -1, 1], [-1, 1, 1]], dtype=torch.float32), dim=1)
+
+
+def style_statistics(critic, images: torch.Tensor, blocks: int = 2) -> dict[str, Any]:
     """What the one-shot loss matches: the Gram matrices of the critic's first `blocks` block
-    features and the colour mean and spread, averaged over the images."""
+    features (averaged over the images) and the sorted projections of all their pixels'
+    colours on fixed directions (the colour distribution)."""
     feats = critic.block_features(images)[:blocks]
-    stats = [gram(f).mean(0) for f in feats]
-    return stats + [images.mean((0, 2, 3)), images.std((2, 3)).mean(0)]
+    colours = images.permute(0, 2, 3, 1).reshape(-1, 3) @ _DIRECTIONS.to(images).T
+    return {"grams": [gram(f).mean(0) for f in feats], "colours": colours.sort(0).values}
 
 
-def style_loss(stats: list[torch.Tensor], target: list[torch.Tensor]) -> torch.Tensor:
-    grams = [(s - t).square().sum() / t.square().sum().clamp(min=1e-8) for s, t in zip(stats[:-2], target[:-2])]
-    colour = (stats[-2] - target[-2]).abs().mean() + (stats[-1] - target[-1]).abs().mean()
-    return sum(grams) / len(grams) + colour
+def style_loss(stats: dict[str, Any], target: dict[str, Any], colour_weight: float = 1.0) -> torch.Tensor:
+    """Texture: the Gram distance relative to the reference's (Gatys et al. 2016 eq. 4-5);
+    colour: the sliced Wasserstein distance of the pixel colours (the L1 distance of their
+    sorted projections, the reference's resampled to as many pixels)."""
+    grams = [(s - t).square().sum() / t.square().sum().clamp(min=1e-8) for s, t in zip(stats["grams"], target["grams"])]
+    mine, theirs = stats["colours"], target["colours"]
+    if theirs.shape[0] != mine.shape[0]:
+        theirs = theirs[torch.linspace(0, theirs.shape[0] - 1, mine.shape[0]).round().long()]
+    return sum(grams) / len(grams) + colour_weight * (mine - theirs).abs().mean()
 
 
 class StylizePipeline(Pipeline):
@@ -208,19 +219,25 @@ class StylizePipeline(Pipeline):
         return [square(_rgb(im, "the style reference"), size) for im in items]
 
     def tune(self, features: torch.Tensor, skip: torch.Tensor, photo: torch.Tensor, references: torch.Tensor,
-             steps: int, lr: float, style_weight: float, structure_weight: float) -> tuple[torch.nn.Module, dict]:
+             steps: int, lr: float, style_weight: float, structure_weight: float,
+             colour_weight: float = 1.0, colour_lr: float = 2e-2) -> tuple[torch.nn.Module, dict]:
         """A copy of the decoder fine-tuned towards the references for this face (one-shot)."""
         m = self.model
         decoder = copy.deepcopy(m.decoder).requires_grad_(True)
         with torch.no_grad():
             target = style_statistics(m.critic, references)
         wplus = m.neutral_wplus(1)
-        optim = torch.optim.Adam(decoder.parameters(), lr=lr, betas=(0.0, 0.99))
+        # the skip's colour transform is 12 numbers that must travel far (a new palette): its own rate
+        # the noise strengths stay: raising them is the cheapest way to fake texture (grain)
+        colour_params = list(decoder.skip_colour.parameters())
+        rest = [p for n, p in decoder.named_parameters() if not n.startswith("skip_colour.") and ".noise." not in n]
+        optim = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": colour_params, "lr": colour_lr}],
+                                 betas=(0.0, 0.99))
         history = []
         with torch.enable_grad():
             for _ in range(steps):
                 out = decoder(features, skip, wplus)
-                ls = style_loss(style_statistics(m.critic, out), target)
+                ls = style_loss(style_statistics(m.critic, out), target, colour_weight)
                 lk = structure(out, photo)
                 loss = style_weight * ls + structure_weight * lk
                 optim.zero_grad(set_to_none=True)
@@ -278,7 +295,8 @@ class StylizePipeline(Pipeline):
             t1 = time.perf_counter()
             tuned, report = self.tune(features, skip, x, to_tensor(references, self.device), int(steps),
                                       float(sampling["tune_lr"]), float(sampling["style_weight"]),
-                                      float(sampling["structure_weight"]))
+                                      float(sampling["structure_weight"]), float(sampling["colour_weight"]),
+                                      float(sampling["colour_lr"]))
             meta.update({"mode": "one-shot", "references": len(references), "tune_steps": int(steps),
                          "tune_seconds": round(time.perf_counter() - t1, 3), **report})
             own = dict(m.decoder.named_parameters())
@@ -289,10 +307,10 @@ class StylizePipeline(Pipeline):
         else:
             emb = self.text_encoder.encode([style_text]).pooled.to(self.device)
             with torch.no_grad():
-                offsets = m.mapper(emb) * strength
-                out = m.decoder(features, skip, m.wplus(1, offsets))
+                offsets, colour = (t * strength for t in m.mapper(emb))
+                out = m.decoder(features, skip, m.wplus(1, offsets), colour)
             meta.update({"mode": "zero-shot", "style_text": style_text,
-                         "offset_norm": round(float(offsets.norm()), 4)})
+                         "offset_norm": round(float(offsets.norm()), 4), "colour_norm": round(float(colour.norm()), 4)})
         stylized = to_uint8(out)[0]
         if align:
             from ...align import paste_back

@@ -51,8 +51,8 @@ from .networks import JointConfig, JointImageEncoder, Stylizer, StylizerConfig, 
 
 STAGES = ("encoder", "domain", "text")
 # a stylize call's defaults (StylizePipeline.SAMPLING; a checkpoint's "sampling" block overrides them)
-SAMPLING: dict[str, Any] = {"strength": 1.0, "tune_steps": 60, "tune_lr": 2e-3, "style_weight": 1.0,
-                            "structure_weight": 2.0}
+SAMPLING: dict[str, Any] = {"strength": 1.0, "tune_steps": 100, "tune_lr": 5e-3, "colour_lr": 1e-2,
+                            "style_weight": 3.0, "colour_weight": 1.0, "structure_weight": 1.0}
 TEXT_DIM = 384
 
 
@@ -124,10 +124,12 @@ class StylizeTask:
     family = "stylize"
     needs = ("image",)
     architectures = {"tiny": StylizeArch(split=16, encoder_width=8, mapper_width=32),
-                     "s": StylizeArch(split=16, encoder_width=64, mapper_width=256)}
+                     "s": StylizeArch(split=32, encoder_width=64, mapper_width=256),
+                     "s16": StylizeArch(split=16, encoder_width=64, mapper_width=256)}
     presets: dict[str, dict] = {
         "tiny": {**_COMMON, **TINY_RUN, "arch": "tiny", "lr": 2e-3, "sample_n": 2},
-        "encoder": {**_COMMON, **_RUN64, "arch": "s", "lr": 1e-3, "max_steps": 1_500},
+        # the encoder is not a GAN player: plain Adam momentum (the GAN stages keep beta1 = 0)
+        "encoder": {**_COMMON, **_RUN64, "arch": "s", "lr": 1e-3, "betas": [0.9, 0.999], "max_steps": 1_500},
         "domain": {**_COMMON, **_RUN64, "stage": "domain", "arch": "s", "lr": 5e-4, "max_steps": 600},
         "text": {**_COMMON, **_RUN64, "stage": "text", "arch": "s", "lr": 5e-4, "max_steps": 600},
     }
@@ -138,7 +140,9 @@ class StylizeTask:
 
     @staticmethod
     def sampling(cfg: dict) -> dict:
-        return dict(SAMPLING)
+        """Nothing a training run learns: the one-shot settings are the pipeline's own (SAMPLING),
+        which a checkpoint's "sampling" block may override (checkpoint.update_config)."""
+        return {}
 
     def build(self, config: dict) -> nn.Module:
         return Stylizer.from_config(config["stylizer"])
@@ -196,6 +200,8 @@ class StylizeTask:
         model.requires_grad_(False)
         for name in trains:
             getattr(model, name).requires_grad_(True)
+        for block in model.decoder.convs:                 # grain is not a style (pipeline.tune keeps them too)
+            block.noise.requires_grad_(False)
         return model
 
     @staticmethod
@@ -282,13 +288,13 @@ class StylizeTask:
         with torch.no_grad():
             neutral = m(x)
             j_neutral = joint(neutral)
-        offsets = m.mapper(text_emb)
-        out = m(x, offsets)
+        mapped = m.mapper(text_emb)
+        out = m(x, mapped)
         j_out = joint(out)
         direction = 1 - F.cosine_similarity(j_out - j_neutral, text_emb - neutral_t[None], dim=1).mean()
         glob = 1 - F.cosine_similarity(j_out, text_emb, dim=1).mean()
         struct = structure(out, neutral)
-        reg = offsets.square().mean()
+        reg = mapped[0].square().mean() + mapped[1].square().mean()
         loss = direction + cfg["global_weight"] * glob + cfg["structure_weight"] * struct + cfg["offset_reg"] * reg
         return loss, out, {"direction": float(direction.detach()), "global": float(glob.detach()),
                            "structure": float(struct.detach()), "offset": float(reg.detach())}
