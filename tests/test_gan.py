@@ -294,3 +294,16 @@ def test_evaluate_scores_the_gan_backend(tiny, tmp_path):
                        seeds_per_condition=1, progress=False).metrics
     assert metrics["mask_miou"] is not None and 0 <= metrics["mask_miou"] <= 1
     assert metrics["sketch_f"] is None
+
+
+def test_a_gan_models_parts_come_out_as_checkpoints_of_their_own(tiny, tmp_path):
+    from faceweave.backends.gan.train import _load_part, extract_part
+    meta, state = checkpoint.load(tiny, "gan")
+    for part, family in (("mask_ae", "mask_ae"), ("sketch_ae", "sketch_ae"), ("encoder", "gan_encoder")):
+        out = extract_part(str(tiny), part, str(tmp_path / part))
+        model, pmeta = _load_part(str(out), family)
+        assert pmeta["family"] == family and pmeta["config"] == meta["config"][part]
+        for key, value in model.state_dict().items():
+            torch.testing.assert_close(value, state[f"{part}.{key}"].float())
+    with pytest.raises(FaceweaveError, match="unknown gan part 'mapper2'"):
+        extract_part(str(tiny), "mapper2", str(tmp_path / "x"))
