@@ -184,6 +184,7 @@ def test_samples_of_the_domain_are_batch_independent(pipe):
     ({"style": []}, "empty list"),
     ({"style": np.zeros((4, 4), np.uint8)}, "style reference must be an H x W x 3"),
     ({"style_text": "a sketch", "negative": "x"}, "no keyword 'negative'"),
+    ({"style_text": "a sketch", "blend": "soft"}, "unknown blend 'soft'"),
 ])
 def test_bad_calls_are_one_line_errors(pipe, kwargs, message):
     kwargs = {k: _reference() if isinstance(v, str) and v == "REF" else v for k, v in kwargs.items()}

@@ -46,6 +46,7 @@ DEFAULT_MODEL = None                  # none bundled: faceweave train stylize ma
 ALIGN_SCALE, ALIGN_SHIFT = 1.0, 0.1   # FFHQ framing = CelebA-HQ's crops (mean abs difference 7.8/255 on 8 photos)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_REFERENCES = 64
+BLENDS = ("residual", "generated")
 
 
 @dataclasses.dataclass
@@ -250,7 +251,7 @@ class StylizePipeline(Pipeline):
 
     @checked_keywords
     def __call__(self, image: np.ndarray, *, style=None, style_text: str | None = None, strength: float | None = None,
-                 tune_steps: int | None = None, align: bool = True, feather: float = 0.25,
+                 tune_steps: int | None = None, align: bool = True, blend: str = "residual", feather: float = 0.25,
                  progress: bool = False, name: str = "the photo") -> StylizeOutput:
         """The photo's face in the look of `style` (a reference image, a list of them or a
         folder: one-shot) or of `style_text` (zero-shot), exactly one of the two.
@@ -258,7 +259,12 @@ class StylizePipeline(Pipeline):
         strength    0..1: how far towards the style  [default: the checkpoint's, 1]
         tune_steps  one-shot fine-tuning steps of the decoder  [default: the checkpoint's]
         align       find, align and paste back the face (False: the image is an aligned face)
+        blend       the pasted face: "residual" (the photo's own crop at its resolution plus the style's
+                    change, stylized - reconstruction, upsampled; the gan backend's edit blend) or
+                    "generated" (the model's stylized face itself, upsampled)
         """
+        if blend not in BLENDS:
+            raise FaceweaveError(f"unknown blend {blend!r}; choose {' or '.join(BLENDS)}")
         if (style is None) == (style_text is None):
             raise FaceweaveError("give exactly one style: a reference image (--style) or a text (--style-text)"
                                  + (", not both" if style is not None else ""))
@@ -290,7 +296,7 @@ class StylizePipeline(Pipeline):
         with torch.no_grad():
             features, skip = m.encoder(x)
         meta: dict[str, Any] = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength,
-                                "aligned": align}
+                                "aligned": align, "blend": blend}
         if style is not None:
             t1 = time.perf_counter()
             tuned, report = self.tune(features, skip, x, to_tensor(references, self.device), int(steps),
@@ -313,8 +319,17 @@ class StylizePipeline(Pipeline):
                          "offset_norm": round(float(offsets.norm()), 4), "colour_norm": round(float(colour.norm()), 4)})
         stylized = to_uint8(out)[0]
         if align:
-            from ...align import paste_back
-            result = paste_back(photo, aligned, stylized, feather=feather)
+            from ...align import align_face, paste_back
+            pasted, crop = aligned, stylized
+            side = float(np.linalg.norm(np.asarray(aligned.quad, np.float64)[1] - np.asarray(aligned.quad)[0]))
+            if blend == "residual" and side > s:
+                pasted = align_face(photo, size=int(min(1024, round(side))), scale=ALIGN_SCALE, shift=ALIGN_SHIFT,
+                                    name=name)
+                with torch.no_grad():
+                    change = out - m.decoder(features, skip, m.neutral_wplus(1))
+                    change = F.interpolate(change, size=pasted.image.shape[:2], mode="bicubic", align_corners=False)
+                    crop = to_uint8((to_tensor([pasted.image], self.device) + change).clamp(-1, 1))[0]
+            result = paste_back(photo, pasted, crop, feather=feather)
         else:
             result = stylized
         meta.update({"seconds": round(time.perf_counter() - t0, 3), "notes": notes})
