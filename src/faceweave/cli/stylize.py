@@ -28,9 +28,9 @@ def stylize_cmd(image, style, style_text, model, out, overwrite, **flags) -> Non
 
     \b
     Example:
-      faceweave stylize --image photo.jpg --style painting.png --model runs/stylize-enc-64-real/last --out out/
-      faceweave stylize --image photo.jpg --style my_styles/ --strength 0.7 --model runs/stylize-enc-64-real/last --out out2/
-      faceweave stylize --image photo.jpg --style-text "a pencil sketch" --model runs/stylize-text-64/last --out out3/
+      faceweave stylize --image photo.jpg --style painting.png --model runs/stylize-enc-64-real/best --out out/
+      faceweave stylize --image photo.jpg --style my_styles/ --strength 0.7 --model runs/stylize-enc-64-real/best --out out2/
+      faceweave stylize --image photo.jpg --style-text "a pencil sketch" --model runs/stylize-text-64-real-reg/best --out out3/
     """
     from pathlib import Path
 

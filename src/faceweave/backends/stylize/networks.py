@@ -219,7 +219,7 @@ class JointConfig:
 
 class JointImageEncoder(nn.Module):
     """image (N, 3, S, S) in [-1, 1] -> unit vector (N, embed_dim) in the text encoder's space,
-    trained contrastively (InfoNCE, Radford et al. 2021 eq. in fig. 3) against frozen MiniLM
+    trained contrastively (InfoNCE, as CLIP, Radford et al. 2021) against frozen MiniLM
     embeddings of the images' descriptions."""
 
     def __init__(self, cfg: JointConfig):

@@ -7,12 +7,12 @@
         --set generator=runs/stylegan2-64-real/last
     # stage 2: the decoder fine-tuned on an artistic domain (a named filter or a folder of images)
     faceweave train stylize --preset domain --data celebamask1k:64:photos --out runs/stylize-cartoon \
-        --set base=runs/stylize-enc/last --set style=cartoon
+        --set base=runs/stylize-enc/best --set style=cartoon
     # zero-shot: the text -> W+ mapper, trained with the directional image-text loss
     faceweave train stylize --preset text --data celebamask1k:64:photos --out runs/stylize-text \
-        --set base=runs/stylize-enc/last --set joint=runs/stylize-joint/last
+        --set base=runs/stylize-enc/best --set joint=runs/stylize-joint/best
 
-Stage 1 (`stage=encoder`, MMFS sec. 3.1): the generator and its decoder layers stay frozen.
+Stage 1 (`stage=encoder`): the generator and its decoder layers stay frozen.
 Per step, photos are reconstructed (encoder, then the decoder at the generator's average
 codes) under an L1 loss at three scales plus `fm_weight` times the L1 distance of the frozen
 discriminator's block features (feature matching); and faces the generator draws (its own
@@ -20,15 +20,15 @@ codes up to split, the average codes above, so the decoder reproduces them exact
 the encoder its alignment target: the generator's own features and RGB skip at split
 (`align_weight`, mean squared error).
 
-Stage 2 (`stage=domain`, MMFS sec. 3.2): the encoder is frozen; the decoder learns to make
+Stage 2 (`stage=domain`): the encoder is frozen; the decoder learns to make
 the domain (`style`: a named filter of styles.py applied to other photos of the batch, or a
 folder of images) against the critic (non-saturating logistic loss, the generator's
 discriminator as the start), while `structure_weight` times a structure loss keeps the face:
 the L1 distance of the normalised luminance of the output and the photo at a quarter of the
 side (layout and shading, not colour or texture).
 
-Zero-shot (`stage=text`, MMFS sec. 3.4): only the mapper trains. A description of styles.py
-is embedded by MiniLM; the mapper moves the decoder's codes; the directional loss
+Zero-shot (`stage=text`): only the mapper trains. A description of styles.py
+is embedded by MiniLM; the mapper moves the decoder's codes and re-colours its RGB skip; the directional loss
 1 - cos(J(out) - J(neutral), T(text) - T("a photo of a face")) (J: the joint space's image
 encoder, frozen; neutral: the same photo without the text) plus `global_weight` times
 1 - cos(J(out), T(text)) and the structure loss against the neutral output.
@@ -129,9 +129,13 @@ class StylizeTask:
     presets: dict[str, dict] = {
         "tiny": {**_COMMON, **TINY_RUN, "arch": "tiny", "lr": 2e-3, "sample_n": 2},
         # the encoder is not a GAN player: plain Adam momentum (the GAN stages keep beta1 = 0)
-        "encoder": {**_COMMON, **_RUN64, "arch": "s", "lr": 1e-3, "betas": [0.9, 0.999], "max_steps": 1_500},
-        "domain": {**_COMMON, **_RUN64, "stage": "domain", "arch": "s", "lr": 5e-4, "max_steps": 600},
-        "text": {**_COMMON, **_RUN64, "stage": "text", "arch": "s", "lr": 5e-4, "max_steps": 600},
+        # the measured runs of docs/stylize.md (2-core CPU: about 22, 33 and 6 minutes)
+        "encoder": {**_COMMON, **_RUN64, "arch": "s", "lr": 1e-3, "betas": [0.9, 0.999], "max_steps": 700},
+        "domain": {**_COMMON, **_RUN64, "stage": "domain", "arch": "s", "lr": 5e-4, "max_steps": 300},
+        # a stronger pull of the text's offsets towards zero: without it the mapper drifts to
+        # saturated colours the joint space over-rewards (docs/stylize.md, limits)
+        "text": {**_COMMON, **_RUN64, "stage": "text", "arch": "s", "lr": 5e-4, "max_steps": 300, "offset_reg": 0.05,
+                 "eval_every": 50, "ckpt_every": 50},
     }
 
     def __init__(self):
