@@ -119,3 +119,26 @@ def test_the_app_offers_a_ddgi_checkpoint(pipe):
     result = run_generate(models, prompt="a smiling woman", backend="ddgi", seed=4, n_images=2)
     direct = pipe(prompt="a smiling woman", seeds=[4, 5]).images
     assert all(np.array_equal(a, b) for a, b in zip(result.images, direct))
+
+
+def test_editing_an_aligned_face_moves_along_the_difference_of_two_read_codes(pipe):
+    face = render(seed=2_000_000, index=1, size=pipe.size).image
+    kept = pipe.edit(face, Conditions(prompt="a smiling woman"), strength=0.0, steps=2, align=False)
+    assert np.array_equal(kept.images[0], face)              # residual blend, no change: the photo itself
+    moved = pipe.edit(face, Conditions(prompt="a bald man with a beard"), strength=2.0, steps=2, align=False,
+                      blend="generated")
+    meta = moved.metadata[0]
+    assert meta["delta_norm"] > 0 and meta["backend"] == "ddgi" and "2 projector steps" in meta["inversion"]["method"]
+    assert not np.array_equal(moved.edited_face, moved.reconstruction)
+    # the same inversion serves a second edit; a face it does not belong to is refused
+    again = pipe.edit(face, Conditions(prompt="a bald man with a beard"), strength=2.0, align=False,
+                      blend="generated", inversion=moved.inversion)
+    assert np.array_equal(again.edited_face, moved.edited_face)
+    with pytest.raises(FaceweaveError, match="not of this photo's face"):
+        pipe.edit(np.ascontiguousarray(face[::-1]), Conditions(prompt="x"), align=False, inversion=moved.inversion)
+    with pytest.raises(FaceweaveError, match="nothing to edit"):
+        pipe.edit(face, Conditions(), align=False)
+    with pytest.raises(FaceweaveError, match="edit strength must be from 0 to 3"):
+        pipe.edit(face, Conditions(prompt="x"), strength=float("nan"), align=False)
+    with pytest.raises(FaceweaveError, match="sigma must be a noise level"):
+        pipe.edit(face, Conditions(prompt="x"), sigma=500, align=False)

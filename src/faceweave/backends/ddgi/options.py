@@ -11,3 +11,15 @@ GENERATE = (
 )
 
 EVALUATE = GENERATE
+
+EDIT = (
+    Option("steps", "--steps", "int", 200, "Projector steps of the inversion, from the generator's average code"),
+    Option("tune_steps", "--tune-steps", "int", 0, "Pivotal tuning steps after the projector: a copy of the "
+           "generator learns this face (0: off)  [default: 0]"),
+    Option("strength", "--strength", "float", 1.0, "0..3, how far along the difference of the two codes  "
+           "[default: 1.0]"),
+    Option("blend", "--blend", "choice", "residual", "Paste the photo plus the GAN's change (residual) or the "
+           "GAN's face (generated)  [default: residual]", choices=("residual", "generated")),
+    Option("align", "--no-align", "flag", True,
+           "The image is already an aligned face crop (no detection, no paste-back).", when_set=False),
+)

@@ -30,7 +30,8 @@ from ...conditions import Conditions
 from ...errors import FaceweaveError
 from ...io import resize_image
 from ...seeds import check_seeds
-from ..base import Backend, Pipeline, checked_keywords, per_seed_conditions
+from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
+from ..wplus_edit import EditOutput, Inversion, check_edit, edit_photo, invert_face, read_conditions, target_conditions
 from ..diffusion.pipeline import MODALITY, DiffusionPipeline, PipelineOutput, image_metadata
 from .networks import DDGIConfig, DDGINets, UNetTap, decoder_attention_blocks
 
@@ -174,6 +175,16 @@ class DDGIPipeline(Pipeline):
             diffusion.evaluator(tensors)(x, sigma, [given])
         return self.nets(tap.bottleneck, tap.features, tap.maps), notes[0]
 
+    @staticmethod
+    def _sigma(sigma) -> float:
+        try:
+            sigma = float(sigma)
+        except (TypeError, ValueError):
+            raise FaceweaveError(f"sigma must be a noise level from 0.1 to 80, got {sigma!r}") from None
+        if not 0.1 <= sigma <= 80:
+            raise FaceweaveError(f"sigma must be a noise level from 0.1 to 80, got {sigma!r}")
+        return sigma
+
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
         return per_seed_conditions(conditions, prompt, attributes, mask, sketch, n, self.modalities,
                                    "this ddgi model")
@@ -192,12 +203,7 @@ class DDGIPipeline(Pipeline):
         """
         sigma = self.sampling["sigma"] if sigma is None else sigma
         diversity = self.sampling["diversity"] if diversity is None else diversity
-        try:
-            sigma = float(sigma)
-        except (TypeError, ValueError):
-            raise FaceweaveError(f"sigma must be a noise level from 0.1 to 80, got {sigma!r}") from None
-        if not 0.1 <= sigma <= 80:
-            raise FaceweaveError(f"sigma must be a noise level from 0.1 to 80, got {sigma!r}")
+        sigma = self._sigma(sigma)
         diversity = _fraction("diversity", diversity, "0 keeps the conditions' code, 1 gives the finest layers "
                               "to the seed")
         seeds = check_seeds(seeds)
@@ -223,6 +229,74 @@ class DDGIPipeline(Pipeline):
             images.extend(_uint8(x) if output_type == "np" else list(x.float().cpu()))
             metadata.append(image_metadata(cond, seed, settings, time.perf_counter() - t0, notes))
         return PipelineOutput(images, metadata)
+
+
+    # -- editing a photo ------------------------------------------------------------------------
+    def _instrument(self, name: str):
+        """The bundled parser / attribute classifier that read a face's own conditions."""
+        if not hasattr(self, "_instruments"):
+            self._instruments: dict[str, Any] = {}
+        if name not in self._instruments:
+            from ...ruler import load_classifier, load_parser
+            self._instruments[name] = (load_parser if name == "parser" else load_classifier)(size=64, device=self.device)
+        return self._instruments[name]
+
+    @checked_keywords
+    def invert(self, face: np.ndarray, steps: int = 200, tune_steps: int = 0, optimize_noise: bool = False,
+               progress: bool = False) -> Inversion:
+        """An aligned face -> the generator's W+ code: projector steps from the average code
+        (the generator has no encoder here), then optional pivotal tuning."""
+        return invert_face(self.generator, face, device=self.device, steps=steps, tune_steps=tune_steps,
+                           optimize_noise=optimize_noise, progress=progress,
+                           meta={"backend": FAMILY, "model": self.meta.get("path")})
+
+    @checked_keywords
+    def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 200,
+             tune_steps: int = 0, seed: int = 0, sigma: float | None = None, align: bool = True,
+             blend: str = "residual", feather: float = 0.25, progress: bool = False, name: str = "the photo",
+             inversion: Inversion | None = None) -> EditOutput:
+        """The photo with its face edited towards `target`: the face is inverted into the
+        generator (projector steps, optional pivotal tuning) and moved by the difference of the
+        two codes the networks read off the diffusion model for the face's own conditions
+        (parsed mask, its boundaries, the classifier's caption) and for those conditions with
+        the user's in their place, both at the same `seed` and `sigma`:
+        w_inv + strength * (DDGI(target) - DDGI(source)). Pasting back as the gan backend does
+        (backends/wplus_edit.py)."""
+        check_edit(target, self.modalities, FAMILY)
+        sigma = self._sigma(self.sampling["sigma"] if sigma is None else sigma)
+        seed = check_seeds([seed])[0]
+
+        def direction(face: np.ndarray):
+            source = read_conditions(face, self._instrument("parser"), self._instrument("classifier"), self.size)
+            wanted = target_conditions(source, target, self.size)
+            w_source, _ = self.wplus(source.only(self.modalities), seed, sigma)
+            w_target, notes = self.wplus(wanted.only(self.modalities), seed, sigma)
+            info = {"source_caption": source.prompt, "given": list(target.given), "conditions": target.digest(),
+                    "seed": seed, "sigma": sigma}
+            return w_target - w_source, info, list(notes)
+
+        return edit_photo(photo, G=self.generator, device=self.device,
+                          invert=lambda face: self.invert(face, steps=steps, tune_steps=tune_steps, progress=progress),
+                          direction=direction, strength=strength, align=align, blend=blend, feather=feather,
+                          name=name, inversion=inversion, meta={"backend": FAMILY, "model": self.meta.get("path")})
+
+    @checked_keywords
+    def edit_photo(self, photo: np.ndarray, target: Conditions, *, steps: int = 200, tune_steps: int = 0,
+                   strength: float = 1.0, blend: str = "residual", align: bool = True, progress: bool = True,
+                   name: str = "the photo") -> PhotoResult:
+        """`faceweave edit --backend ddgi`: comparison aligned face | GAN reconstruction | edited |
+        conditions (| the crop)."""
+        from ...data.sheet import condition_panels
+
+        result = self.edit(photo, target, strength=strength, steps=steps, tune_steps=tune_steps, align=align,
+                           blend=blend, progress=progress, name=name)
+        panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, self.size)]
+        if not align:
+            panels.append(resize_image(result.images[0], self.size))
+        meta = result.metadata[0]
+        summary = (f"comparison: aligned face | GAN reconstruction | edited | conditions; inversion PSNR "
+                   f"{meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s")
+        return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)
 
 
 class DDGIBackend(Backend):

@@ -36,14 +36,12 @@ crop is pasted back with a feathered seam.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ... import checkpoint
 from ...conditions import Conditions
@@ -52,50 +50,13 @@ from ...io import resize_sketch, resize_image, resize_mask
 from .mm2latent import MM2Latent
 from ...seeds import check_seeds
 from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
+from ..wplus_edit import (Inversion, check_edit, check_fraction as _float, edit_photo, invert_face,
+                          read_conditions, target_conditions, to_uint8 as _uint8)
 from ..diffusion.pipeline import PipelineOutput, image_metadata
 
 FAMILY = "gan"
 DEFAULT_MODEL = "gan-64"
 ACCEPTS = ("prompt", "attributes", "mask", "sketch")
-BLENDS = ("residual", "generated")
-
-
-def _float(name: str, value, low: float, high: float, hint: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise FaceweaveError(f"{name} must be a number from {low:g} to {high:g}, got {value!r}") from None
-    if not low <= v <= high:                          # NaN fails too
-        raise FaceweaveError(f"{name} must be from {low:g} to {high:g}, got {value!r}; {hint}")
-    return v
-
-
-def _tensor(images: Sequence[np.ndarray], device) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(images)).to(device)
-    return x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def _uint8(x: torch.Tensor) -> list[np.ndarray]:
-    return list(((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-
-
-@dataclasses.dataclass
-class Inversion:
-    wplus: torch.Tensor                 # (1, num_ws, w_dim)
-    noise: list[torch.Tensor]           # the per-layer noise maps that go with it
-    reconstruction: np.ndarray          # G(wplus, noise), S x S x 3 uint8
-    metadata: dict[str, Any]
-    generator: torch.nn.Module | None = None   # the generator tuned to this face (tune_steps > 0)
-    face: np.ndarray | None = None             # the aligned face that was inverted (S x S x 3)
-
-
-@dataclasses.dataclass
-class EditOutput(PipelineOutput):
-    aligned: np.ndarray | None = None          # the aligned face that was inverted (S x S x 3)
-    reconstruction: np.ndarray | None = None   # the GAN's reconstruction of it
-    edited_face: np.ndarray | None = None      # the GAN's edited face (before blending and paste-back)
-    kept: np.ndarray | None = None             # H x W bool: photo pixels returned bitwise unchanged
-    inversion: Inversion | None = None         # the inversion used (reusable: edit(..., inversion=))
 
 
 class GANPipeline(Pipeline):
@@ -290,67 +251,17 @@ class GANPipeline(Pipeline):
         """An (aligned) face -> W+ code: the encoder's guess, then `steps` projector steps
         (pixel + feature loss; 0: the encoder alone), then `tune_steps` of pivotal tuning (the
         code stays, a copy of the generator learns the face: `Inversion.generator`; 0: off)."""
-        from ...projector import pivotal_tune, project, reconstruction_metrics
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= 5000:
-            raise FaceweaveError(f"inversion steps must be a whole number from 0 to 5000, got {steps!r}")
-        if isinstance(tune_steps, bool) or not isinstance(tune_steps, int) or not 0 <= tune_steps <= 5000:
-            raise FaceweaveError(f"tuning steps must be a whole number from 0 to 5000, got {tune_steps!r}")
-        G = self.model.generator
-        s = self.size
-        small = face if face.shape[:2] == (s, s) else resize_image(face, s)
-        target = _tensor([small], self.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            if self.model.encoder is not None:
-                start = self.model.encoder(target)
-                how = "encoder"
-            else:
-                start = G.w_avg[None, None].expand(1, G.num_ws, -1).clone()
-                how = "w_avg"
-        noise = G.noise_buffers()
-        if steps:
-            result = project(G, target, init_wplus=start, steps=steps, optimize_noise=optimize_noise,
-                             generator=torch.Generator().manual_seed(0), progress=progress)
-            wplus, noise = result.wplus.detach(), [n.detach() for n in result.noise]
-            how += f" + {steps} projector steps"
-        else:
-            wplus = start
-        tuned = None
-        if tune_steps:
-            tuned = pivotal_tune(G, target, wplus, noise, steps=tune_steps, progress=progress)
-            G = tuned
-            how += f" + {tune_steps} pivotal tuning steps"
-        with torch.no_grad():
-            recon = G([wplus], input_is_latent=True, noise=noise, randomize_noise=False)[0]
-            scores = reconstruction_metrics(G, target, wplus, noise=noise)
-        meta = {"backend": FAMILY, "model": self.meta.get("path"), "method": how,
-                "psnr": round(scores["psnr"], 3), "feature_distance": round(scores["feature_distance"], 5),
-                "seconds": round(time.perf_counter() - t0, 3)}
-        return Inversion(wplus, noise, _uint8(recon)[0], meta, generator=tuned, face=face)
+        return invert_face(self.model.generator, face, device=self.device, encoder=self.model.encoder,
+                           steps=steps, tune_steps=tune_steps, optimize_noise=optimize_noise,
+                           progress=progress, meta={"backend": FAMILY, "model": self.meta.get("path")})
 
     def read_conditions(self, face: np.ndarray) -> Conditions:
         """What an aligned face shows, in the mapper's terms: parsed mask, its boundaries as a
         sketch, the classifier's caption."""
-        from ...io import sketch_from_mask
-        from ...text import describe_attributes
-        small = face if face.shape[:2] == (64, 64) else resize_image(face, 64)
-        mask = self._helper("parser").predict(face if face.shape[:2] == (self.size, self.size)
-                                              else resize_image(face, self.size))
-        probs = self._helper("classifier").predict(small)
-        return Conditions(prompt=describe_attributes(probs), mask=mask, sketch=sketch_from_mask(mask))
+        return read_conditions(face, self._helper("parser"), self._helper("classifier"), self.size)
 
     def _target(self, source: Conditions, target: Conditions) -> Conditions:
-        """The face's own conditions with the user's fields in their place. A new mask brings
-        its own boundaries as the sketch (unless a sketch is given too)."""
-        from ...io import sketch_from_mask
-        said = bool(target.prompt or target.attributes)
-        mask = source.mask if target.mask is None else resize_mask(target.mask, self.size)
-        if target.sketch is not None:
-            sketch = target.sketch
-        else:
-            sketch = source.sketch if target.mask is None else sketch_from_mask(mask)
-        return Conditions(prompt=target.prompt if said else source.prompt, attributes=target.attributes,
-                          mask=mask, sketch=sketch)
+        return target_conditions(source, target, self.size)
 
     @checked_keywords
     def edit(self, photo: np.ndarray, target: Conditions, *, strength: float = 1.0, steps: int = 100,
@@ -367,71 +278,21 @@ class GANPipeline(Pipeline):
         align     find, align and paste back the face (False: the photo is already an aligned face)
         blend     "residual" (photo + the GAN's change) or "generated" (the GAN's face)
         """
-        from ...align import align_face, paste_back
-        strength = _float("edit strength", strength, 0.0, 3.0, "1 applies the edit as mapped, 0 changes nothing")
-        if blend not in BLENDS:
-            raise FaceweaveError(f"unknown blend {blend!r}; choose {' or '.join(BLENDS)}")
-        if not isinstance(target, Conditions) or not target.given:
-            raise FaceweaveError("nothing to edit: give a prompt, attributes, a mask or a sketch")
-        unread = [m for m in target.given if m not in ACCEPTS]
-        if unread:
-            raise FaceweaveError(f"the gan backend cannot edit with {', '.join(unread)}; it reads {', '.join(ACCEPTS)}")
-        t0 = time.perf_counter()
-        notes: list[str] = []
-        s = self.size
-        if align:
-            aligned = align_face(photo, size=s, name=name)
-            face = aligned.image
-            if aligned.warning:
-                notes.append(aligned.warning)
-            # the same crop at the photo's own resolution: the residual is added there, so the
-            # photo keeps its sharpness instead of becoming an upsampled 64 px face
-            side = float(np.linalg.norm(np.asarray(aligned.quad, np.float64)[1] - np.asarray(aligned.quad)[0]))
-            big = align_face(photo, size=int(min(1024, max(s, round(side)))), name=name) if side > s else aligned
-        else:
-            face = photo if photo.shape[:2] == (s, s) else resize_image(photo, s)
-            big = None
-        if inversion is None:
-            inv = self.invert(face, steps=steps, progress=progress, tune_steps=tune_steps)
-        elif not isinstance(inversion, Inversion) or inversion.face is None or inversion.face.shape != face.shape \
-                or not np.array_equal(inversion.face, face):
-            raise FaceweaveError("the inversion given is not of this photo's face; pass the `inversion` of an "
-                                 "earlier edit of the same photo, or none")
-        else:
-            inv = inversion
-        source = self.read_conditions(face)
-        wanted = self._target(source, target)
-        G = inv.generator if inv.generator is not None else self.model.generator
-        with torch.no_grad():
-            codes, map_notes = self.map([source, wanted])
-            delta = codes[1:2] - codes[0:1]
-            edited = G([inv.wplus + strength * delta], input_is_latent=True, noise=inv.noise,
-                       randomize_noise=False)[0].clamp(-1, 1)
-            recon = G([inv.wplus], input_is_latent=True, noise=inv.noise, randomize_noise=False)[0].clamp(-1, 1)
-            if blend == "residual":
-                base = big.image if align else photo
-                change = edited - recon
-                if tuple(change.shape[-2:]) != base.shape[:2]:
-                    change = F.interpolate(change, size=base.shape[:2], mode="bicubic", align_corners=False)
-                out = (_tensor([base], self.device) + change).clamp(-1, 1)
-            else:
-                out = edited
-        notes += [n for group in map_notes for n in group]
-        crop = _uint8(out)[0]
-        kept = None
-        if align:
-            pasted = big if blend == "residual" else aligned
-            result = paste_back(photo, pasted, crop, feather=feather)
-            kept = _outside_quad(pasted.quad, photo.shape[:2])
-        else:
-            result = crop if crop.shape == photo.shape else resize_image(crop, photo.shape[:2])
-        meta = {"backend": FAMILY, "model": self.meta.get("path"), "strength": strength, "blend": blend,
-                "inversion": inv.metadata, "source_caption": source.prompt, "target_text": self.sentence(wanted)[0],
-                "given": list(target.given), "conditions": target.digest(),
-                "delta_norm": round(float(delta.norm()), 4), "seconds": round(time.perf_counter() - t0, 3),
-                "notes": notes}
-        return EditOutput([result], [meta], aligned=face, reconstruction=inv.reconstruction,
-                          edited_face=_uint8(edited)[0], kept=kept, inversion=inv)
+        check_edit(target, ACCEPTS, FAMILY)
+
+        def direction(face: np.ndarray):
+            source = self.read_conditions(face)
+            wanted = self._target(source, target)
+            with torch.no_grad():
+                codes, map_notes = self.map([source, wanted])
+            info = {"source_caption": source.prompt, "target_text": self.sentence(wanted)[0],
+                    "given": list(target.given), "conditions": target.digest()}
+            return codes[1:2] - codes[0:1], info, [n for group in map_notes for n in group]
+
+        return edit_photo(photo, G=self.model.generator, device=self.device,
+                          invert=lambda face: self.invert(face, steps=steps, progress=progress, tune_steps=tune_steps),
+                          direction=direction, strength=strength, align=align, blend=blend, feather=feather,
+                          name=name, inversion=inversion, meta={"backend": FAMILY, "model": self.meta.get("path")})
 
     @checked_keywords
     def edit_photo(self, photo: np.ndarray, target: Conditions, *, steps: int = 100, strength: float = 1.0,
@@ -483,17 +344,6 @@ class GANPipeline(Pipeline):
                            f"PSNR {inv.metadata['psnr']:.2f} dB", files={"aligned.png": aligned_face},
                            tensors=tensors,
                            tensor_metadata={"model": str(inv.metadata["model"]), "method": inv.metadata["method"]})
-
-
-def _outside_quad(quad: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """H x W bool: the pixels outside the bounding box of a pasted crop's quad (with the margin
-    align.paste_back works in), which a paste-back leaves bitwise unchanged."""
-    h, w = shape
-    x0, y0 = np.floor(np.asarray(quad).min(axis=0)).astype(int) - 1
-    x1, y1 = np.ceil(np.asarray(quad).max(axis=0)).astype(int) + 2
-    kept = np.ones((h, w), bool)
-    kept[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)] = False
-    return kept
 
 
 class GANBackend(Backend):
