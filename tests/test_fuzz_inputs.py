@@ -437,7 +437,11 @@ def test_disk_full_mid_write_keeps_an_existing_folder_as_it_was(files, tmp_path,
 PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconstruct", "edit_photo", "invert_photo"),
                     "CollabPipeline": ("__call__", "edit", "edit_photo"),
                     "GANPipeline": ("__call__", "edit", "invert", "edit_photo", "invert_photo"),
-                    "DDGIPipeline": ("__call__",)}
+                    "DDGIPipeline": ("__call__", "edit", "invert", "edit_photo"),
+                    "StylizePipeline": ("__call__", "sample")}
+# a keyword the error must list among the accepted ones: seeds for generating calls, steps
+# for the rest, unless named here
+NAMED_KEYWORD = {("StylizePipeline", "__call__"): "style_text", ("StylizePipeline", "sample"): "seeds"}
 
 
 def _pipeline_classes() -> dict[str, type]:
@@ -463,7 +467,8 @@ def test_an_unknown_keyword_is_named_with_the_accepted_ones(name, method):
         getattr(pipe, method)(negative_prompt="blurry")
     text = str(err.value)
     assert "\n" not in text and "no keyword 'negative_prompt'" in text and "; it takes " in text, text
-    assert ("seeds" if method == "__call__" else "steps") in text.split("; it takes ")[1], text
+    expected = NAMED_KEYWORD.get((name, method), "seeds" if method == "__call__" else "steps")
+    assert expected in text.split("; it takes ")[1], text
 
 
 def test_a_long_prompt_is_refused_in_the_same_words_everywhere(files, tmp_path):
