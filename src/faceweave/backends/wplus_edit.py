@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from ..conditions import Conditions
 from ..errors import FaceweaveError
 from ..io import resize_image, resize_mask
+from .base import PhotoResult
 from .diffusion.pipeline import PipelineOutput
 
 BLENDS = ("residual", "generated")
@@ -223,3 +224,16 @@ def edit_photo(photo: np.ndarray, *, G: torch.nn.Module, device,
               "notes": notes}
     return EditOutput([result], [record], aligned=face, reconstruction=inv.reconstruction,
                       edited_face=to_uint8(edited)[0], kept=kept, inversion=inv)
+
+
+def edit_result(result: EditOutput, target: Conditions, size: int, align: bool) -> PhotoResult:
+    """What `faceweave edit` writes of a W+ edit: the photo, and the comparison aligned face |
+    GAN reconstruction | edited face | conditions (| the crop, for an unaligned face)."""
+    from ..data.sheet import condition_panels
+    panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, size)]
+    if not align:
+        panels.append(resize_image(result.images[0], size))
+    meta = result.metadata[0]
+    summary = (f"comparison: aligned face | GAN reconstruction | edited | conditions; inversion PSNR "
+               f"{meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s")
+    return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)

@@ -31,7 +31,8 @@ from ...errors import FaceweaveError
 from ...io import resize_image
 from ...seeds import check_seeds
 from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
-from ..wplus_edit import EditOutput, Inversion, check_edit, edit_photo, invert_face, read_conditions, target_conditions
+from ..wplus_edit import (EditOutput, Inversion, check_edit, edit_photo, edit_result, invert_face, read_conditions,
+                          target_conditions)
 from ..diffusion.pipeline import MODALITY, DiffusionPipeline, PipelineOutput, image_metadata
 from .networks import DDGIConfig, DDGINets, UNetTap, decoder_attention_blocks
 
@@ -286,17 +287,9 @@ class DDGIPipeline(Pipeline):
                    name: str = "the photo") -> PhotoResult:
         """`faceweave edit --backend ddgi`: comparison aligned face | GAN reconstruction | edited |
         conditions (| the crop)."""
-        from ...data.sheet import condition_panels
-
         result = self.edit(photo, target, strength=strength, steps=steps, tune_steps=tune_steps, align=align,
                            blend=blend, progress=progress, name=name)
-        panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, self.size)]
-        if not align:
-            panels.append(resize_image(result.images[0], self.size))
-        meta = result.metadata[0]
-        summary = (f"comparison: aligned face | GAN reconstruction | edited | conditions; inversion PSNR "
-                   f"{meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s")
-        return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)
+        return edit_result(result, target, self.size, align)
 
 
 class DDGIBackend(Backend):

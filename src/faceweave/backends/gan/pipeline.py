@@ -50,7 +50,7 @@ from ...io import resize_sketch, resize_image, resize_mask
 from .mm2latent import MM2Latent
 from ...seeds import check_seeds
 from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
-from ..wplus_edit import (Inversion, check_edit, check_fraction as _float, edit_photo, invert_face,
+from ..wplus_edit import (Inversion, check_edit, check_fraction as _float, edit_photo, edit_result, invert_face,
                           read_conditions, target_conditions, to_uint8 as _uint8)
 from ..diffusion.pipeline import PipelineOutput, image_metadata
 
@@ -300,17 +300,9 @@ class GANPipeline(Pipeline):
                    name: str = "the photo") -> PhotoResult:
         """`faceweave edit`: align, invert, move along the mapped difference, paste back;
         comparison: aligned face | GAN reconstruction | edited face | conditions (| the crop)."""
-        from ...data.sheet import condition_panels
-
         result = self.edit(photo, target, strength=strength, steps=steps, tune_steps=tune_steps, align=align,
                            blend=blend, progress=progress, name=name)
-        panels = [result.aligned, result.reconstruction, result.edited_face, *condition_panels(target, self.size)]
-        if not align:
-            panels.append(resize_image(result.images[0], self.size))
-        meta = result.metadata[0]
-        summary = (f"comparison: aligned face | GAN reconstruction | edited | conditions; inversion PSNR "
-                   f"{meta['inversion']['psnr']:.2f} dB, {meta['seconds']} s")
-        return PhotoResult(result.images[0], panels, meta, summary, kept=result.kept)
+        return edit_result(result, target, self.size, align)
 
     @checked_keywords
     def invert_photo(self, photo: np.ndarray, *, steps: int = 100, tune_steps: int = 0, align: bool = True,
