@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +37,7 @@ from ...errors import FaceweaveError
 from ...io import resize_image
 from ...seeds import check_seeds
 from ..base import Backend, Pipeline, checked_keywords
+from ..wplus_edit import BLENDS
 from .networks import Stylizer
 from .train import SAMPLING, structure, to_tensor, to_uint8
 
@@ -46,7 +46,6 @@ DEFAULT_MODEL = None                  # none bundled: faceweave train stylize ma
 ALIGN_SCALE, ALIGN_SHIFT = 1.0, 0.1   # FFHQ framing = CelebA-HQ's crops (mean abs difference 7.8/255 on 8 photos)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_REFERENCES = 64
-BLENDS = ("residual", "generated")
 
 
 @dataclasses.dataclass
