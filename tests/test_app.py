@@ -257,7 +257,7 @@ def test_run_generate_without_a_mask_shows_the_drawn_layouts(models, facesynth_m
     ({"prompt": "a face", "steps": 0}, "steps must be a whole number from 1 to 100"),
     ({"prompt": "a face", "n_images": 9}, "number of images"),
     ({"prompt": "a face", "scales": {"sketch": 3.0}}, "guidance scale given for 'sketch'"),
-    ({"prompt": "a face", "backend": "multiview"}, "not implemented yet"),
+    ({"prompt": "a face", "backend": "eg3d"}, "unknown backend 'eg3d'"),
     ({"prompt": "a face", "backend": "ddgi"}, "the ddgi backend has no bundled model; start the app with --model"),
     ({"prompt": "a face", "guidance": "lots"}, "guidance must be a number"),
 ])

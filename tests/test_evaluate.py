@@ -101,8 +101,9 @@ def test_registry_errors_name_the_available_backends():
     with pytest.raises(FaceweaveError, match="unknown backend 'nope'; available backends: collab, copy"):
         get_backend("nope")
     with pytest.raises(FaceweaveError,
-                       match="'multiview' is not implemented yet; available backends: collab, copy, ddgi, diffusion, gan, stylize"):
-        get_backend("multiview")
+                       match="unknown backend 'eg3d'; available backends: collab, copy, ddgi, diffusion, gan, multiview, "
+                             "stylize"):
+        get_backend("eg3d")
     with pytest.raises(FaceweaveError, match="no model"):
         get_backend("copy", model="some/checkpoint")
     with pytest.raises(FaceweaveError, match="bank size"):
@@ -261,7 +262,7 @@ def test_cli_bad_inputs_exit_2_with_one_line(tiny_checkpoints, tmp_path):
     common = ["--parser", parser, "--classifier", classifier, "--size", SIZE, "--quiet"]
     cases = [
         (["--backend", "nope", "--out", tmp_path / "a"], "unknown backend 'nope'; available backends: collab, copy"),
-        (["--backend", "multiview", "--out", tmp_path / "a"], "not implemented yet"),
+        (["--backend", "multiview", "--out", tmp_path / "a"], "multiview backend has no bundled model"),
         (["--backend", "copy", "--n", 0, "--out", tmp_path / "a"], "at least 2 per side"),
         (["--backend", "copy", "--given", "prompt,colour", "--out", tmp_path / "a"], "unknown modality 'colour'"),
         (["--backend", "copy", "--out", full], "--overwrite"),

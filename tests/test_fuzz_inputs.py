@@ -438,10 +438,12 @@ PIPELINE_METHODS = {"DiffusionPipeline": ("__call__", "edit", "invert", "reconst
                     "CollabPipeline": ("__call__", "edit", "edit_photo"),
                     "GANPipeline": ("__call__", "edit", "invert", "edit_photo", "invert_photo"),
                     "DDGIPipeline": ("__call__", "edit", "invert", "edit_photo"),
-                    "StylizePipeline": ("__call__", "sample")}
+                    "StylizePipeline": ("__call__", "sample"),
+                    "MultiviewPipeline": ("__call__", "views", "views_from_ddgi")}
 # a keyword the error must list among the accepted ones: seeds for generating calls, steps
 # for the rest, unless named here
-NAMED_KEYWORD = {("StylizePipeline", "__call__"): "style_text", ("StylizePipeline", "sample"): "seeds"}
+NAMED_KEYWORD = {("StylizePipeline", "__call__"): "style_text", ("StylizePipeline", "sample"): "seeds",
+                 ("MultiviewPipeline", "views"): "yaws", ("MultiviewPipeline", "views_from_ddgi"): "yaws"}
 
 
 def _pipeline_classes() -> dict[str, type]:

@@ -234,7 +234,7 @@ def test_bad_runs(tmp_path):
         (lambda: train("parser", "tiny", "facesynth:32", out, **QUIET), "--resume"),
         (lambda: train("parser", "tiny", None, tmp_path / "empty", resume=True, **QUIET), "nothing to resume"),
         (lambda: train("classifier", "tiny", None, out, resume=True, **QUIET), "is a 'parser' run"),
-        (lambda: train("multiview", "tiny", "facesynth:32", tmp_path / "a", **QUIET), "unknown model family"),
+        (lambda: train("eg3d", "tiny", "facesynth:32", tmp_path / "a", **QUIET), "unknown model family"),
         (lambda: train("parser", "xl", "facesynth:32", tmp_path / "b", **QUIET), "no preset 'xl'"),
         (lambda: train("parser", "tiny", "facesynth:32", tmp_path / "c", overrides={"batch_size": 0}, **QUIET),
          "batch_size"),

@@ -232,7 +232,8 @@ class BackendSpec:
     default_model  its bundled default checkpoint (None: the method has no weights)
     precisions     the precisions `faceweave.load(..., precision=...)` accepts for it
     capabilities   the commands it can run: "generate", "edit" (a photo), "invert" (a photo),
-                   "stylize" (a photo towards a reference or a text), "evaluate"; the CLI and
+                   "stylize" (a photo towards a reference or a text), "multiview" (one face
+                   rendered at several yaws), "evaluate"; the CLI and
                    the app offer a command by this, never by name
     options        "module" declaring its options per command (GENERATE, EDIT, INVERT,
                    EVALUATE tuples of options.Option; no torch import), see options.py
@@ -286,11 +287,16 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("stylize", backend="faceweave.backends.stylize:StylizeBackend",
                 pipeline="faceweave.backends.stylize:StylizePipeline", family="stylize", capabilities=("stylize",),
                 options="faceweave.backends.stylize.options", tiny="faceweave.backends.stylize.train:tiny_checkpoint"),
+    BackendSpec("multiview", backend="faceweave.backends.multiview:MultiviewBackend",
+                pipeline="faceweave.backends.multiview:MultiviewPipeline", family="multiview",
+                capabilities=("generate", "multiview", "evaluate"),
+                options="faceweave.backends.multiview.options",
+                tiny="faceweave.backends.multiview.train:tiny_checkpoint"),
 )}
 # The backend a command runs when neither --backend nor --model says (and the app offers first).
 DEFAULT_BACKEND = "diffusion"
 # Backends of the design not built yet; named here so the error can say so.
-_PLANNED: tuple[str, ...] = ("multiview",)
+_PLANNED: tuple[str, ...] = ()
 
 
 def spec_for_family(family: str) -> BackendSpec | None:

@@ -4,7 +4,7 @@ Every subcommand has --help with a runnable example. A user mistake (a bad file,
 folder) is a FaceweaveError: one line on stderr, exit status 2, nothing written half-way.
 Anything else is a bug and keeps its traceback.
 """
-from . import app, data, edit, evaluate, generate, photos, stylize, train  # noqa: F401  (registers the commands)
+from . import app, data, edit, evaluate, generate, multiview, photos, stylize, train  # noqa: F401  (registers the commands)
 from ..backends.options import SAMPLER_NAMES
 from .base import main
 

@@ -25,6 +25,7 @@ FAMILIES: dict[str, str] = {
     "ddgi": "faceweave.backends.ddgi.train:DDGITask",
     "stylize": "faceweave.backends.stylize.train:StylizeTask",
     "stylize_joint": "faceweave.backends.stylize.train:StylizeJointTask",
+    "multiview": "faceweave.backends.multiview.train:MultiviewTask",
 }
 
 
