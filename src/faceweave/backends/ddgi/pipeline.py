@@ -43,11 +43,22 @@ PARTS = "parts"
 
 
 def load_generator_part(ref: str, base: Path | None = None):
-    """A frozen StyleGAN2 generator (stylegan2 checkpoint folder or bundled name, or a path
-    relative to the ddgi checkpoint naming it) and its weights' fingerprint."""
+    """A frozen generator (a stylegan2 checkpoint folder or bundled name, or a multiview one,
+    rendered at yaw 0 through multiview.adapter; or a path relative to the ddgi checkpoint
+    naming it) and its weights' fingerprint."""
+    ref = _resolve(ref, base)
+    if checkpoint.read_config(ref).get("family") == "multiview":
+        from ..multiview.adapter import FrontalGenerator
+        G = FrontalGenerator.load(ref)
+        return G, G.meta, fingerprint(G.state_dict())
     from ..gan.train import load_generator
-    G, meta = load_generator(str(_resolve(ref, base)))
+    G, meta = load_generator(str(ref))
     return G, meta, fingerprint(G.state_dict())
+
+
+def _multiview(G) -> bool:
+    from ..multiview.adapter import FrontalGenerator
+    return isinstance(G, FrontalGenerator)
 
 
 def load_diffusion_part(ref: str, base: Path | None = None) -> tuple[DiffusionPipeline, str]:
@@ -143,8 +154,12 @@ class DDGIPipeline(Pipeline):
             parts = Path(tmp) / PARTS
             self.diffusion.save_pretrained(parts / "diffusion", storage=storage)
             G = self.generator
-            checkpoint.save(parts / "generator", "stylegan2", dataclasses.asdict(G.config),
-                            {f"generator.{k}": v.contiguous() for k, v in G.state_dict().items()}, storage=storage)
+            if _multiview(G):
+                G.save(parts / "generator", storage=storage)
+            else:
+                checkpoint.save(parts / "generator", "stylegan2", dataclasses.asdict(G.config),
+                                {f"generator.{k}": v.contiguous() for k, v in G.state_dict().items()},
+                                storage=storage)
             config["diffusion"] = {"model": f"{PARTS}/diffusion",
                                    "fingerprint": load_diffusion_part(str(parts / "diffusion"))[1]}
             config["generator"] = {"model": f"{PARTS}/generator",
@@ -233,6 +248,11 @@ class DDGIPipeline(Pipeline):
 
 
     # -- editing a photo ------------------------------------------------------------------------
+    def _photo_generator(self) -> None:
+        if _multiview(self.generator):
+            raise FaceweaveError("this ddgi model drives a multiview generator, which edits no photos here; turn a "
+                                 "photo with faceweave multiview --image PHOTO --model MULTIVIEW_CHECKPOINT")
+
     def _instrument(self, name: str):
         """The bundled parser / attribute classifier that read a face's own conditions."""
         if not hasattr(self, "_instruments"):
@@ -247,6 +267,7 @@ class DDGIPipeline(Pipeline):
                progress: bool = False) -> Inversion:
         """An aligned face -> the generator's W+ code: projector steps from the average code
         (the generator has no encoder here), then optional pivotal tuning."""
+        self._photo_generator()
         return invert_face(self.generator, face, device=self.device, steps=steps, tune_steps=tune_steps,
                            optimize_noise=optimize_noise, progress=progress,
                            meta={"backend": FAMILY, "model": self.meta.get("path")})
@@ -264,6 +285,7 @@ class DDGIPipeline(Pipeline):
         w_inv + strength * (DDGI(target) - DDGI(source)). Pasting back as the gan backend does
         (backends/wplus_edit.py)."""
         check_edit(target, self.modalities, FAMILY)
+        self._photo_generator()
         sigma = self._sigma(self.sampling["sigma"] if sigma is None else sigma)
         seed = check_seeds([seed])[0]
 

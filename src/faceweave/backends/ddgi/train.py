@@ -2,6 +2,9 @@
 
     faceweave train ddgi --preset s --data celebamask1k:64 --out runs/ddgi-64 \
         --set diffusion=diffusion-64-real --set generator=runs/stylegan2-64-real/best
+    # a multiview generator (docs/multiview.md), rendered at yaw 0 during training
+    faceweave train ddgi --preset s --data facesynth:64 --out runs/ddgi-64-multiview \
+        --set diffusion=diffusion-64 --set generator=runs/multiview-64-facesynth/best
 
 Each step takes training photos with their conditions (one caption, partly hidden attributes,
 mask, sketch, each modality dropped per sample as the diffusion model was trained), noises
