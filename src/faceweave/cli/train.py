@@ -45,6 +45,7 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --out runs/parser64 --resume
       faceweave train stylegan2 --preset s --data celebamask1k:64:photos --out runs/sg2 --set augment=ada
+      faceweave train multiview --preset s --data facesynth --out runs/multiview-64-facesynth
       faceweave train ddgi --preset s --data celebamask1k:64 --out runs/ddgi64 \
           --set diffusion=diffusion-64-real --set generator=runs/sg2/best
 
@@ -71,6 +72,9 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
             raise FaceweaveError(f"--collaborators is for faceweave train collab, not {family}")
         from ..backends.collab.train import parse_collaborators
         extra["collaborators"] = parse_collaborators(collaborators)
+    if family == "multiview" and data is not None and not resume and "pose" not in extra:
+        # FaceSynth knows each head's pose exactly; photos get theirs from their landmarks
+        extra["pose"] = "facesynth" if str(data).split(":")[0].strip().lower() == "facesynth" else "landmarks"
     # --lr, --batch-size and --max-steps are shorthands for --set; one that is not given must
     # not undo the same key given with --set (a dropped --set lr=... trained at the preset's lr)
     flags = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr}

@@ -3,8 +3,8 @@
     # FaceSynth: exact poses; every step renders fresh heads at two random yaws each
     faceweave train multiview --preset s --data facesynth --out runs/multiview-64-facesynth
     # real photos: each photo's yaw read off its dlib landmarks (views.estimate_yaw)
-    faceweave train multiview --preset s --data celebamask1k:64:photos --out runs/multiview-64-real \
-        --set pose=landmarks
+    # (faceweave train picks pose=landmarks for any data but FaceSynth; --set pose=... says otherwise)
+    faceweave train multiview --preset s --data celebamask1k:64:photos --out runs/multiview-64-real
     # GPUs: accelerate launch --multi_gpu --num_processes 4 -m faceweave.cli train multiview --preset b ...
 
 One step, all in one backward pass (the StyleGAN2 task's scheme, models/stylegan2.py):
