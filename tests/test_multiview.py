@@ -277,3 +277,12 @@ def test_cli_photo_without_a_face(ckpt, tmp_path):
     write_png(tmp_path / "noise.png", noise)
     result = _run(["--image", tmp_path / "noise.png", "--model", ckpt, "--out", tmp_path / "o"])
     assert result.exit_code != 0 and "no face found" in result.output and "Traceback" not in result.output
+
+
+def test_the_app_turns_a_seed(ckpt):
+    from faceweave import app
+    models = app.Models(model=str(ckpt))
+    views, meta = app.run_multiview(models, None, seed=2, yaws="-30,0")
+    assert len(views) == 2 and meta["seed"] == 2 and views[0].shape == (models.pipeline("multiview").size,) * 2 + (3,)
+    with pytest.raises(FaceweaveError, match="not a number"):
+        app.run_multiview(models, None, yaws="a")

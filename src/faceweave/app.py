@@ -540,6 +540,21 @@ def run_stylize(models: Models, photo: np.ndarray | None, reference: np.ndarray 
     return Stylized(out.aligned, out.stylized, out.images[0], out.metadata[0])
 
 
+def run_multiview(models: Models, photo: np.ndarray | None = None, seed: int = 0,
+                  yaws: str = "-30,-15,0,15,30", invert_steps: int = 150) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """One face at several yaws (as `faceweave multiview`): the uploaded photo's face, inverted
+    at its estimated yaw, or else the seed's face. -> (one image per yaw, metadata)."""
+    from .backends.multiview.pipeline import parse_yaws
+    angles = parse_yaws(yaws)
+    pipe = models.pipeline("multiview")
+    if photo is not None:
+        out = pipe.views(image=working_photo(photo), yaws=angles,
+                         invert_steps=_check_int(invert_steps, "inversion steps", 0, 1000))
+    else:
+        out = pipe.views(seeds=[_check_int(seed, "seed", 0, 2**31 - 1)], yaws=angles)
+    return out.views[0], out.metadata[0]
+
+
 def save_results(images: Sequence[np.ndarray], names: Sequence[str], metadata: Any, folder: Path) -> Path:
     """PNGs + meta.json in one zip (the page's download), in `folder`."""
     from PIL import Image
@@ -733,6 +748,14 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
         archive = save_results([result.stylized, result.pasted], ["stylized.png", "pasted.png"], result.metadata, work)
         return (result.face, result.stylized), result.pasted, result.metadata, str(archive)
 
+    # -- multiview ---------------------------------------------------------------------------
+    def on_multiview(photo_path, seed, yaws, invert_steps):
+        views, meta = run_multiview(models, read_upload(photo_path, "photo"), seed, yaws, invert_steps)
+        _prune(work)
+        names = [f"yaw{y:+g}.png" for y in meta["yaws"]]
+        archive = save_results(views, names, meta, work)
+        return [(v, f"yaw {y:+g}") for v, y in zip(views, meta["yaws"])], meta, str(archive)
+
     with gr.Blocks(title="faceweave", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## faceweave: text, attributes, a mask and a sketch → a face\n"
                     "Paint the mask with the class brushes (unpainted = background) or pick an example, "
@@ -841,6 +864,24 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
                             [style_photo, style_reference, style_text, style_strength, style_steps],
                             [style_compare, style_pasted, style_meta, style_download], api_name="stylize",
                             concurrency_id="model")
+        with gr.Tab("Multiview"):
+            gr.Markdown("One face turned to several yaws: the uploaded photo's face (inverted at its estimated "
+                        "yaw) or, with no photo, the seed's face. Needs the app started with --model FOLDER of a "
+                        "multiview checkpoint (docs/multiview.md).")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    mv_photo = gr.Image(label="Photo (optional)", type="filepath", sources=("upload",),
+                                        elem_id="fw-mv-photo", height=CANVAS + 40)
+                    mv_seed = gr.Number(label="Seed (no photo)", value=0, precision=0)
+                    mv_yaws = gr.Textbox(label="Yaws (degrees, -30..30)", value="-30,-15,0,15,30", lines=1)
+                    mv_steps = gr.Slider(0, 500, value=150, step=10, label="Inversion steps (photo)")
+                    mv_run = gr.Button("Turn", variant="primary", elem_id="fw-multiview")
+                with gr.Column(scale=3):
+                    mv_gallery = gr.Gallery(label="Views", columns=5, height=240)
+                    mv_download = gr.File(label="Download (one PNG per yaw, meta.json)")
+                    mv_meta = gr.JSON(label="Metadata")
+            mv_run.click(_user_errors(on_multiview), [mv_photo, mv_seed, mv_yaws, mv_steps],
+                         [mv_gallery, mv_meta, mv_download], api_name="multiview", concurrency_id="model")
     return demo
 
 
