@@ -2,6 +2,8 @@
 
     python benchmarks/multiview_eval.py --model runs/multiview-64-facesynth/best --n 16 --json runs/multiview-eval.json
     python benchmarks/multiview_eval.py --calibrate          # the yaw estimator's fit (views.calibrate)
+    python benchmarks/multiview_eval.py --model runs/multiview-64-facesynth/best --n 0 --figure docs/multiview.png \
+        --ddgi runs/ddgi-64-multiview/last                   # the figure alone
 
 Faces: FaceSynth test heads 0..n-1 (never trained on: training draws the train split), each
 rendered frontal (yaw 0) at the model's size and inverted by the pipeline exactly as a photo
@@ -117,8 +119,8 @@ def evaluate(model: str, n: int, yaws: list[float], invert_steps: int) -> dict:
 
 
 def figure(model: str, out: Path, ddgi: str | None, yaws: list[float], invert_steps: int) -> list[str]:
-    """Rows of 5 views: 2 faces from FaceSynth masks through ddgi (else from seeds 0, 1), 2
-    real photos of ../shared/data/real/photos (aligned, inverted, turned)."""
+    """Rows of 5 views: 2 faces from FaceSynth masks through ddgi (the mask first; else from
+    seeds 0, 1), 2 real photos of ../shared/data/real/photos (the aligned face first)."""
     import faceweave
     from faceweave.data.sheet import image_grid
     from faceweave.io import read_photo, write_png
@@ -127,13 +129,13 @@ def figure(model: str, out: Path, ddgi: str | None, yaws: list[float], invert_st
     rows, labels = [], []
     if ddgi:
         from faceweave.backends.multiview.pipeline import ddgi_multiview
-        from faceweave.conditions import Conditions
+        from faceweave.conditions import Conditions, colorize_mask
         from faceweave.synth import render
         d = faceweave.load(ddgi)
         mv = ddgi_multiview(d)
         for i in range(2):
             mask = render(facesynth_seed("test"), 100 + i, pipe.size, captions=0).mask
-            rows += mv.views_from_ddgi(d, [Conditions(mask=mask)], [i], yaws).views
+            rows.append([colorize_mask(mask), *mv.views_from_ddgi(d, [Conditions(mask=mask)], [i], yaws).views[0]])
             labels.append(f"ddgi from FaceSynth test mask {100 + i}")
     else:
         rows += pipe.views(seeds=[0, 1], yaws=yaws).views
@@ -175,7 +177,7 @@ def main() -> None:
               f"(in use {c['gain_in_use']}), fit MAE {c['fit_mae']:.2f} deg, held-out MAE {c['heldout_mae']:.2f} deg, "
               f"held-out max {c['heldout_max']:.1f} deg")
     yaws = parse_yaws(args.yaws)
-    if args.model:
+    if args.model and args.n > 0:
         if 0.0 not in yaws:
             raise SystemExit("--yaws must include 0 (the frontal view the others are compared with)")
         t0 = time.perf_counter()
@@ -196,10 +198,10 @@ def main() -> None:
               f"(between faces {sd['identity_between_faces']:.3f}) "
               f"({sd['identity_share_under_0_6']:.0%} under 0.6), yaw monotonic {sd['yaw_monotonic_share']:.0%}")
         print(f"  seconds per view {r['sec_per_view']:.4f}, per inversion {r['sec_per_inversion']:.2f} ({r['machine']})")
-        if args.figure:
-            labels = figure(args.model, Path(args.figure), args.ddgi, yaws, args.invert_steps)
-            report["figure"] = {"path": args.figure, "rows": labels}
-            print(f"wrote {args.figure}: " + "; ".join(labels))
+    if args.model and args.figure:
+        labels = figure(args.model, Path(args.figure), args.ddgi, yaws, args.invert_steps)
+        report["figure"] = {"path": args.figure, "rows": labels}
+        print(f"wrote {args.figure}: " + "; ".join(labels))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

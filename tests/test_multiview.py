@@ -178,6 +178,19 @@ def test_yaw_estimate_follows_the_true_yaw_on_facesynth():
     assert ordered >= 5 and np.mean(errors) < 12, (ordered, np.mean(errors))
 
 
+@needs_dlib
+def test_photo_poses_come_from_landmarks_and_the_mirror(tmp_path):
+    from faceweave.backends.multiview.train import MultiviewTask, to_tensor
+    from faceweave.train.loop import train
+    images = [render_at_yaw(2_000_000, i, 64, 25.0)[0] for i in range(2)]
+    a, yaw_a, b, yaw_b = MultiviewTask()._views({"image": to_tensor(images)}, {"pose": "landmarks"},
+                                                 torch.Generator(), "cpu")
+    assert torch.equal(b, a.flip(3)) and torch.equal(yaw_b, -yaw_a) and bool((yaw_a > 5).all()), yaw_a
+    result = train("multiview", "tiny", "facesynth:32", tmp_path / "photos", progress=False,
+                   overrides={"max_steps": 1, "pose": "landmarks"})
+    assert math.isfinite(result["same_view_l1"])
+
+
 # --- ddgi drives the generator ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
