@@ -226,6 +226,39 @@ def test_mapper_trains_on_inverted_real_faces_too(tiny, tmp_path):
     assert out["step"] == 3 and 0 <= out["miou_all"] <= 1
 
 
+def test_image_and_discriminator_feature_terms_reach_the_mapper(tiny, tmp_path):
+    from faceweave.backends.gan.train import feature_distance, load_discriminator
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    sg2_run = root / "stylegan2" / "last"
+    critic = load_discriminator(str(sg2_run))
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1, torch.rand(2, 3, 32, 32, generator=gen) * 2 - 1
+    assert float(feature_distance(critic, a, a)) == 0.0
+    made = b.clone().requires_grad_(True)
+    distance = feature_distance(critic, made, a)
+    distance.backward()
+    assert float(distance.detach()) > 0 and float(made.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in critic.parameters())
+    # an export with the generator alone cannot serve the feature term
+    meta, state = checkpoint.load(sg2_run, "stylegan2")
+    checkpoint.save(tmp_path / "g_only", "stylegan2", meta["config"],
+                    {k: v for k, v in state.items() if k.startswith("generator.")})
+    with pytest.raises(FaceweaveError, match="holds no discriminator.*feature_weight=0"):
+        load_discriminator(str(tmp_path / "g_only"))
+    common = {"generator": str(sg2_run), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
+              "max_steps": 2, "log_every": 1, "image_weight": 1.0, "feature_weight": 0.5}
+    for pairs in ("generated", "inverted"):
+        train("gan", "tiny", "facesynth:32", tmp_path / pairs, progress=False, overrides={**common, "pairs": pairs})
+        logs = [json.loads(line) for line in (tmp_path / pairs / "metrics.jsonl").read_text().splitlines()]
+        steps = [r for r in logs if r["kind"] == "train"]
+        assert steps and all(r["image_l1"] > 0 and r["feature"] > 0 for r in steps), steps
+        # the total is the latent error plus the weighted terms
+        r = steps[-1]
+        assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 0.5 * r["feature"], rel=1e-4)
+
+
 def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
     from faceweave.backends.gan.train import attach_encoder
     from faceweave.train.loop import train

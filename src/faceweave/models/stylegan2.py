@@ -334,6 +334,15 @@ class Discriminator(nn.Module):
     def from_config(cls, config: dict | StyleGAN2Config) -> "Discriminator":
         return cls(config if isinstance(config, StyleGAN2Config) else StyleGAN2Config(**config))
 
+    def block_features(self, img: torch.Tensor) -> list[torch.Tensor]:
+        """The output of every residual block, finest first: the discriminator's own view of an
+        image, used as a feature space by feature-matching and perceptual losses."""
+        x, feats = self.from_rgb(img), []
+        for block in self.blocks:
+            x = block(x)
+            feats.append(x)
+        return feats
+
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.from_rgb(img))
         n, ch, h, w = x.shape

@@ -185,6 +185,33 @@ def load_generator(ref: str) -> tuple[sg2.Generator, dict]:
     return G.eval().requires_grad_(False), meta
 
 
+def load_discriminator(ref: str) -> sg2.Discriminator:
+    """The discriminator of a stylegan2 training checkpoint, frozen (the mapper's perceptual
+    space). Bundled generators and exports without one are a one-line error."""
+    from ... import checkpoint
+    from ...errors import FaceweaveError
+    meta, state = checkpoint.load(ref, "stylegan2")
+    disc = {k[len("discriminator."):]: v for k, v in state.items() if k.startswith("discriminator.")}
+    if not disc:
+        raise FaceweaveError(f"{meta['path']} holds no discriminator, which feature_weight needs; pass a "
+                             "stylegan2 training checkpoint (runs/NAME/last) or --set feature_weight=0")
+    D = sg2.Discriminator.from_config(meta["config"])
+    checkpoint.load_into(D, disc, where=meta["path"])
+    return D.eval().requires_grad_(False)
+
+
+def feature_distance(critic: sg2.Discriminator, made: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """Mean over the discriminator's blocks of the L1 between the block features of `made` and
+    `wanted`, each divided by the mean magnitude of `wanted`'s features there (so no block
+    dominates by its scale). Gradients reach `made` only."""
+    with torch.no_grad():
+        targets = critic.block_features(wanted.float())
+    total = made.new_zeros(())
+    for a, b in zip(critic.block_features(made.float()), targets):
+        total = total + (a - b).abs().mean() / b.abs().mean().clamp(min=1e-6)
+    return total / len(targets)
+
+
 def _load_part(ref: str, family: str) -> tuple[nn.Module, dict]:
     from ... import checkpoint
     from .modality_ae import build_autoencoder
@@ -250,7 +277,11 @@ class GANTask:
     (text.captions_from_attributes), encoded by MiniLM. We have no CLIP to put images and
     text in one space, so this replaces the paper's image-side CLIP embedding. The mapper
     regresses w (the paper's latent loss) with every modality hidden at random (`drop`), so
-    any subset works. Validation feeds the *true* conditions of held-out FaceSynth faces and
+    any subset works. Beyond the latent loss, two optional terms judge the face the mapped
+    code renders against the pair's image (the generated face, or the real photo with
+    pairs=inverted, so the mapper is no longer bounded by the encoder's codes): an L1 in pixels
+    and a perceptual distance in the block features of the generator's own StyleGAN2
+    discriminator (from the generator checkpoint; no network of the ruler is involved). Validation feeds the *true* conditions of held-out FaceSynth faces and
     scores the generated faces with the ruler (mask mIoU, attribute accuracy).
 
     Recipe keys beyond COMMON_DEFAULTS:
@@ -261,6 +292,10 @@ class GANTask:
         drop           probability of hiding each modality per sample
         confident      classifier probabilities beyond this distance from 0.5 are named in captions
         truncation     psi of the sampled training latents (1: the full distribution)
+        image_weight   weight of the pixel L1 between G(mapped code) and the pair's image (0: off)
+        feature_weight weight of the L1 between the discriminator's block features of the two
+                       images, each block's distance divided by its mean feature magnitude on
+                       the target (0: off; needs the generator checkpoint's discriminator)
     """
 
     family = "gan"
@@ -274,7 +309,8 @@ class GANTask:
     needs = ("image", "mask", "sketch", "attributes", "captions")
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "drop": 0.3,
-               "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8}
+               "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
+               "image_weight": 0.0, "feature_weight": 0.0}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
                  "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
@@ -343,6 +379,9 @@ class GANTask:
             self._helpers["text"] = TextEncoder(device=device)
         self._helpers["parser"] = load_parser(size=64, device=device)
         self._helpers["classifier"] = load_classifier(size=64, device=device)
+        if float(cfg.get("feature_weight") or 0) > 0 and "critic" not in self._helpers:
+            self._helpers["critic"] = load_discriminator(cfg["generator"]).to(device)
+
 
     def _at64(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] == 64:
@@ -404,7 +443,21 @@ class GANTask:
         pred = bare.map(text=pair["text"], mask=pair["mask"], sketch=pair["sketch"], present=present)
         target = pair["w"][:, None].expand_as(pred) if pair["w"].ndim == 2 else pair["w"]
         mse = (pred.float() - target).square().mean()
-        return mse, {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
+        logs = {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
+        total = mse
+        image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
+        if image_weight > 0 or feature_weight > 0:
+            wanted = batch["image"] if cfg["pairs"] == "inverted" else pair["images"]
+            made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+            if image_weight > 0:
+                l1 = (made.float() - wanted.float()).abs().mean()
+                total = total + image_weight * l1
+                logs["image_l1"] = float(l1.detach())
+            if feature_weight > 0:
+                dist = feature_distance(self._helpers["critic"], made, wanted)
+                total = total + feature_weight * dist
+                logs["feature"] = float(dist.detach())
+        return total, logs
 
     @torch.no_grad()
     def generate_from_batch(self, model: nn.Module, batch: dict, which: tuple[str, ...]) -> torch.Tensor:

@@ -126,14 +126,7 @@ def synthesis_until(generator: sg2.Generator, wplus: torch.Tensor, last_block: i
 
 
 class StyleCritic(sg2.Discriminator):
-    """The StyleGAN2 discriminator, also giving the features of its blocks."""
-
-    def block_features(self, image: torch.Tensor) -> list[torch.Tensor]:
-        x, feats = self.from_rgb(image), []
-        for block in self.blocks:
-            x = block(x)
-            feats.append(x)
-        return feats
+    """The StyleGAN2 discriminator (its `block_features` are the feature-matching space)."""
 
 
 class TextMapper(nn.Module):
