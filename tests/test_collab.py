@@ -194,6 +194,56 @@ def test_bad_collaborators(runs, tmp_path):
     assert average_only(prompt="a man", mixing="average", **FAST).images[0].shape == (32, 32, 3)
 
 
+def test_views_of_one_joint_model_are_the_collaborators(tiny_checkpoint, tmp_path, monkeypatch):
+    """One model trained with modality dropout serves as several uni-modal collaborators, each
+    reading some of its modalities; the weights are loaded, fingerprinted and saved once."""
+    from faceweave.backends.collab.train import parse_collaborators
+    joint = tiny_checkpoint("diffusion")
+    assert set(checkpoint.read_config(joint)["config"]["modalities"]) >= {"text", "attributes", "mask"}
+    refs = parse_collaborators(f"text={joint}@text+attributes,mask={joint}@mask")
+    train("collab", "tiny", "facesynth:32", tmp_path / "run", overrides={"max_steps": 2, "collaborators": refs},
+          **QUIET)
+    specs = checkpoint.read_config(tmp_path / "run" / "last", "collab")["config"]["collaborators"]
+    assert [c["modalities"] for c in specs] == [["text", "attributes"], ["mask"]]
+    assert specs[0]["model"] == specs[1]["model"] == str(joint) and specs[0]["fingerprint"] == specs[1]["fingerprint"]
+
+    pipe = CollabPipeline.from_pretrained(tmp_path / "run" / "last", device="cpu")
+    text, mask = pipe.collaborators["text"], pipe.collaborators["mask"]
+    assert text.model is mask.model and pipe.modalities == ("prompt", "attributes", "mask")
+    # given one modality, the result is the joint model's given that modality alone
+    whole = DiffusionPipeline.from_pretrained(joint, device="cpu")
+    for given in ({"prompt": "a smiling woman"}, {"mask": _mask(3)}):
+        mine = pipe(**given, seeds=[3], **FAST).images[0]
+        ref = whole(**given, seeds=[3], sampler="dpmpp_2m", layout_prior=False, **FAST).images[0]
+        assert np.abs(mine.astype(int) - ref.astype(int)).max() <= 1, given
+    # given both, each view's denoiser is handed only what it reads
+    seen = {}
+    for name, collaborator in pipe.collaborators.items():
+        def spy(conds, *args, _name=name, _orig=collaborator.denoiser, **kwargs):
+            seen[_name] = [set(c.given) for c in conds]
+            return _orig(conds, *args, **kwargs)
+        monkeypatch.setattr(collaborator, "denoiser", spy)
+    pipe(prompt="a smiling woman", mask=_mask(3), seeds=[0], **FAST)
+    assert seen == {"text": [{"prompt"}], "mask": [{"mask"}]}
+
+    saved = CollabPipeline.from_pretrained(tmp_path / "run" / "last").save_pretrained(tmp_path / "saved")
+    assert [p.name for p in (saved / "collaborators").iterdir()] == ["text"]
+    again = CollabPipeline.from_pretrained(saved)
+    assert again.collaborators["text"].model is again.collaborators["mask"].model
+    assert np.array_equal(again(prompt="a man", mask=_mask(1), seeds=[0], **FAST).images[0],
+                          pipe(prompt="a man", mask=_mask(1), seeds=[0], **FAST).images[0])
+
+    for spec, words in [(f"text={joint}@text+colour,mask={joint}@mask", "bad collaborator view"),
+                        (f"text={joint}@,mask={joint}@mask", "bad collaborator view")]:
+        with pytest.raises(FaceweaveError, match=words):
+            train("collab", "tiny", "facesynth:32", tmp_path / "bad", overrides={
+                "max_steps": 1, "collaborators": parse_collaborators(spec)}, **QUIET)
+    runs_text = tiny_checkpoint("collab").parents[1] / "text" / "last"
+    with pytest.raises(FaceweaveError, match="cannot read mask; name a subset"):
+        train("collab", "tiny", "facesynth:32", tmp_path / "bad2", overrides={
+            "max_steps": 1, "collaborators": {"text": f"{runs_text}@mask", "mask": f"{joint}@mask"}}, **QUIET)
+
+
 def test_export_and_relink(runs, tmp_path):
     """fp16 exports of the collaborators keep their fingerprints (hashed as fp16), so a collab
     checkpoint can be pointed at them (how the bundled collab-64 names its collaborators)."""

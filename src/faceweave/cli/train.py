@@ -25,7 +25,8 @@ from .base import _json_or_text, _parse_pairs, main
 @click.option("--modalities", default=None, metavar="LIST",
               help="diffusion only: the conditions the model reads, e.g. text or mask,sketch (default: all four).")
 @click.option("--collaborators", default=None, metavar="NAME=CKPT,...",
-              help="collab only: the frozen uni-modal models, e.g. text=runs/uni-text/best,mask=runs/uni-mask/best.")
+              help="collab only: the frozen uni-modal models, e.g. text=runs/uni-text/best,mask=runs/uni-mask/best, "
+                   "or views of one model: text=diffusion-64-real@text+attributes,mask=diffusion-64-real@mask.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, settings, modalities, collaborators,
               quiet) -> None:
@@ -41,6 +42,8 @@ def train_cmd(family, preset, data, out, max_steps, resume, batch_size, lr, sett
       faceweave train diffusion --preset s64 --data facesynth:64 --out runs/spatial --set model.mask_mode=spatial
       faceweave train collab --preset s64 --data facesynth:64 --out runs/collab64 \\
           --collaborators text=runs/uni-text/best,mask=runs/uni-mask/best
+      faceweave train collab --preset s64 --data celebamask1k:64 --out runs/collab-64-real \
+          --collaborators text=diffusion-64-real@text+attributes,mask=diffusion-64-real@mask
       faceweave train parser --preset tiny --data facesynth:32 --out runs/parser-tiny --max-steps 20
       faceweave train parser --preset s64 --data facesynth:64:n=1000000 --out runs/parser64
       faceweave train parser --out runs/parser64 --resume

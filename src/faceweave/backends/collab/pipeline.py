@@ -18,6 +18,7 @@ softmax; one whose condition is absent from the whole batch is not evaluated at 
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from pathlib import Path
@@ -45,14 +46,49 @@ MIXINGS = ("learned", "average")
 FIELD = {m: f for f, m in MODALITY.items()}          # conditioner modality -> Conditions field
 
 
-def load_collaborator(ref: str, base: Path | None = None) -> tuple[DiffusionPipeline, str]:
-    """A frozen uni-modal diffusion model (folder, bundled name, or a path relative to the collab
-    checkpoint that names it) and the fingerprint of its weights."""
+def split_view(ref: str) -> tuple[str, tuple[str, ...] | None]:
+    """"CHECKPOINT@text+attributes" -> ("CHECKPOINT", ("text", "attributes")); no "@" -> (ref, None)."""
+    ref = str(ref)
+    if "@" not in ref:
+        return ref, None
+    base, _, view = ref.rpartition("@")
+    reads = tuple(m.strip() for m in view.split("+") if m.strip())
+    unknown = sorted(set(reads) - set(MODALITY.values()))
+    if not base or not reads or unknown:
+        raise FaceweaveError(f"bad collaborator view {ref!r}; write CHECKPOINT@MODALITY+MODALITY with modalities "
+                             f"from {', '.join(MODALITY.values())}, e.g. diffusion-64-real@text+attributes")
+    return base, reads
+
+
+def reads(pipe: DiffusionPipeline) -> tuple[str, ...]:
+    """The modalities a collaborator reads: its model's, or the subset its view keeps."""
+    return tuple(getattr(pipe, "collab_reads", None) or pipe.model.config.modalities)
+
+
+def load_collaborator(ref: str, base: Path | None = None,
+                      view: tuple[str, ...] | list[str] | None = None) -> tuple[DiffusionPipeline, str]:
+    """A frozen diffusion model (folder, bundled name, or a path relative to the collab
+    checkpoint that names it) and the fingerprint of its weights.
+
+    A multi-modal model can serve as a uni-modal collaborator through a view: `view` (or a
+    "@text+attributes" suffix on `ref`) names the modalities it reads here; the others are
+    withheld from it, as they were when its training dropped them. The collaborator's
+    denoiser then predicts as the model does given that modality alone."""
+    ref, suffix = split_view(ref)
+    view = tuple(view) if view is not None else suffix
     path = Path(ref)
     if base is not None and not path.is_absolute() and not path.exists() and (base / path).exists():
         path = base / path
     pipe = DiffusionPipeline.from_pretrained(path if path.exists() else ref, device="cpu")
     pipe.model.requires_grad_(False)
+    if view is not None:
+        own = tuple(pipe.model.config.modalities)
+        extra = [m for m in view if m not in own]
+        if extra:
+            raise FaceweaveError(f"collaborator {ref} reads {', '.join(own)}, so a view of it cannot read "
+                                 f"{', '.join(extra)}; name a subset of its modalities")
+        if tuple(view) != own:
+            pipe.collab_reads = tuple(m for m in own if m in view)
     # the loaded weights hash as the file's: fingerprints are taken in fp16
     return pipe, fingerprint(pipe.model.state_dict())
 
@@ -161,7 +197,7 @@ class CollabPipeline(Pipeline):
         self.size = self._first.size
         self.names = list(collaborators)
         self.config = diffuser.config if diffuser is not None else DiffuserConfig(
-            collaborators=[{"name": n, "modalities": list(p.model.config.modalities), "model": str(p.meta.get("path"))}
+            collaborators=[{"name": n, "modalities": list(reads(p)), "model": str(p.meta.get("path"))}
                            for n, p in collaborators.items()],
             channels=self._first.model.config.channels, size=self._first.model.config.size)
 
@@ -174,16 +210,23 @@ class CollabPipeline(Pipeline):
             config = DiffuserConfig(**meta["config"])
         except (TypeError, ValueError) as exc:
             raise FaceweaveError(f"{meta['path']}: config.json does not describe a dynamic diffuser ({exc})") from None
-        pipes = {}
+        pipes, loaded = {}, {}
         for c in config.collaborators:
-            pipe, fp = load_collaborator(c["model"], base=Path(meta["path"]))
+            if c["model"] in loaded:                  # views of one model share its weights
+                pipe, fp = copy.copy(loaded[c["model"]][0]), loaded[c["model"]][1]
+                pipe.collab_reads = None
+            else:
+                pipe, fp = loaded[c["model"]] = load_collaborator(c["model"], base=Path(meta["path"]))
             if c.get("fingerprint") and fp not in _accepted(c):
                 raise FaceweaveError(f"collaborator {c['name']!r} ({c['model']}) is not the model this influence "
                                      f"network was trained with (weights {fp}, expected {c['fingerprint']}); "
                                      "retrain it with faceweave train collab --collaborators ...")
-            if list(pipe.model.config.modalities) != c["modalities"]:
-                raise FaceweaveError(f"collaborator {c['name']!r} reads {list(pipe.model.config.modalities)}, "
+            own = list(pipe.model.config.modalities)
+            if not c["modalities"] or any(m not in own for m in c["modalities"]):
+                raise FaceweaveError(f"collaborator {c['name']!r} reads {own}, "
                                      f"the influence network expects {c['modalities']}")
+            if c["modalities"] != own:
+                pipe.collab_reads = tuple(c["modalities"])
             pipes[c["name"]] = pipe
         diffuser = DynamicDiffuser(config)
         checkpoint.load_into(diffuser, state, where=meta["path"])
@@ -200,14 +243,19 @@ class CollabPipeline(Pipeline):
         path = Path(path)
         config = dataclasses.asdict(self.config)
         with tempfile.TemporaryDirectory(dir=path.parent if path.parent.exists() else None) as tmp:
-            copies = []
+            copies, saved = [], {}
             for spec in config["collaborators"]:
                 pipe = self.collaborators[spec["name"]]
+                if id(pipe.model) in saved:            # views of one model: one copy
+                    spec["model"], spec["fingerprint"] = saved[id(pipe.model)]
+                    spec.pop("fingerprint_int8", None)
+                    continue
                 where = Path(tmp) / "collaborators" / spec["name"]
                 pipe.save_pretrained(where, storage=storage)
                 _, spec["fingerprint"] = load_collaborator(str(where))
                 spec.pop("fingerprint_int8", None)
                 spec["model"] = f"collaborators/{spec['name']}"
+                saved[id(pipe.model)] = (spec["model"], spec["fingerprint"])
                 copies.append(where.parent)
             return checkpoint.save(path, FAMILY, config, self.diffuser.state_dict(), storage=storage,
                                    copy_files=copies[:1], **{"image_size": self.size, **self._saved_meta()})
@@ -220,7 +268,7 @@ class CollabPipeline(Pipeline):
     @property
     def modalities(self) -> tuple[str, ...]:
         """The Conditions fields some collaborator reads."""
-        read = {m for p in self.collaborators.values() for m in p.model.config.modalities}
+        read = {m for p in self.collaborators.values() for m in reads(p)}
         return tuple(f for f, m in MODALITY.items() if m in read)
 
     # -- sampling -----------------------------------------------------------------------------
@@ -232,7 +280,7 @@ class CollabPipeline(Pipeline):
         out = {n: 1.0 for n in self.names}            # unnamed: conditioned, not guided
         for key, value in guidance_scale.items():
             k = {"prompt": "text"}.get(str(key).strip().lower(), str(key).strip().lower())
-            hits = [n for n, p in self.collaborators.items() if k == n or k in p.model.config.modalities]
+            hits = [n for n, p in self.collaborators.items() if k == n or k in reads(p)]
             if not hits:
                 raise FaceweaveError(f"guidance scale for {key!r}: no collaborator of that name or modality "
                                      f"(collaborators: {', '.join(self.names)})")
@@ -321,8 +369,11 @@ class CollabPipeline(Pipeline):
         # each collaborator's own guided denoiser sees only its modalities; one with none given sits out
         denoisers, used = [], []
         for k, (name, pipe) in enumerate(self.collaborators.items()):
-            if any(MODALITY[g] in pipe.model.config.modalities for g in given):
-                denoisers.append(pipe.denoiser(conds, scales[name], num_steps=steps))
+            own = reads(pipe)
+            if any(MODALITY[g] in own for g in given):
+                mine = conds if own == tuple(pipe.model.config.modalities) else \
+                    [c.only([FIELD[m] for m in own]) for c in conds]
+                denoisers.append(pipe.denoiser(mine, scales[name], num_steps=steps))
                 used.append(k)
         active = active_collaborators(self.config, tensors["present"])[:, used]
         n = len(conds)
@@ -403,7 +454,6 @@ class CollabPipeline(Pipeline):
         conditions) and sampled from noise. With `source_mask` (the photo's own mask) and a
         target mask, the photo is kept outside the pixels whose class changed (dilated, soft
         seam). Returns the edited image at the photo's size; metadata has the optimisation time."""
-        import copy
 
         from ...diffusion.losses import loss_weight, sample_training_sigmas
         from ..diffusion.pipeline import changed_region
@@ -434,12 +484,12 @@ class CollabPipeline(Pipeline):
         edited, used = [], []
         from tqdm import tqdm
         todo = [(k, n, p) for k, (n, p) in enumerate(self.collaborators.items())
-                if {FIELD[m] for m in p.model.config.modalities} & given]
+                if {FIELD[m] for m in reads(p)} & given]
         bar = tqdm(total=len(todo) * (embed_steps + finetune_steps), disable=not progress, desc="optimise",
                    unit="step", dynamic_ncols=True, leave=False)
         for k, name, pipe in todo:
             model = copy.deepcopy(pipe.model).float().train()
-            own = model.config.modalities
+            own = reads(pipe)
             present = {m: p if m in own else torch.zeros_like(p) for m, p in tensors["present"].items()}
             with torch.no_grad():
                 ctx, cmask, sp = model.conditioner(tensors["text"], tensors["text_mask"], tensors["attributes"],

@@ -53,7 +53,9 @@ class CollabTask:
 
     Recipe keys beyond COMMON_DEFAULTS:
         collaborators   {name: checkpoint} of `faceweave train diffusion --modalities ...` models
-                        (the CLI's --collaborators text=DIR,mask=DIR)
+                        (the CLI's --collaborators text=DIR,mask=DIR), or views of one multi-modal
+                        model trained with modality dropout, each reading some of its modalities
+                        (text=diffusion-64-real@text+attributes,mask=diffusion-64-real@mask)
         weighting, p_mean, p_std, attr_keep_min   as for the diffusion task
         drop            probability of leaving a collaborator out of a sample's mixing (at least
                         one stays): the influence maps learn every subset, as used at inference
@@ -84,7 +86,7 @@ class CollabTask:
         self._helper = DiffusionTask()       # conditions (captions, attribute hiding) and the text encoder
 
     def init_model(self, cfg: dict) -> nn.Module:
-        from .pipeline import check_compatible, load_collaborator
+        from .pipeline import check_compatible, load_collaborator, reads, split_view
         from ...errors import FaceweaveError
         from .diffuser import DiffuserConfig, DynamicDiffuser
         refs = parse_collaborators(cfg.get("collaborators"))
@@ -92,11 +94,12 @@ class CollabTask:
         pipes, specs = {}, []
         for name, ref in refs.items():
             pipe, fp = load_collaborator(ref)
+            ref, _ = split_view(ref)
             if before.get(name) and before[name] != fp:
                 raise FaceweaveError(f"collaborator {name!r} ({ref}) changed since this run started "
                                      f"(weights {fp}, the run used {before[name]}); start a new run")
             pipes[name] = pipe
-            specs.append({"name": name, "modalities": list(pipe.model.config.modalities), "model": ref,
+            specs.append({"name": name, "modalities": list(reads(pipe)), "model": ref,
                           "fingerprint": fp})
         check_compatible(pipes)
         first = next(iter(pipes.values()))
@@ -123,6 +126,7 @@ class CollabTask:
                noise: torch.Tensor | None = None):
         """(x0, the mixed prediction, each collaborator's prediction) at noise levels sigma."""
         from .diffuser import active_collaborators
+        from .pipeline import reads
         cond = self._helper._conditions(batch, {**cfg, "drop": 0.0, "drop_all": 0.0}, train=train)
         first = next(iter(self._pipes.values()))
         x0 = DiffusionTask._target(first.model, batch, cond)
@@ -131,7 +135,7 @@ class CollabTask:
         preds = []
         with torch.no_grad():
             for pipe in self._pipes.values():
-                own = pipe.model.config.modalities
+                own = reads(pipe)
                 mine = {**cond, "present": {m: p if m in own else torch.zeros_like(p)
                                             for m, p in cond["present"].items()}}
                 preds.append(pipe.model(x, sigma, **mine).float())
