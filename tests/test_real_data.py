@@ -180,3 +180,39 @@ def test_derived_labels_on_hand_made_maps_are_plausible():
     assert 0.08 < share["Wearing_Earrings"] < 0.4
     assert 0.3 < share["Mouth_Slightly_Open"] < 0.7
     assert 0.0 < share["Wearing_Hat"] < 0.15
+
+
+def test_pseudo_labels_cover_training_photos_and_leave_validation_hand_made(small_collection, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from faceweave import io
+    photos = sorted((COLLECTION / "photos").iterdir())
+    val_photo = next(p for p in photos if cm.split_of(p.stem) == "val")
+    shutil.copy(val_photo, small_collection / "photos" / val_photo.name)
+    script = Path(__file__).resolve().parents[1] / "scripts" / "pseudo_label.py"
+    out = tmp_path / "pseudo"
+    run = lambda: subprocess.run([sys.executable, str(script), "--root", str(small_collection), "--out", str(out),  # noqa: E731
+                                  "--parser", "parser-real-64"], capture_output=True, text=True)
+    done = run()
+    assert done.returncode == 0, done.stderr
+    train_photos = sorted(p.stem for p in (small_collection / "photos").iterdir() if cm.split_of(p.stem) == "train")
+    record = json.loads((out / "pseudo.json").read_text())
+    assert record["pseudo_labelled"] == train_photos and record["hand_labelled"] == 12 and record["flip_average"]
+    assert (out / "masks" / f"{val_photo.stem}.png").exists() is False
+    assert not (out / "images" / val_photo.name).exists()
+    for stem in train_photos:
+        mask = io.read_mask(out / "masks" / f"{stem}.png")
+        assert mask.shape == (256, 256) and mask.max() < 19 and len(np.unique(mask)) >= 4
+    hand = sorted((small_collection / "masks").iterdir())[0]
+    assert np.array_equal(io.read_mask(out / "masks" / hand.name), io.read_mask(hand))
+    spec = f"celebamask1k:32:root={out}"
+    original = open_dataset(f"celebamask1k:32:root={small_collection}", split="val")
+    assert [r["file"] for r in open_dataset(spec, split="val").records] == [r["file"] for r in original.records]
+    assert len(open_dataset(spec, split="train")) == 12 - len(original) + len(train_photos)
+    assert run().returncode == 0                                 # an earlier labelling is replaced
+    (tmp_path / "other").mkdir()
+    refused = subprocess.run([sys.executable, str(script), "--root", str(small_collection), "--out",
+                              str(tmp_path / "other")], capture_output=True, text=True)
+    assert refused.returncode != 0 and "is not an earlier pseudo-labelling" in refused.stderr
+    assert "Traceback" not in refused.stderr
