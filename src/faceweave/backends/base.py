@@ -273,7 +273,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 capabilities=("generate", "edit", "invert", "evaluate"),
                 options="faceweave.backends.diffusion.options", tiny="faceweave.backends.diffusion.train:tiny_checkpoint"),
     BackendSpec("collab", backend="faceweave.backends.collab:CollabBackend",
-                pipeline="faceweave.backends.collab:CollabPipeline", family="collab", default_model="collab-64",
+                pipeline="faceweave.backends.collab:CollabPipeline", family="collab", default_model="collab-64-real",
                 capabilities=("generate", "edit", "evaluate"),
                 options="faceweave.backends.collab.options", tiny="faceweave.backends.collab.train:tiny_checkpoint"),
     BackendSpec("gan", backend="faceweave.backends.gan:GANBackend",

@@ -41,7 +41,7 @@ from ..diffusion.pipeline import (MODALITY, DiffusionPipeline, PipelineOutput, _
                         sampler_noise)
 
 FAMILY = "collab"
-DEFAULT_MODEL = "collab-64"
+DEFAULT_MODEL = "collab-64-real"
 MIXINGS = ("learned", "average")
 FIELD = {m: f for f, m in MODALITY.items()}          # conditioner modality -> Conditions field
 
