@@ -281,8 +281,9 @@ class GANTask:
     code renders against the pair's image (the generated face, or the real photo with
     pairs=inverted, so the mapper is no longer bounded by the encoder's codes): an L1 in pixels
     and a perceptual distance in the block features of the generator's own StyleGAN2
-    discriminator (from the generator checkpoint; no network of the ruler is involved). Validation feeds the *true* conditions of held-out FaceSynth faces and
-    scores the generated faces with the ruler (mask mIoU, attribute accuracy).
+    discriminator (from the generator checkpoint; no network of the ruler is involved).
+    Validation feeds the *true* conditions of held-out FaceSynth faces and scores the
+    generated faces with the ruler (mask mIoU, attribute accuracy).
 
     Recipe keys beyond COMMON_DEFAULTS:
         generator, mask_ae, sketch_ae, encoder   checkpoints copied into the model (encoder optional)
