@@ -5,11 +5,11 @@ in one process on the same conditions, alternating, so both see the same machine
     python benchmarks/bench_collab.py --joint diffusion-64-real --collab collab-64-real --real
 
 Prompt + mask of a held-out FaceSynth face (--real: of the first celebamask-1k validation
-photo, its hand-made map and derived caption), 20 dpmpp_2m steps; seconds per image at batch 1
-and batch 8 (median of the repeats, after one untimed warm-up each), for the joint
-`diffusion-64` (--joint), `collab-64` (--collab) with learned mixing and with the naive average; and the time of
-one collaborative edit of a real photo at the default budget (30 embedding + 30 fine-tuning
-steps per edited collaborator) when ../shared/data/real is present.
+photo, its hand-made map and derived caption), 20 dpmpp_2m steps; seconds per image at
+batch 1 and batch 8 (median of the repeats, after one untimed warm-up each), for the joint
+`diffusion-64` (--joint), `collab-64` (--collab) with learned mixing and with the naive
+average; and the time of one collaborative edit of a real photo at the default budget (30
+embedding + 30 fine-tuning steps per edited collaborator) when ../shared/data/real is present.
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def main() -> None:
         face = FaceSynthDataset(64, n=1, split="test").render(0)
         cond = Conditions(prompt=face.captions[0], mask=face.mask)
     joint, collab = faceweave.load(args.joint), faceweave.load(args.collab)
-    jname, cname = Path(args.joint).name if "/" in args.joint else args.joint, args.collab
+    jname, cname = Path(args.joint).name, Path(args.collab).name
     runs = {f"{jname} (joint)": (joint, {}), f"{cname} (learned)": (collab, {"mixing": "learned"}),
             f"{cname} (average)": (collab, {"mixing": "average"})}
     for batch in (1, 8):

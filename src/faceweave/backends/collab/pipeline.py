@@ -65,6 +65,17 @@ def reads(pipe: DiffusionPipeline) -> tuple[str, ...]:
     return tuple(getattr(pipe, "collab_reads", None) or pipe.model.config.modalities)
 
 
+def _set_view(pipe: DiffusionPipeline, view, ref: str) -> None:
+    """Let `pipe` read only `view` (a non-empty subset of its model's modalities; all of them
+    when it names them all). One-line error otherwise."""
+    own = tuple(pipe.model.config.modalities)
+    extra = [m for m in view if m not in own]
+    if not view or extra:
+        raise FaceweaveError(f"collaborator {ref} reads {', '.join(own)}, so a view of it cannot read "
+                             f"{', '.join(extra) or 'nothing'}; name a subset of its modalities")
+    pipe.collab_reads = None if set(view) == set(own) else tuple(m for m in own if m in view)
+
+
 def load_collaborator(ref: str, base: Path | None = None,
                       view: tuple[str, ...] | list[str] | None = None) -> tuple[DiffusionPipeline, str]:
     """A frozen diffusion model (folder, bundled name, or a path relative to the collab
@@ -82,13 +93,7 @@ def load_collaborator(ref: str, base: Path | None = None,
     pipe = DiffusionPipeline.from_pretrained(path if path.exists() else ref, device="cpu")
     pipe.model.requires_grad_(False)
     if view is not None:
-        own = tuple(pipe.model.config.modalities)
-        extra = [m for m in view if m not in own]
-        if extra:
-            raise FaceweaveError(f"collaborator {ref} reads {', '.join(own)}, so a view of it cannot read "
-                                 f"{', '.join(extra)}; name a subset of its modalities")
-        if tuple(view) != own:
-            pipe.collab_reads = tuple(m for m in own if m in view)
+        _set_view(pipe, view, ref)
     # the loaded weights hash as the file's: fingerprints are taken in fp16
     return pipe, fingerprint(pipe.model.state_dict())
 
@@ -214,19 +219,13 @@ class CollabPipeline(Pipeline):
         for c in config.collaborators:
             if c["model"] in loaded:                  # views of one model share its weights
                 pipe, fp = copy.copy(loaded[c["model"]][0]), loaded[c["model"]][1]
-                pipe.collab_reads = None
             else:
                 pipe, fp = loaded[c["model"]] = load_collaborator(c["model"], base=Path(meta["path"]))
             if c.get("fingerprint") and fp not in _accepted(c):
                 raise FaceweaveError(f"collaborator {c['name']!r} ({c['model']}) is not the model this influence "
                                      f"network was trained with (weights {fp}, expected {c['fingerprint']}); "
                                      "retrain it with faceweave train collab --collaborators ...")
-            own = list(pipe.model.config.modalities)
-            if not c["modalities"] or any(m not in own for m in c["modalities"]):
-                raise FaceweaveError(f"collaborator {c['name']!r} reads {own}, "
-                                     f"the influence network expects {c['modalities']}")
-            if c["modalities"] != own:
-                pipe.collab_reads = tuple(c["modalities"])
+            _set_view(pipe, c["modalities"], f"{c['name']!r} ({c['model']})")
             pipes[c["name"]] = pipe
         diffuser = DynamicDiffuser(config)
         checkpoint.load_into(diffuser, state, where=meta["path"])
