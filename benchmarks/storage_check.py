@@ -1,6 +1,6 @@
 """A checkpoint's own training validation, re-run on any copy of it: fp16 vs int8 storage.
 
-    python benchmarks/storage_check.py diffusion-64-text runs/int8/diffusion-64-text
+    python benchmarks/storage_check.py collab-64 runs/int8/collab-64
     python benchmarks/storage_check.py stylegan2-64 runs/int8/stylegan2-64 --json out.json
 
 For each checkpoint (a folder or bundled name) the family's training task scores it on the

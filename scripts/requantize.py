@@ -2,7 +2,7 @@
 
     python scripts/requantize.py src/faceweave/assets/models/parser-64         # in place
     python scripts/requantize.py parser-64 --out runs/parser-64-int8           # a bundled name, to a new folder
-    python scripts/requantize.py collab-64 diffusion-64-text diffusion-64-mask # several, in place
+    python scripts/requantize.py collab-64 collab-64-real                      # several, in place
     python scripts/requantize.py runs/x/best --storage fp16                    # back to fp16
 
 int8 storage (faceweave.checkpoint): every conv/linear weight (`*weight`, >= 2 dims, at least
