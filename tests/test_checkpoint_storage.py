@@ -274,10 +274,12 @@ def test_share_refuses_different_tensors(tiny_parser, tmp_path):
         checkpoint.share(tmp_path / "a", "nowhere.", "../b")
 
 
-def test_bundled_gan_reads_its_generator_from_stylegan2():
-    meta = checkpoint.read_config("gan-64")
-    assert [e["model"] for e in meta[checkpoint.SHARED]] == ["stylegan2-64"]
-    _, gan = checkpoint.load("gan-64")
-    _, sg2 = checkpoint.load("stylegan2-64")
-    generator = [k for k in sg2 if k.startswith("generator.")]
-    assert generator and all(torch.equal(gan[k], sg2[k]) for k in generator)
+@pytest.mark.parametrize("gan, generator", [("gan-64", "stylegan2-64"), ("gan-64-real", "stylegan2-64-real")])
+def test_bundled_gan_reads_its_generator_from_stylegan2(gan, generator):
+    meta = checkpoint.read_config(gan)
+    assert meta[checkpoint.SHARED][0] == {**meta[checkpoint.SHARED][0], "prefix": "generator.", "model": generator}
+    _, mine = checkpoint.load(gan)
+    _, sg2 = checkpoint.load(generator)
+    weights = [k for k in sg2 if k.startswith("generator.")]
+    assert weights and all(torch.equal(mine[k], sg2[k]) for k in weights)
+    assert not any(k.startswith("discriminator.") for k in mine)

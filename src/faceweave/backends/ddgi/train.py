@@ -1,7 +1,7 @@
 """Training DDGI's two networks (train/tasks.py says what a task is).
 
     faceweave train ddgi --preset s --data celebamask1k:64 --out runs/ddgi-64 \
-        --set diffusion=diffusion-64-real --set generator=runs/stylegan2-64-real/best
+        --set diffusion=diffusion-64-real --set generator=stylegan2-64-real
     # a multiview generator (docs/multiview.md), rendered at yaw 0 during training
     faceweave train ddgi --preset s --data facesynth:64 --out runs/ddgi-64-multiview \
         --set diffusion=diffusion-64 --set generator=runs/multiview-64-facesynth/best
@@ -87,7 +87,7 @@ class DDGITask:
             missing = [k for k in ("diffusion", "generator") if not cfg.get(k)]
             if missing:
                 raise FaceweaveError(f"faceweave train ddgi needs {' and '.join(missing)}: e.g. --set "
-                                     "diffusion=diffusion-64-real --set generator=runs/stylegan2-64-real/best")
+                                     "diffusion=diffusion-64-real --set generator=stylegan2-64-real")
             refs = {k: str(cfg[k]) for k in ("diffusion", "generator")}
         if cfg["target"] not in TARGETS:
             raise FaceweaveError(f"target must be one of {', '.join(TARGETS)}, got {cfg['target']!r}")

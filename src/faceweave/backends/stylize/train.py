@@ -4,7 +4,7 @@
     faceweave train stylize_joint --preset s --data celebamask1k:64:photos --out runs/stylize-joint
     # stage 1: the encoder, aligned to a frozen StyleGAN2 (photos reconstructed through its decoder)
     faceweave train stylize --preset encoder --data celebamask1k:64:photos --out runs/stylize-enc \
-        --set generator=runs/stylegan2-64-real/last
+        --set generator=stylegan2-64-real
     # stage 2: the decoder fine-tuned on an artistic domain (a named filter or a folder of images)
     faceweave train stylize --preset domain --data celebamask1k:64:photos --out runs/stylize-cartoon \
         --set base=runs/stylize-enc/best --set style=cartoon
@@ -163,7 +163,7 @@ class StylizeTask:
         elif stage == "encoder":
             if not cfg.get("generator"):
                 raise FaceweaveError("stage encoder needs the StyleGAN2 prior: --set generator=stylegan2-64 "
-                                     "(or a stylegan2 checkpoint folder such as runs/stylegan2-64-real/last)")
+                                     "(or the real-face stylegan2-64-real, or a stylegan2 checkpoint folder)")
             gmeta, gen, disc = load_stylegan(str(cfg["generator"]))
             if gmeta["config"]["size"] != cfg["size"]:
                 raise FaceweaveError(f"the generator makes {gmeta['config']['size']} px faces but this run trains at "
