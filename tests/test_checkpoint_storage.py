@@ -274,12 +274,16 @@ def test_share_refuses_different_tensors(tiny_parser, tmp_path):
         checkpoint.share(tmp_path / "a", "nowhere.", "../b")
 
 
-@pytest.mark.parametrize("gan, generator", [("gan-64", "stylegan2-64"), ("gan-64-real", "stylegan2-64-real")])
-def test_bundled_gan_reads_its_generator_from_stylegan2(gan, generator):
+@pytest.mark.parametrize("gan, shared", [
+    ("gan-64", [("generator.", "stylegan2-64")]),
+    ("gan-64-real", [("generator.", "stylegan2-64-real"), ("sketch_ae.", "gan-64")]),
+])
+def test_bundled_gan_reads_its_generator_from_stylegan2(gan, shared):
     meta = checkpoint.read_config(gan)
-    assert meta[checkpoint.SHARED][0] == {**meta[checkpoint.SHARED][0], "prefix": "generator.", "model": generator}
+    assert [(e["prefix"], e["model"]) for e in meta[checkpoint.SHARED]] == shared
     _, mine = checkpoint.load(gan)
-    _, sg2 = checkpoint.load(generator)
-    weights = [k for k in sg2 if k.startswith("generator.")]
-    assert weights and all(torch.equal(mine[k], sg2[k]) for k in weights)
+    for prefix, source in shared:
+        _, theirs = checkpoint.load(source)
+        weights = [k for k in theirs if k.startswith(prefix)]
+        assert weights and all(torch.equal(mine[k], theirs[k]) for k in weights)
     assert not any(k.startswith("discriminator.") for k in mine)
