@@ -259,6 +259,29 @@ def test_image_and_discriminator_feature_terms_reach_the_mapper(tiny, tmp_path):
         assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 0.5 * r["feature"], rel=1e-4)
 
 
+def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    train("parser", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 2})
+    common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
+              "pairs": "inverted", "max_steps": 2, "log_every": 1, "image_weight": 1.0, "mask_weight": 2.0,
+              "drop": 0.0}
+    train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False,
+          overrides={**common, "guide_parser": str(tmp_path / "guide" / "last")})
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "train"]
+    assert steps and all(r["mask_ce"] > 0 for r in steps), steps
+    r = steps[-1]
+    assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 2.0 * r["mask_ce"], rel=1e-4)
+    # no guide, or a parser of the ruler as the guide: refused in one line
+    with pytest.raises(FaceweaveError, match="mask_weight needs a guide parser"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False, overrides=common)
+    with pytest.raises(FaceweaveError, match="is a parser of the ruler"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "ruler", progress=False,
+              overrides={**common, "guide_parser": "parser-64"})
+
+
 def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
     from faceweave.backends.gan.train import attach_encoder
     from faceweave.train.loop import train

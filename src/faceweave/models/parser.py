@@ -42,10 +42,13 @@ class ParserConfig:
 # Named architectures. `tiny` is for tests (a few thousand weights); `s` is the shipped
 # default at 64 px; `s128`, the 128 px default, adds a level (the same receptive field in
 # face units) and narrows the full-resolution one (about 1.5x the cost per image of `s`).
+# `g` is a guide, not a ruler: half the width of `s`, trained from scratch on real photos to
+# give the GAN mapper a mask loss through a network the ruler does not share.
 PRESETS: dict[str, ParserConfig] = {
     "tiny": ParserConfig(channels=(8, 16), blocks=1),
     "s": ParserConfig(channels=(32, 64, 128, 256), blocks=2),
     "s128": ParserConfig(channels=(16, 32, 64, 128, 256), blocks=2),
+    "g": ParserConfig(channels=(16, 32, 64, 128), blocks=2),
 }
 
 

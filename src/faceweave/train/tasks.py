@@ -82,6 +82,11 @@ class ParserTask:
         "real128": {"arch": "s", "size": 128, "batch_size": 16, "lr": 1e-3, "warmup_steps": 50,
                     "max_steps": 1_200, "dice_weight": 0.5, "init": "parser-128", "eval_every": 200,
                     "ckpt_every": 200, "val_n": 512},
+        # a guide for training other models on real faces (the GAN mapper's mask loss), kept
+        # apart from the ruler: another architecture, no FaceSynth start, training pairs only
+        "guide64": {"arch": "g", "size": 64, "batch_size": 16, "lr": 2e-3, "warmup_steps": 50,
+                    "max_steps": 2_000, "dice_weight": 0.5, "eval_every": 250, "ckpt_every": 250,
+                    "val_n": 512},
     }
 
     def build(self, config: dict) -> nn.Module:

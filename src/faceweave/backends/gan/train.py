@@ -297,6 +297,13 @@ class GANTask:
         feature_weight weight of the L1 between the discriminator's block features of the two
                        images, each block's distance divided by its mean feature magnitude on
                        the target (0: off; needs the generator checkpoint's discriminator)
+        mask_weight    weight of the cross-entropy between the pair's mask and what a guide
+                       parser reads off G(mapped code), for the samples whose mask was given
+                       (0: off); the guide is not the ruler: `guide_parser`, e.g. one made by
+                       `faceweave train parser --preset guide64`
+        guide_parser   the guide's checkpoint folder (needed by mask_weight)
+        val_parser     the parser that scores validation (None: the bundled one of the size;
+                       parser-real-64 for real photos)
     """
 
     family = "gan"
@@ -311,7 +318,8 @@ class GANTask:
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
-               "image_weight": 0.0, "feature_weight": 0.0}
+               "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "guide_parser": None,
+               "val_parser": None}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
                  "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
@@ -378,10 +386,24 @@ class GANTask:
         from ...ruler import load_classifier, load_parser
         if "text" not in self._helpers:
             self._helpers["text"] = TextEncoder(device=device)
-        self._helpers["parser"] = load_parser(size=64, device=device)
+        from ...errors import FaceweaveError
+        self._helpers["parser"] = load_parser(cfg.get("val_parser") or None, size=64, device=device)
         self._helpers["classifier"] = load_classifier(size=64, device=device)
-        if float(cfg.get("feature_weight") or 0) > 0 and "critic" not in self._helpers:
+        if float(cfg.get("feature_weight") or 0) > 0:
             self._helpers["critic"] = load_discriminator(cfg["generator"]).to(device)
+        if float(cfg.get("mask_weight") or 0) > 0:
+            guide = cfg.get("guide_parser")
+            if not guide:
+                raise FaceweaveError("mask_weight needs a guide parser: --set guide_parser=runs/NAME/best "
+                                     "(made by `faceweave train parser --preset guide64`)")
+            from ... import checkpoint
+            name = Path(str(guide)).name
+            if (name.startswith("parser-") and name in checkpoint.bundled_models()) \
+                    or str(guide) == str(cfg.get("val_parser")):
+                raise FaceweaveError(f"guide_parser={guide} is a parser of the ruler; train a guide of "
+                                     "its own: faceweave train parser --preset guide64")
+            loaded = load_parser(guide, device=device)         # (a task object serves many runs: load afresh)
+            self._helpers["guide"] = (loaded.model.eval().requires_grad_(False), loaded.size)
 
 
     def _at64(self, images: torch.Tensor) -> torch.Tensor:
@@ -447,6 +469,8 @@ class GANTask:
         logs = {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
         total = mse
         image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
+        mask_weight = float(cfg.get("mask_weight") or 0)
+        made = None
         if image_weight > 0 or feature_weight > 0:
             wanted = batch["image"] if cfg["pairs"] == "inverted" else pair["images"]
             made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
@@ -458,6 +482,21 @@ class GANTask:
                 dist = feature_distance(self._helpers["critic"], made, wanted)
                 total = total + feature_weight * dist
                 logs["feature"] = float(dist.detach())
+        if mask_weight > 0:
+            given = present[:, 1].float()
+            if made is None:
+                made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+            guide, size = self._helpers["guide"]
+            if made.shape[-1] != size:
+                made = F.interpolate(made, size=(size, size), mode="bilinear", align_corners=False,
+                                     antialias=made.shape[-1] > size)
+            target = pair["mask"].long()
+            if target.shape[-1] != size:
+                target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+            ce = F.cross_entropy(guide(made).float(), target, reduction="none").mean((1, 2))
+            ce = (ce * given).mean()          # the faces whose mask was hidden owe nothing
+            total = total + mask_weight * ce
+            logs["mask_ce"] = float(ce.detach())
         return total, logs
 
     @torch.no_grad()
