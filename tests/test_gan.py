@@ -267,13 +267,20 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
               "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
               "pairs": "inverted", "max_steps": 2, "log_every": 1, "image_weight": 1.0, "mask_weight": 2.0,
               "drop": 0.0}
+    train("parser", "tiny", "facesynth:32", tmp_path / "reader", progress=False, overrides={"max_steps": 1})
+    reader = str(tmp_path / "reader" / "last")
     train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False,
-          overrides={**common, "guide_parser": str(tmp_path / "guide" / "last")})
+          overrides={**common, "guide_parser": str(tmp_path / "guide" / "last"), "val_parser": reader})
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["kind"] == "train"]
     assert steps and all(r["mask_ce"] > 0 for r in steps), steps
     r = steps[-1]
     assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 2.0 * r["mask_ce"], rel=1e-4)
+    # the validation parser travels with the model: its pipeline reads photos with it
+    from faceweave.train.loop import export
+    exported = export(tmp_path / "run", tmp_path / "exported", which="last")
+    assert checkpoint.read_config(exported)["instruments"] == {"parser": reader}
+    assert Path(faceweave.load(str(exported))._helper("parser").path) == Path(reader)
     # no guide, or a parser of the ruler as the guide: refused in one line
     with pytest.raises(FaceweaveError, match="mask_weight needs a guide parser"):
         train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False, overrides=common)

@@ -397,6 +397,9 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
         _init_weights(model, cfg, family, task)
     # the sampling defaults its pipeline will read from the checkpoint (Pipeline.sampling)
     defaults = {"sampling": task.sampling(cfg)} if hasattr(task, "sampling") else {}
+    # the instruments its pipeline reads conditions with, when not the bundled defaults
+    if getattr(task, "instruments", None) and task.instruments(cfg):
+        defaults["instruments"] = task.instruments(cfg)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
@@ -599,7 +602,8 @@ def export(run: str | os.PathLike, dest: str | os.PathLike, which: str = BEST,
     record = json.loads((run / RUN_FILE).read_text()) if (run / RUN_FILE).exists() else {}
     training = {"commands": record.get("commands"), "preset": record.get("preset"), "data": record.get("data"),
                 "step": meta.get("step"), "checkpoint": source.name, "val": meta.get("val")}
-    if meta.get("sampling"):
-        extra = {"sampling": meta["sampling"], **extra}
+    for key in ("sampling", "instruments"):
+        if meta.get(key):
+            extra = {key: meta[key], **extra}
     return checkpoint.save(dest, meta["family"], meta["config"], state, dtype=None if storage else dtype,
                            storage=storage, image_size=meta["image_size"], training=training, **extra)

@@ -105,9 +105,14 @@ class GANPipeline(Pipeline):
         return self._text_encoder
 
     def _helper(self, name: str):
+        """The parser or classifier that reads photos' conditions: the checkpoint's own choice
+        ("instruments" in its config.json, e.g. parser-real-64 for a model of real faces), else
+        the bundled 64 px one."""
         if name not in self._helpers:
             from ...ruler import load_classifier, load_parser
-            self._helpers[name] = (load_parser if name == "parser" else load_classifier)(size=64, device=self.device)
+            chosen = (self.meta.get("instruments") or {}).get(name)
+            self._helpers[name] = (load_parser if name == "parser" else load_classifier)(chosen, size=64,
+                                                                                       device=self.device)
         return self._helpers[name]
 
     # -- conditions -> W+ -----------------------------------------------------------------------

@@ -314,6 +314,12 @@ class GANTask:
         from .pipeline import GANPipeline
         return dict(GANPipeline.SAMPLING)
 
+    @staticmethod
+    def instruments(cfg: dict) -> dict:
+        """The parser a trained model's pipeline reads photos with (edits), when the run named
+        one: a model of real faces wants the real-face parser, not the FaceSynth default."""
+        return {"parser": str(cfg["val_parser"])} if cfg.get("val_parser") else {}
+
     needs = ("image", "mask", "sketch", "attributes", "captions")
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "drop": 0.3,
