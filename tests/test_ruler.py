@@ -247,6 +247,33 @@ def test_flip_average_makes_the_parser_mirror_equivariant(tiny_parser_dir, tmp_p
     assert (averaged.predict(mirror) == expected).mean() > 0.999       # ties may break either way
 
 
+def test_an_ensemble_averages_a_second_parser_read_at_its_own_size(tiny_parser_dir, tmp_path):
+    """"inference": {"ensemble": [{"model": B, "weight": w}]}: the scores are (1 - w) * A's
+    probabilities + w * B's, B reading the image at its own size; bad entries are refused."""
+    import torch.nn.functional as F
+
+    path, _ = tiny_parser_dir
+    torch.manual_seed(5)
+    other = _randomise_norms(FaceParser.from_config(PARSER_PRESETS["tiny"]), seed=3)
+    checkpoint.save(tmp_path / "b16", "parser", dataclasses.asdict(other.config), other.state_dict(), image_size=16)
+    meta, state = checkpoint.load(path)
+    checkpoint.save(tmp_path / "ens", "parser", meta["config"], state, image_size=32,
+                    inference={"ensemble": [{"model": str(tmp_path / "b16"), "weight": 0.3}]})
+    plain, mixed, partner = load_parser(path), load_parser(tmp_path / "ens"), load_parser(tmp_path / "b16")
+    x = plain._tensor(_images(3))
+    with torch.no_grad():
+        theirs = partner.model(F.interpolate(x, size=(16, 16), mode="bilinear", align_corners=False,
+                                             antialias=True)).softmax(1)
+        expected = 0.7 * plain.model(x).softmax(1) + 0.3 * F.interpolate(theirs, size=(32, 32), mode="bilinear",
+                                                                          align_corners=False)
+        assert torch.allclose(mixed._scores(x), expected, atol=1e-5)
+    assert mixed.predict(_images(3)).shape == (3, 32, 32)
+    assert (mixed.predict(_images(3)) != plain.predict(_images(3))).any()     # the partner has a say
+    checkpoint.update_config(tmp_path / "ens", inference={"ensemble": [{"model": str(tmp_path / "b16"), "weight": 2}]})
+    with pytest.raises(FaceweaveError, match="bad inference.ensemble entry"):
+        load_parser(tmp_path / "ens").predict(_images(1))
+
+
 def test_describe_command(tmp_path, tiny_classifier_dir):
     _, _, faces = _test_faces(2, 64)
     paths = []

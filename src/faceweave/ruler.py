@@ -133,13 +133,44 @@ class Parser(_Instrument):
         true}): twice the cost, measured +0.011 mIoU for the real-face parser (docs/real-faces.md)."""
         return bool((self.meta.get("inference") or {}).get("flip_average", False))
 
+    @property
+    def ensemble(self) -> list[tuple["Parser", float]]:
+        """Other parsers whose probabilities are averaged in, each with its weight, when the
+        checkpoint's config asks for it ("inference": {"ensemble": [{"model": NAME, "weight":
+        W}]}): each reads the image at its own size, and its scores are resized back. Loaded
+        once, without ensembles of their own."""
+        if not hasattr(self, "_ensemble"):
+            self._ensemble = []
+            for entry in (self.meta.get("inference") or {}).get("ensemble") or []:
+                weight = float(entry.get("weight", 0.5)) if isinstance(entry, dict) else float("nan")
+                if not isinstance(entry, dict) or not entry.get("model") or not 0 < weight < 1:
+                    raise FaceweaveError(f"{self.path}/config.json: bad inference.ensemble entry {entry!r}; "
+                                         'write {"model": NAME, "weight": W} with 0 < W < 1')
+                partner = Parser(entry["model"], device=self.device)
+                partner._ensemble = []
+                self._ensemble.append((partner, weight))
+        return self._ensemble
+
     def _scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores (N, 19, S, S): logits, or averaged probabilities with flip_average."""
+        """Class scores (N, 19, S, S): logits, or averaged probabilities with flip_average or
+        an ensemble."""
         logits = self.model(x).float()
-        if not self.flip_average:
+        if not self.flip_average and not self.ensemble:
             return logits
-        mirrored = self.model(x.flip(3)).float().softmax(1).flip(3)
-        return (logits.softmax(1) + mirrored[:, torch.as_tensor(MIRRORED_CLASSES, dtype=torch.long)]) / 2
+        probs = logits.softmax(1)
+        if self.flip_average:
+            mirrored = self.model(x.flip(3)).float().softmax(1).flip(3)
+            probs = (probs + mirrored[:, torch.as_tensor(MIRRORED_CLASSES, dtype=torch.long)]) / 2
+        for partner, weight in self.ensemble:
+            theirs = x if partner.size == self.size else F.interpolate(
+                x, size=(partner.size, partner.size), mode="bilinear", align_corners=False,
+                antialias=partner.size < self.size)
+            theirs = partner._scores(theirs)
+            theirs = theirs if partner.flip_average else theirs.softmax(1)
+            if partner.size != self.size:
+                theirs = F.interpolate(theirs, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            probs = (1 - weight) * probs + weight * theirs
+        return probs
 
     def _predict_batch(self, batch: np.ndarray) -> np.ndarray:
         scores = self._scores(self._tensor(batch))
