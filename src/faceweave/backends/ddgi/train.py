@@ -26,6 +26,9 @@ Recipe keys beyond COMMON_DEFAULTS:
     sigmas     training noise levels (one drawn per sample); `sigma` the one generation uses
     target     "denoised" or "photo" (above)
     w_reg      weight of the latent regulariser
+    mask_weight  weight of the cross-entropy between the photo's mask and what a guide parser
+               (`guide_parser`, not a parser of the ruler: train/guide.py) reads off the
+               rendering (0: off)
     drop, drop_all, attr_keep_min   condition dropout, as the diffusion task's
 """
 from __future__ import annotations
@@ -44,7 +47,8 @@ from .networks import DDGIArch, DDGIConfig, DDGINets, UNetTap
 
 _DDGI: dict[str, Any] = {"diffusion": None, "generator": None, "sigmas": [5.0, 10.0, 20.0, 40.0, 80.0],
                          "sigma": 20.0, "target": "photo", "w_reg": 1e-3, "drop": 0.3, "drop_all": 0.05,
-                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8}
+                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0,
+                         "guide_parser": None}
 TARGETS = ("denoised", "photo")
 
 
@@ -120,6 +124,10 @@ class DDGITask:
         if "conditions" not in self._parts:
             self._parts["conditions"] = DiffusionTask()
         self._parts["conditions"].setup(cfg, device)
+        self._parts.pop("guide", None)
+        if float(cfg.get("mask_weight") or 0) > 0:
+            from ...train.guide import load_guide
+            self._parts["guide"] = load_guide(cfg.get("guide_parser"), device)
 
     def _tapped(self, model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: dict):
         denoiser = self._parts["diffusion"].model
@@ -154,7 +162,14 @@ class DDGITask:
         target = x0 if cfg["target"] == "photo" else denoised.float().clamp(-1, 1)
         l1 = self._l1(image.float(), target)
         reg = (w.float() - unwrap(model).mapping.w_avg).square().mean()
-        return l1 + float(cfg["w_reg"]) * reg, {"l1": float(l1.detach()), "w_reg": float(reg.detach())}
+        total = l1 + float(cfg["w_reg"]) * reg
+        logs = {"l1": float(l1.detach()), "w_reg": float(reg.detach())}
+        if float(cfg.get("mask_weight") or 0) > 0:
+            from ...train.guide import guide_ce
+            ce = guide_ce(self._parts["guide"], image, batch["mask"]).mean()
+            total = total + float(cfg["mask_weight"]) * ce
+            logs["mask_ce"] = float(ce.detach())
+        return total, logs
 
     @torch.no_grad()
     def _from_noise(self, model: nn.Module, batch: dict, cfg: dict) -> torch.Tensor:

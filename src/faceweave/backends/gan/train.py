@@ -392,25 +392,13 @@ class GANTask:
         from ...ruler import load_classifier, load_parser
         if "text" not in self._helpers:
             self._helpers["text"] = TextEncoder(device=device)
-        from ...errors import FaceweaveError
         self._helpers["parser"] = load_parser(cfg.get("val_parser") or None, size=64, device=device)
         self._helpers["classifier"] = load_classifier(size=64, device=device)
         if float(cfg.get("feature_weight") or 0) > 0:
             self._helpers["critic"] = load_discriminator(cfg["generator"]).to(device)
         if float(cfg.get("mask_weight") or 0) > 0:
-            guide = cfg.get("guide_parser")
-            if not guide:
-                raise FaceweaveError("mask_weight needs a guide parser: --set guide_parser=runs/NAME/best "
-                                     "(made by `faceweave train parser --preset guide64`)")
-            from ... import checkpoint
-            name = Path(str(guide)).name
-            if (name.startswith("parser-") and name in checkpoint.bundled_models()) \
-                    or str(guide) == str(cfg.get("val_parser")):
-                raise FaceweaveError(f"guide_parser={guide} is a parser of the ruler; train a guide of "
-                                     "its own: faceweave train parser --preset guide64")
-            loaded = load_parser(guide, device=device)         # (a task object serves many runs: load afresh)
-            self._helpers["guide"] = (loaded.model.eval().requires_grad_(False), loaded.size)
-
+            from ...train.guide import load_guide
+            self._helpers["guide"] = load_guide(cfg.get("guide_parser"), device, ruler=cfg.get("val_parser"))
 
     def _at64(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] == 64:
@@ -459,6 +447,7 @@ class GANTask:
                 "captions": captions, "text": text}
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        from ...train.guide import guide_ce
         from .mapper import modality_dropout
         bare = unwrap(model)
         self._calls += 1
@@ -492,15 +481,7 @@ class GANTask:
             given = present[:, 1].float()
             if made is None:
                 made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
-            guide, size = self._helpers["guide"]
-            if made.shape[-1] != size:
-                made = F.interpolate(made, size=(size, size), mode="bilinear", align_corners=False,
-                                     antialias=made.shape[-1] > size)
-            target = pair["mask"].long()
-            if target.shape[-1] != size:
-                target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
-            ce = F.cross_entropy(guide(made).float(), target, reduction="none").mean((1, 2))
-            ce = (ce * given).mean()          # the faces whose mask was hidden owe nothing
+            ce = (guide_ce(self._helpers["guide"], made, pair["mask"]) * given).mean()  # hidden masks owe nothing
             total = total + mask_weight * ce
             logs["mask_ce"] = float(ce.detach())
         return total, logs
