@@ -258,7 +258,7 @@ def test_run_generate_without_a_mask_shows_the_drawn_layouts(models, facesynth_m
     ({"prompt": "a face", "n_images": 9}, "number of images"),
     ({"prompt": "a face", "scales": {"sketch": 3.0}}, "guidance scale given for 'sketch'"),
     ({"prompt": "a face", "backend": "eg3d"}, "unknown backend 'eg3d'"),
-    ({"prompt": "a face", "backend": "ddgi"}, "the ddgi backend has no bundled model; start the app with --model"),
+    ({"prompt": "a face", "backend": "multiview"}, "the multiview backend has no bundled model; start the app with --model"),
     ({"prompt": "a face", "guidance": "lots"}, "guidance must be a number"),
 ])
 def test_run_generate_bad_inputs_are_one_line_errors(models, kwargs, words):

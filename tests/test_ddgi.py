@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,8 +98,6 @@ def test_cli_generate_and_train_errors(pipe, tmp_path):
     assert (tmp_path / "out" / "000001.png").is_file()
     assert [r["seed"] for r in results] == [0, 1] and all(r["sigma"] == 10.0 for r in results)
     for args, match in (
-            (["generate", "--backend", "ddgi", "--prompt", "a man", "--out", str(tmp_path / "x")],
-             "the ddgi backend has no bundled model yet"),
             (["generate", "--backend", "ddgi", "--model", pipe.meta["path"], "--steps", "4", "--out",
               str(tmp_path / "y")], "--steps applies to --backend diffusion or collab, not ddgi"),
             (["train", "ddgi", "--preset", "tiny", "--data", "facesynth:32", "--out", str(tmp_path / "t")],
@@ -159,3 +158,21 @@ def test_a_guide_parser_adds_a_mask_term(pipe, tmp_path):
     with pytest.raises(FaceweaveError, match="is a parser of the ruler"):
         train("ddgi", "tiny", "facesynth:32", tmp_path / "ruler", progress=False,
               overrides={**parts, "guide_parser": "parser-64"})
+
+
+def test_the_bundled_model_follows_a_real_mask_from_the_command_line(tmp_path):
+    """`--backend ddgi` alone runs the bundled ddgi-64-real on its two bundled parts."""
+    from faceweave import io
+    from faceweave.conditions import colorize_mask
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:60, 12:52] = 1                                     # skin
+    mask[4:20, 8:56] = 13                                     # hair
+    io.write_png(tmp_path / "mask.png", colorize_mask(mask))
+    r = CliRunner().invoke(main, ["generate", "--backend", "ddgi", "--prompt", "a smiling woman", "--mask",
+                                  str(tmp_path / "mask.png"), "--seeds", "0-1", "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert [Path(r["model"]).name for r in meta["results"]] == ["ddgi-64-real"] * 2
+    assert meta["results"][0]["given"] == ["prompt", "mask"]
+    a, b = (io.read_image(tmp_path / "out" / f"00000{i}.png") for i in (0, 1))
+    assert a.shape == (64, 64, 3) and np.abs(a.astype(int) - b.astype(int)).mean() > 1    # two seeds, two faces

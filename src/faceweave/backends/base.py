@@ -281,7 +281,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 capabilities=("generate", "edit", "invert", "evaluate"),
                 options="faceweave.backends.gan.options", tiny="faceweave.backends.gan.train:tiny_checkpoint"),
     BackendSpec("ddgi", backend="faceweave.backends.ddgi:DDGIBackend",
-                pipeline="faceweave.backends.ddgi:DDGIPipeline", family="ddgi",
+                pipeline="faceweave.backends.ddgi:DDGIPipeline", family="ddgi", default_model="ddgi-64-real",
                 capabilities=("generate", "edit", "evaluate"),
                 options="faceweave.backends.ddgi.options", tiny="faceweave.backends.ddgi.train:tiny_checkpoint"),
     BackendSpec("stylize", backend="faceweave.backends.stylize:StylizeBackend",

@@ -3,7 +3,7 @@ frozen conditional diffusion UNet, mapped into the latent space of a frozen Styl
 (`networks.py`); the pipeline (`pipeline.py`) and the training task (`train.py`).
 Manual: docs/ddgi.md."""
 # Names load on first use, so that reading this backend's options (options.py) imports no torch.
-_LAZY = {name: ".pipeline" for name in ('DDGIBackend', 'DDGIPipeline')}
+_LAZY = {name: ".pipeline" for name in ('DEFAULT_MODEL', 'DDGIBackend', 'DDGIPipeline')}
 __all__ = sorted(_LAZY)
 
 

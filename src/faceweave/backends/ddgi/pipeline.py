@@ -37,7 +37,7 @@ from ..diffusion.pipeline import MODALITY, DiffusionPipeline, PipelineOutput, im
 from .networks import DDGIConfig, DDGINets, UNetTap, decoder_attention_blocks
 
 FAMILY = "ddgi"
-DEFAULT_MODEL = None                 # none bundled yet: faceweave train ddgi makes one
+DEFAULT_MODEL = "ddgi-64-real"       # on diffusion-64-real and stylegan2-64-real (docs/ddgi.md)
 ACCEPTS = ("prompt", "attributes", "mask", "sketch")
 PARTS = "parts"
 
@@ -124,7 +124,8 @@ class DDGIPipeline(Pipeline):
         self.meta = meta if meta is not None else {"config": config}
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, device: str | torch.device | None = None) -> "DDGIPipeline":
+    def from_pretrained(cls, name_or_path: str | Path = DEFAULT_MODEL,
+                        device: str | torch.device | None = None) -> "DDGIPipeline":
         meta, state = checkpoint.load(name_or_path, FAMILY)
         config = meta["config"]
         base = Path(meta["path"])
@@ -322,10 +323,7 @@ class DDGIBackend(Backend):
 
     def __init__(self, model: str | None = None, sigma: float | None = None, diversity: float | None = None,
                  progress: bool = False):
-        if model is None:
-            raise FaceweaveError("the ddgi backend has no bundled model yet: train one with faceweave train ddgi "
-                                 "(docs/ddgi.md) and pass --model FOLDER")
-        self.pipe = DDGIPipeline.from_pretrained(model)
+        self.pipe = DDGIPipeline.from_pretrained(model or DEFAULT_MODEL)
         self.accepts = self.pipe.modalities
         self.options = {"sigma": sigma, "diversity": diversity, "progress": progress}
 
