@@ -269,9 +269,11 @@ def test_an_ensemble_averages_a_second_parser_read_at_its_own_size(tiny_parser_d
         assert torch.allclose(mixed._scores(x), expected, atol=1e-5)
     assert mixed.predict(_images(3)).shape == (3, 32, 32)
     assert (mixed.predict(_images(3)) != plain.predict(_images(3))).any()     # the partner has a say
-    checkpoint.update_config(tmp_path / "ens", inference={"ensemble": [{"model": str(tmp_path / "b16"), "weight": 2}]})
-    with pytest.raises(FaceweaveError, match="bad inference.ensemble entry"):
-        load_parser(tmp_path / "ens").predict(_images(1))
+    for weight in (2, "heavy"):
+        checkpoint.update_config(tmp_path / "ens", inference={"ensemble": [{"model": str(tmp_path / "b16"),
+                                                                            "weight": weight}]})
+        with pytest.raises(FaceweaveError, match="bad inference.ensemble entry"):
+            load_parser(tmp_path / "ens").predict(_images(1))
 
 
 def test_describe_command(tmp_path, tiny_classifier_dir):

@@ -142,7 +142,10 @@ class Parser(_Instrument):
         if not hasattr(self, "_ensemble"):
             self._ensemble = []
             for entry in (self.meta.get("inference") or {}).get("ensemble") or []:
-                weight = float(entry.get("weight", 0.5)) if isinstance(entry, dict) else float("nan")
+                try:
+                    weight = float(entry.get("weight", 0.5))
+                except (AttributeError, TypeError, ValueError):
+                    weight = float("nan")
                 if not isinstance(entry, dict) or not entry.get("model") or not 0 < weight < 1:
                     raise FaceweaveError(f"{self.path}/config.json: bad inference.ensemble entry {entry!r}; "
                                          'write {"model": NAME, "weight": W} with 0 < W < 1')

@@ -398,8 +398,9 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
     # the sampling defaults its pipeline will read from the checkpoint (Pipeline.sampling)
     defaults = {"sampling": task.sampling(cfg)} if hasattr(task, "sampling") else {}
     # the instruments its pipeline reads conditions with, when not the bundled defaults
-    if getattr(task, "instruments", None) and task.instruments(cfg):
-        defaults["instruments"] = task.instruments(cfg)
+    instruments = task.instruments(cfg) if hasattr(task, "instruments") else {}
+    if instruments:
+        defaults["instruments"] = instruments
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], betas=tuple(cfg["betas"]),
