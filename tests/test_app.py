@@ -316,6 +316,12 @@ def test_the_bundled_collab_backend_is_offered_after_diffusion_and_draws_its_map
     assert len(out.influence) == 1 and out.influence[0].ndim == 3
 
 
+def test_the_bundled_ddgi_backend_is_offered_and_generates(models):
+    assert "ddgi" in models.backends
+    out = app.run_generate(models, "a smiling woman", steps=2, n_images=1, backend="ddgi")
+    assert out.images[0].shape == (64, 64, 3) and out.metadata[0]["backend"] == "ddgi"
+
+
 def test_the_bundled_gan_backend_generates_without_steps_and_edits_a_photo(models):
     assert "gan" in models.backends
     calls = []
