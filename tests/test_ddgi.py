@@ -176,3 +176,18 @@ def test_the_bundled_model_follows_a_real_mask_from_the_command_line(tmp_path):
     assert meta["results"][0]["given"] == ["prompt", "mask"]
     a, b = (io.read_image(tmp_path / "out" / f"00000{i}.png") for i in (0, 1))
     assert a.shape == (64, 64, 3) and np.abs(a.astype(int) - b.astype(int)).mean() > 1    # two seeds, two faces
+
+
+def test_a_run_can_start_from_a_ddgi_model_on_another_generator(pipe, tmp_path):
+    """init= carries the two networks over to other parts of the same shapes (a generator
+    trained further); the run records its own parts."""
+    from faceweave import checkpoint
+    from faceweave.train.loop import train
+    train("stylegan2", "tiny", "facesynth:32", tmp_path / "g2", progress=False, overrides={"max_steps": 1, "seed": 7})
+    train("ddgi", "tiny", "facesynth:32", tmp_path / "run", progress=False,
+          overrides={"diffusion": pipe.config["diffusion"]["model"], "generator": str(tmp_path / "g2" / "last"),
+                     "init": pipe.meta["path"], "max_steps": 1})
+    config = checkpoint.read_config(tmp_path / "run" / "last", "ddgi")["config"]
+    assert config["generator"]["model"] == str(tmp_path / "g2" / "last")
+    assert config["generator"]["fingerprint"] != pipe.config["generator"]["fingerprint"]
+    assert config["nets"] == pipe.config["nets"]

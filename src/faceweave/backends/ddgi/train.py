@@ -67,6 +67,10 @@ class DDGITask:
               "val_n": 64, "workers": 0},
     }
 
+    # init= may come from a ddgi model on other parts of the same shapes (e.g. a generator
+    # trained further): the two networks carry over, the new parts are recorded
+    init_may_differ = ("diffusion", "generator")
+
     def __init__(self):
         self._parts: dict[str, Any] = {}
         self._calls = 0
