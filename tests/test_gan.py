@@ -303,6 +303,23 @@ def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
     assert pipe.invert(np.zeros((32, 32, 3), np.uint8), steps=0).metadata["method"] == "encoder"
 
 
+def test_init_carries_the_mapper_over_to_the_generator_the_recipe_names(tiny, tmp_path):
+    """With init= a whole gan model and generator= another StyleGAN2 (e.g. trained further), the
+    run keeps the named generator, not the one inside the init checkpoint."""
+    from faceweave.backends.gan.train import load_generator
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    train("stylegan2", "tiny", "facesynth:32", tmp_path / "g2", progress=False, overrides={"max_steps": 1, "seed": 7})
+    train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False, overrides={
+        "max_steps": 1, "generator": str(tmp_path / "g2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+        "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"), "init": str(tiny)})
+    wanted, _ = load_generator(str(tmp_path / "g2" / "last"))
+    old = faceweave.load(str(tiny)).model.generator.state_dict()
+    got = faceweave.load(str(tmp_path / "run" / "last")).model.generator.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in wanted.state_dict().items())
+    assert any(not torch.equal(got[k], old[k]) for k in got)
+
+
 def test_gan_training_needs_its_parts(tmp_path):
     from faceweave.train.loop import train
     with pytest.raises(FaceweaveError, match="faceweave train gan needs generator, mask_ae, sketch_ae"):

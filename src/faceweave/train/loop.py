@@ -165,6 +165,11 @@ def _init_weights(model: torch.nn.Module, cfg: dict, family: str, task=None) -> 
                              "pick a preset (or --set arch=...) with the same architecture")
     if theirs != ours and hasattr(task, "adapt_init"):
         state = task.adapt_init(model, state, theirs, ours, where)
+    # parts the recipe names itself (task.init_keeps: key prefixes) keep the weights they came with
+    keep = tuple(task.init_keeps(cfg)) if hasattr(task, "init_keeps") else ()
+    if keep:
+        own = model.state_dict()
+        state = {**state, **{k: v for k, v in own.items() if k.startswith(keep)}}
     checkpoint.load_into(model, state, where=where)
 
 

@@ -315,6 +315,12 @@ class GANTask:
         return dict(GANPipeline.SAMPLING)
 
     @staticmethod
+    def init_keeps(cfg: dict) -> tuple[str, ...]:
+        """With init=, the frozen parts named by the recipe stay as loaded (a mapper carried
+        over to a generator trained further); init= supplies the mapper."""
+        return tuple(f"{part}." for part in ("generator", "mask_ae", "sketch_ae", "encoder") if cfg.get(part))
+
+    @staticmethod
     def instruments(cfg: dict) -> dict:
         """The parser a trained model's pipeline reads photos with (edits), when the run named
         one: a model of real faces wants the real-face parser, not the FaceSynth default."""
