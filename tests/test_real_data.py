@@ -216,3 +216,20 @@ def test_pseudo_labels_cover_training_photos_and_leave_validation_hand_made(smal
                               str(tmp_path / "other")], capture_output=True, text=True)
     assert refused.returncode != 0 and "is not an earlier pseudo-labelling" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_model_trained_on_real_photos_reads_photos_with_the_real_parser(small_collection, tmp_path):
+    """The loop records the real-face parser as the model's instrument (config.json), so its
+    photo edits parse the photo's own mask with it, not with the FaceSynth default."""
+    from faceweave import checkpoint
+    from faceweave.backends.base import photo_instrument
+    from faceweave.data.unified import photo_instruments
+    from faceweave.train.loop import train
+
+    assert photo_instruments("celebamask1k:64") == {"parser": "parser-real-64"}
+    assert photo_instruments("facesynth:64") == {}
+    train("diffusion", "tiny", f"celebamask1k:32:root={small_collection}", tmp_path / "run", progress=False,
+          overrides={"max_steps": 1, "val_n": 2})
+    meta = checkpoint.read_config(tmp_path / "run" / "last")
+    assert meta["instruments"] == {"parser": "parser-real-64"}
+    assert Path(photo_instrument(meta, "parser").path).name == "parser-real-64"

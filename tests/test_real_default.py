@@ -56,3 +56,16 @@ def test_the_prompt_sets_the_hair_colour(pipe):
         out = pipe(prompt=f"a woman with {colour} hair", mask=mask, seeds=[0, 1], num_inference_steps=10)
         means[colour] = float(np.mean([img[hair].mean() for img in out.images]))
     assert means["blond"] > means["black"] + 30, means
+
+
+
+@pytest.mark.parametrize("real, synthetic", [("diffusion-64-real", "diffusion-64"), ("collab-64-real", "collab-64"),
+                                             ("gan-64-real", "gan-64"), ("ddgi-64-real", None)])
+def test_bundled_real_models_read_photos_with_the_real_parser(real, synthetic):
+    """A photo's own mask (what an edit keeps) is read by the real-face parser for the
+    real-face models, by FaceSynth's for the FaceSynth ones."""
+    from faceweave.backends.base import photo_instrument
+
+    assert Path(photo_instrument(checkpoint.read_config(real), "parser").path).name == "parser-real-64"
+    if synthetic:
+        assert Path(photo_instrument(checkpoint.read_config(synthetic), "parser").path).name == "parser-64"

@@ -333,8 +333,8 @@ class Models:
     def parser(self):
         with self._lock:
             if self._parser is None:
-                from .ruler import load_parser
-                self._parser = load_parser()
+                from .ruler import load_parser, photo_parser_name
+                self._parser = load_parser(photo_parser_name())
             return self._parser
 
     def warm_up(self) -> None:

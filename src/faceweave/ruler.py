@@ -244,6 +244,12 @@ def load_parser(name_or_path: str | os.PathLike | None = None, size: int = 64,
     return Parser(name_or_path, device=device, batch_size=batch_size)
 
 
+def photo_parser_name() -> str:
+    """The parser that labels users' photos by default (`faceweave parse`, the app's upload):
+    the real-face parser when it is bundled, else the FaceSynth one."""
+    return "parser-real-128" if "parser-real-128" in checkpoint.bundled_models() else "parser-64"
+
+
 def load_classifier(name_or_path: str | os.PathLike | None = None, size: int = 64,
                     device: str | torch.device = "cpu", batch_size: int | None = None) -> Classifier:
     """An attribute classifier from a checkpoint folder or bundled name (None: the bundled one
@@ -254,5 +260,5 @@ def load_classifier(name_or_path: str | os.PathLike | None = None, size: int = 6
     return Classifier(name_or_path, device=device, batch_size=batch_size)
 
 
-__all__ = ["Classifier", "Parser", "load_classifier", "load_parser", "BUNDLED_PARSERS",
+__all__ = ["Classifier", "Parser", "load_classifier", "load_parser", "photo_parser_name", "BUNDLED_PARSERS",
            "BUNDLED_CLASSIFIERS"]

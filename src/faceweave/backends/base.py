@@ -161,6 +161,18 @@ class PhotoResult:
     tensor_metadata: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+def photo_instrument(meta: dict, name: str, device="cpu"):
+    """The parser ("parser") or attribute classifier ("classifier") a model reads a photo's
+    own conditions with: its checkpoint's choice ("instruments" in config.json, e.g.
+    parser-real-64 for a model of real faces), else the bundled 64 px one (FaceSynth's)."""
+    from ..ruler import load_classifier, load_parser
+
+    if name not in ("parser", "classifier"):
+        raise ValueError(f"no instrument {name!r}")
+    chosen = ((meta or {}).get("instruments") or {}).get(name)
+    return (load_parser if name == "parser" else load_classifier)(chosen, size=64, device=device)
+
+
 def check_callback(callback, steps: int) -> Callable | None:
     """The callback(step, sigma, x, denoised) a sampler calls, guarded: an exception in the
     user's function becomes one FaceweaveError naming the step ("callback raised at step 3

@@ -32,13 +32,13 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
     from pathlib import Path
 
     from .. import io
-    from ..ruler import load_parser
+    from ..ruler import load_parser, photo_parser_name
 
     if len(images) == 1 and not Path(out).is_dir():
         if Path(out).suffix.lower() != ".png":
             raise FaceweaveError(f"--out {out} must end in .png for one image (or be a folder)")
         photo = io.read_photo(images[0])                 # a bad file is refused before the parser loads
-        mask = load_parser(model if model is not None else _default_photo_parser()).predict(photo)
+        mask = load_parser(model if model is not None else photo_parser_name()).predict(photo)
         (io.write_color_mask if color else io.write_mask)(out, mask)
         click.echo(f"wrote {out} ({mask.shape[1]}x{mask.shape[0]})")
         return
@@ -49,20 +49,13 @@ def parse_cmd(images, out, model, color, overwrite) -> None:
                              "(rename them or parse them into separate folders)")
     photos = [io.read_photo(p) for p in images]       # every file is checked before anything is written
     _check_out(out, overwrite)
-    parser = load_parser(model if model is not None else _default_photo_parser())
+    parser = load_parser(model if model is not None else photo_parser_name())
     from tqdm import tqdm
 
     with _writing(out, overwrite) as folder:
         for stem, photo in tqdm(list(zip(stems, photos)), desc="parse", unit="img", disable=None):
             (io.write_color_mask if color else io.write_mask)(folder / f"{stem}.png", parser.predict(photo))
     click.echo(f"wrote {len(images)} masks to {out}")
-
-
-def _default_photo_parser() -> str:
-    """The real-face parser when it is bundled, else the FaceSynth one."""
-    from ..checkpoint import bundled_models
-
-    return "parser-real-128" if "parser-real-128" in bundled_models() else "parser-64"
 
 
 @main.command("describe")

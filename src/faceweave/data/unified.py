@@ -454,6 +454,14 @@ def _spec_error(spec: str, why: str) -> FaceweaveError:
     return FaceweaveError(f"bad data spec {spec!r}: {why}; use " + " or ".join(SPEC_FORMS))
 
 
+def photo_instruments(spec: str) -> dict:
+    """The instruments a model trained on `spec` should read photos with (config.json
+    "instruments"): the real-face parser for celebamask1k, the bundled defaults otherwise
+    (FaceSynth; a folder, whose faces may be either: --set a model's own where it matters)."""
+    name = str(spec).split(":")[0].strip().lower()
+    return {"parser": "parser-real-64"} if name == "celebamask1k" and not Path(spec).expanduser().is_dir() else {}
+
+
 def open_dataset(spec: str, size: int | None = None, split: str | None = None) -> Dataset:
     """A data spec -> a Dataset of sample dicts.
 

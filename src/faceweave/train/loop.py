@@ -404,6 +404,9 @@ def train(family: str, preset: str | None, data: str | None, out: str | os.PathL
     defaults = {"sampling": task.sampling(cfg)} if hasattr(task, "sampling") else {}
     # the instruments its pipeline reads conditions with, when not the bundled defaults
     instruments = task.instruments(cfg) if hasattr(task, "instruments") else {}
+    if not instruments and getattr(task, "reads_photos", False):
+        from ..data.unified import photo_instruments
+        instruments = photo_instruments(data)
     if instruments:
         defaults["instruments"] = instruments
     if cfg["channels_last"]:

@@ -36,7 +36,7 @@ from ...errors import FaceweaveError
 from ...io import resize_image
 from .diffuser import DiffuserConfig, DynamicDiffuser, active_collaborators, mix
 from ...seeds import check_seed, check_seeds
-from ..base import Backend, PhotoResult, Pipeline, check_callback, checked_keywords
+from ..base import Backend, PhotoResult, Pipeline, check_callback, checked_keywords, photo_instrument
 from ..diffusion.pipeline import (MODALITY, DiffusionPipeline, PipelineOutput, _to_uint8, check_eta, image_metadata,
                         sampler_noise)
 
@@ -426,8 +426,7 @@ class CollabPipeline(Pipeline):
         if target.mask is not None:       # the photo's own mask matters only to keep what a new mask leaves
             own = source_mask
             if own is None:
-                from ...ruler import load_parser
-                own = load_parser().predict(photo)
+                own = photo_instrument(self.meta, "parser").predict(photo)
         result = self.edit(photo, target, source_mask=own, num_inference_steps=num_inference_steps,
                            guidance_scale=guidance_scale, embed_steps=embed_steps, finetune_steps=finetune_steps,
                            eta=eta, seed=seed, progress=progress)

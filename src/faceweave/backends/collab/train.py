@@ -61,6 +61,9 @@ class CollabTask:
                         one stays): the influence maps learn every subset, as used at inference
         sample_n, sample_steps   samples and an influence picture at each validation
     """
+    # a model of real faces reads a photo's own conditions with the real-face parser
+    # (data.unified.photo_instruments, recorded by the loop as config.json "instruments")
+    reads_photos = True
 
     family = "collab"
 

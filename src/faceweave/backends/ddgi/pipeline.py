@@ -30,7 +30,7 @@ from ...conditions import Conditions
 from ...errors import FaceweaveError
 from ...io import resize_image
 from ...seeds import check_seeds
-from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
+from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions, photo_instrument
 from ..wplus_edit import (EditOutput, Inversion, check_edit, edit_photo, edit_result, invert_face, read_conditions,
                           target_conditions)
 from ..diffusion.pipeline import MODALITY, DiffusionPipeline, PipelineOutput, image_metadata
@@ -255,12 +255,12 @@ class DDGIPipeline(Pipeline):
                                  "photo with faceweave multiview --image PHOTO --model MULTIVIEW_CHECKPOINT")
 
     def _instrument(self, name: str):
-        """The bundled parser / attribute classifier that read a face's own conditions."""
+        """The parser / attribute classifier that read a face's own conditions: the model's
+        choice, else the bundled 64 px ones (base.photo_instrument)."""
         if not hasattr(self, "_instruments"):
             self._instruments: dict[str, Any] = {}
         if name not in self._instruments:
-            from ...ruler import load_classifier, load_parser
-            self._instruments[name] = (load_parser if name == "parser" else load_classifier)(size=64, device=self.device)
+            self._instruments[name] = photo_instrument(self.meta, name, self.device)
         return self._instruments[name]
 
     @checked_keywords

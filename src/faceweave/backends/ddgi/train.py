@@ -55,6 +55,9 @@ TARGETS = ("denoised", "photo")
 class DDGITask:
     family = "ddgi"
     needs = ("image", "attributes", "captions", "mask", "sketch")
+    # a model of real faces reads a photo's own conditions with the real-face parser
+    # (data.unified.photo_instruments, recorded by the loop as config.json "instruments")
+    reads_photos = True
     # the networks' width and which decoder attention blocks the style modulation reads
     # (0 = the deepest; empty: the mapping network alone)
     architectures = {"tiny": DDGIArch(width=32, blocks=(1,)),

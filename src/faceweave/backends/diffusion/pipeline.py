@@ -51,7 +51,8 @@ from ...models.denoiser import ConditionalDenoiser, DenoiserConfig
 from ...models.vae import downsample_conditions
 from ...text import parse_prompt
 from ...seeds import check_seeds
-from ..base import Backend, PhotoResult, Pipeline, check_callback, checked_keywords, per_seed_conditions
+from ..base import (Backend, PhotoResult, Pipeline, check_callback, checked_keywords, per_seed_conditions,
+                    photo_instrument)
 
 FAMILY = "diffusion"
 DEFAULT_MODEL = "diffusion-64-real"     # real photos; "diffusion-64" is the FaceSynth benchmark model
@@ -591,8 +592,7 @@ class DiffusionPipeline(Pipeline):
 
         own = source_mask
         if own is None:
-            from ...ruler import load_parser
-            own = load_parser().predict(photo)
+            own = photo_instrument(self.meta, "parser").predict(photo)
         source, size = Conditions(mask=own), self.size
         region = np.ones((size, size), bool) if everywhere or target.mask is None else None
         result = self.edit(photo, source, target, num_inference_steps=num_inference_steps,
@@ -616,8 +616,7 @@ class DiffusionPipeline(Pipeline):
             raise FaceweaveError("give --mask or --no-mask, not both")
         prompt = check_prompt(prompt)
         if mask is None and parse_mask:
-            from ...ruler import load_parser
-            mask = load_parser().predict(photo)
+            mask = photo_instrument(self.meta, "parser").predict(photo)
         noise, back, meta = self.invert(photo, Conditions(prompt=prompt, mask=mask),
                                         num_inference_steps=num_inference_steps)
         meta["reconstruction_psnr"] = round(float(psnr(resize_image(photo, self.size), back)), 3)

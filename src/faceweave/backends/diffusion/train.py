@@ -68,6 +68,9 @@ class DiffusionTask:
         sampling       the checkpoint's sampling defaults over DiffusionPipeline.SAMPLING,
                        e.g. {"layout_prior": false} (config.json "sampling")
     """
+    # a model of real faces reads a photo's own conditions with the real-face parser
+    # (data.unified.photo_instruments, recorded by the loop as config.json "instruments")
+    reads_photos = True
 
     family = "diffusion"
 

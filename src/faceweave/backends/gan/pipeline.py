@@ -49,7 +49,7 @@ from ...errors import FaceweaveError
 from ...io import resize_sketch, resize_image, resize_mask
 from .mm2latent import MM2Latent
 from ...seeds import check_seeds
-from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions
+from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions, photo_instrument
 from ..wplus_edit import (Inversion, check_edit, check_fraction as _float, edit_photo, edit_result, invert_face,
                           read_conditions, target_conditions, to_uint8 as _uint8)
 from ..diffusion.pipeline import PipelineOutput, image_metadata
@@ -105,14 +105,9 @@ class GANPipeline(Pipeline):
         return self._text_encoder
 
     def _helper(self, name: str):
-        """The parser or classifier that reads photos' conditions: the checkpoint's own choice
-        ("instruments" in its config.json, e.g. parser-real-64 for a model of real faces), else
-        the bundled 64 px one."""
+        """The parser or classifier that reads photos' conditions (base.photo_instrument)."""
         if name not in self._helpers:
-            from ...ruler import load_classifier, load_parser
-            chosen = (self.meta.get("instruments") or {}).get(name)
-            self._helpers[name] = (load_parser if name == "parser" else load_classifier)(chosen, size=64,
-                                                                                       device=self.device)
+            self._helpers[name] = photo_instrument(self.meta, name, self.device)
         return self._helpers[name]
 
     # -- conditions -> W+ -----------------------------------------------------------------------

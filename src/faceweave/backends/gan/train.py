@@ -305,6 +305,9 @@ class GANTask:
         val_parser     the parser that scores validation (None: the bundled one of the size;
                        parser-real-64 for real photos)
     """
+    # a model of real faces reads a photo's own conditions with the real-face parser
+    # (data.unified.photo_instruments, recorded by the loop as config.json "instruments")
+    reads_photos = True
 
     family = "gan"
 
