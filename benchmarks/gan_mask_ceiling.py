@@ -8,7 +8,10 @@ and label map to W+ with the model's mapper, then optimise each face's W+ code d
 alone and once with the pixel L1 to the photo beside it. At the given steps, print the
 ruler's mask mIoU (parser-real-64, as `faceweave evaluate --data celebamask1k` reads it)
 and the loss. A mapper makes a code in one pass and cannot be expected to beat this: if the
-optimised codes stay below a target, the generator is what limits.
+optimised codes stay below a target, the generator is what limits. With `--invert-steps`
+(e.g. 0,100) the photos themselves are also inverted (the model's encoder, then that many
+projector steps: `GANPipeline.invert`) and their reconstructions scored the same way: how
+much of a real layout the W+ code of the real face keeps.
 
 The guide must not be the ruler (train/guide.py refuses bundled parsers): the optimisation
 would then fool the very network that scores it.
@@ -39,6 +42,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--invert-steps", default="", help="comma list of projector steps for the inversion rows")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -63,6 +67,11 @@ def main() -> None:
 
     results = {"model": args.model, "guide": args.guide, "n": len(records), "mapped": round(miou(start), 4)}
     print(f"mapper's codes: ruler mIoU {results['mapped']:.4f}")
+    for steps in [int(v) for v in args.invert_steps.split(",") if v.strip()]:
+        made = np.stack([pipe.invert(face, steps=steps).reconstruction for face in photos])
+        score = float(mask_scores(ruler.predict(made), masks)["miou"])
+        results[f"inverted_{steps}_steps"] = round(score, 4)
+        print(f"the photos inverted (encoder + {steps} projector steps): ruler mIoU {score:.4f}", flush=True)
     target = torch.from_numpy(masks).long()
     photo = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
     checkpoints = sorted({max(1, args.steps // 4), max(1, args.steps // 2), args.steps})
