@@ -289,7 +289,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 capabilities=("generate", "edit", "evaluate"),
                 options="faceweave.backends.collab.options", tiny="faceweave.backends.collab.train:tiny_checkpoint"),
     BackendSpec("gan", backend="faceweave.backends.gan:GANBackend",
-                pipeline="faceweave.backends.gan:GANPipeline", family="gan", default_model="gan-64",
+                pipeline="faceweave.backends.gan:GANPipeline", family="gan", default_model="gan-64-real",
                 capabilities=("generate", "edit", "invert", "evaluate"),
                 options="faceweave.backends.gan.options", tiny="faceweave.backends.gan.train:tiny_checkpoint"),
     BackendSpec("ddgi", backend="faceweave.backends.ddgi:DDGIBackend",

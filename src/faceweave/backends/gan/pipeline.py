@@ -1,7 +1,7 @@
 """Backend `gan`: MM2Latent (Meng et al., ECCV 2024 workshops) on our own StyleGAN2.
 
     import faceweave
-    pipe = faceweave.load("gan")                              # the bundled 64 px model
+    pipe = faceweave.load("gan")                              # the bundled gan-64-real
     out = pipe(prompt="a smiling woman", mask=mask, seeds=[0, 1, 2, 3])
     inv = pipe.invert(face)                                   # W+ code + reconstruction
     out = pipe.edit(photo, Conditions(prompt="a smiling man"), strength=1.0)
@@ -55,7 +55,7 @@ from ..wplus_edit import (Inversion, check_edit, check_fraction as _float, edit_
 from ..diffusion.pipeline import PipelineOutput, image_metadata
 
 FAMILY = "gan"
-DEFAULT_MODEL = "gan-64"
+DEFAULT_MODEL = "gan-64-real"     # real photos; "gan-64" is the FaceSynth benchmark model
 ACCEPTS = ("prompt", "attributes", "mask", "sketch")
 
 
