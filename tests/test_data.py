@@ -418,7 +418,8 @@ def test_unified_dataset_tensor_conventions(unified):
     data = UnifiedDataset(unified)
     assert len(data) == 3
     sample = data[0]
-    assert set(sample) == {"image", "mask", "sketch", "attributes", "captions", "file"}
+    assert set(sample) == {"image", "mask", "sketch", "attributes", "captions", "file", "flipped"}
+    assert not bool(sample["flipped"])
     assert sample["image"].dtype == torch.float32 and sample["image"].shape == (3, 32, 32)
     torch.testing.assert_close(sample["image"], torch.from_numpy(photo(32, 0)).permute(2, 0, 1) / 127.5 - 1)
     assert sample["image"].min() >= -1 and sample["image"].max() <= 1

@@ -289,6 +289,54 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
               overrides={**common, "guide_parser": "parser-64"})
 
 
+def test_a_mapper_learns_from_a_bank_of_projected_codes(tiny, tmp_path):
+    """scripts/project_codes.py inverts the photos (encoder + projector steps, resumable,
+    shares merged); pairs=projected regresses those codes, a mirrored sample owes no latent
+    loss, and codes of another generator are refused in one line."""
+    import subprocess
+    import sys
+
+    from faceweave.backends.gan.codes import read_codes, write_codes
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    script = Path(__file__).resolve().parents[1] / "scripts" / "project_codes.py"
+    for part in ("1/2", "2/2"):
+        subprocess.run([sys.executable, str(script), "--model", str(tiny), "--data", "facesynth:32:n=6",
+                        "--steps", "2", "--batch", "2", "--part", part, "--out", str(tmp_path / f"c{part[0]}.st")],
+                       check=True, capture_output=True)
+    subprocess.run([sys.executable, str(script), "--merge", str(tmp_path / "c1.st"), str(tmp_path / "c2.st"),
+                    "--out", str(tmp_path / "codes.st")], check=True, capture_output=True)
+    codes, meta = read_codes(tmp_path / "codes.st")
+    assert sorted(codes) == [f"{i:06d}.png" for i in range(6)] and meta["steps"] == "2"
+    assert codes["000000.png"].shape == (8, 32)
+    common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last"), "max_steps": 2, "log_every": 1,
+              "pairs": "projected", "codes": str(tmp_path / "codes.st"), "image_weight": 1.0}
+    train("gan", "tiny", "facesynth:32:n=6", tmp_path / "run", progress=False, overrides=common)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "train"]
+    assert steps and all(r["w_mse"] > 0 and r["image_l1"] > 0 for r in steps), steps
+    # the latent loss counts only samples with a code: mirrored ones are left out
+    from faceweave.backends.gan.train import GANTask
+    task = GANTask()
+    task._codes = {"a.png": torch.ones(8, 32)}
+    task._helpers["text"] = type("T", (), {"encode": lambda self, c: type("E", (), {
+        "pooled": torch.zeros(len(c), 384)})()})()
+    batch = {"image": torch.zeros(3, 3, 32, 32), "mask": torch.zeros(3, 32, 32, dtype=torch.long),
+             "sketch": torch.zeros(3, 1, 32, 32), "captions": [["a"], ["b"], ["c"]],
+             "file": ["a.png", "a.png", "b.png"], "flipped": torch.tensor([False, True, False])}
+    pair = task.projected_pairs(None, batch, torch.Generator().manual_seed(0))
+    assert pair["known"].tolist() == [1.0, 0.0, 0.0] and pair["w"][0].eq(1).all() and pair["w"][1:].eq(0).all()
+    # codes of another generator, or none at all
+    write_codes(tmp_path / "other.st", codes, {**meta, "generator": "0" * 16})
+    with pytest.raises(FaceweaveError, match="belong to another generator"):
+        train("gan", "tiny", "facesynth:32:n=6", tmp_path / "other", progress=False,
+              overrides={**common, "codes": str(tmp_path / "other.st")})
+    with pytest.raises(FaceweaveError, match="needs a bank of codes"):
+        train("gan", "tiny", "facesynth:32:n=6", tmp_path / "none", progress=False,
+              overrides={**common, "codes": None})
+
+
 def test_an_encoder_joins_a_gan_checkpoint_trained_without_one(tiny, tmp_path):
     from faceweave.backends.gan.train import attach_encoder
     from faceweave.train.loop import train

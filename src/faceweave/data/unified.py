@@ -24,6 +24,8 @@ one sample dict whatever the source:
                 losses mask out the -1 entries)
     captions    list[str] (may be empty)
     file        the sample's file name, NAME.png
+    flipped     bool tensor: the sample was mirrored by the `flip` augmentation (what is stored
+                per file, e.g. a photo's W+ code, describes the unmirrored one)
 
 Use `collate` with a DataLoader: captions are lists of varying length, which torch's
 default collate cannot batch.
@@ -69,13 +71,14 @@ def attribute_vector(attributes: Mapping[str, int] | None) -> np.ndarray:
 
 
 def to_sample(image: np.ndarray, mask: np.ndarray | None, sketch: np.ndarray | None,
-              attributes: Mapping[str, int] | None, captions, file: str) -> dict:
+              attributes: Mapping[str, int] | None, captions, file: str, flipped: bool = False) -> dict:
     """uint8 arrays -> the sample dict described in the module docstring."""
     out = {
         "image": torch.from_numpy(np.require(image, requirements="CW")).permute(2, 0, 1) / 127.5 - 1.0,
         "attributes": torch.from_numpy(attribute_vector(attributes)),
         "captions": list(captions),
         "file": file,
+        "flipped": torch.tensor(bool(flipped)),
     }
     if mask is not None:
         out["mask"] = torch.from_numpy(np.asarray(mask, dtype=np.int64))
@@ -354,12 +357,13 @@ class UnifiedDataset(Dataset):
             image = io.resize_image(image, self.size)
         mask = io.read_mask(self.root / MASKS / file, size=self.size) if self.has_mask else None
         sketch = read_stored_sketch(self.root / SKETCHES / file, self.size) if self.has_sketch else None
-        if self.flip and bool(torch.rand(()) < 0.5):
+        flipped = self.flip and bool(torch.rand(()) < 0.5)
+        if flipped:
             image, mask, sketch = hflip(image, mask, sketch)
         if self.jitter:
             rng = np.random.default_rng(int(torch.randint(0, 2**62, ())))
             image, mask, sketch = jitter(image, mask, sketch, rng)
-        return to_sample(image, mask, sketch, record["attributes"], record["captions"], file)
+        return to_sample(image, mask, sketch, record["attributes"], record["captions"], file, flipped)
 
 
 # FaceSynth seeds are split by range: a face is a function of (renderer seed, index), and

@@ -287,9 +287,13 @@ class GANTask:
 
     Recipe keys beyond COMMON_DEFAULTS:
         generator, mask_ae, sketch_ae, encoder   checkpoints copied into the model (encoder optional)
-        pairs          "generated" (the above) or "inverted": real FaceSynth faces with their true
-                       captions, masks and sketches, the target being the encoder's W+ code of
-                       the image (needs encoder; the alternative the issue asks us to measure)
+        pairs          "generated" (the above), "inverted": real faces with their true captions,
+                       masks and sketches, the target being the encoder's W+ code of the image
+                       (needs encoder), or "projected": the same faces, the target being the
+                       photo's code in a bank made by inverting every photo with projector
+                       steps (`codes`; a mirrored sample, whose code is not in the bank, keeps
+                       only the image, feature and mask terms)
+        codes          the bank's file (scripts/project_codes.py), for pairs=projected
         drop           probability of hiding each modality per sample
         confident      classifier probabilities beyond this distance from 0.5 are named in captions
         truncation     psi of the sampled training latents (1: the full distribution)
@@ -331,7 +335,7 @@ class GANTask:
 
     needs = ("image", "mask", "sketch", "attributes", "captions")
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
-               "drop": 0.3,
+               "codes": None, "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
                "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "guide_parser": None,
                "val_parser": None}
@@ -346,6 +350,7 @@ class GANTask:
 
     def __init__(self):
         self._helpers: dict[str, Any] = {}
+        self._codes: dict[str, torch.Tensor] = {}
         self._calls = 0
 
     @property
@@ -370,10 +375,22 @@ class GANTask:
         mask_ae, mmeta = _load_part(cfg["mask_ae"], "mask_ae")
         sketch_ae, smeta = _load_part(cfg["sketch_ae"], "sketch_ae")
         encoder, emeta = _load_part(cfg["encoder"], "gan_encoder") if cfg.get("encoder") else (None, None)
-        if cfg["pairs"] not in ("generated", "inverted"):
-            raise FaceweaveError(f"pairs must be 'generated' or 'inverted', got {cfg['pairs']!r}")
+        if cfg["pairs"] not in ("generated", "inverted", "projected"):
+            raise FaceweaveError(f"pairs must be 'generated', 'inverted' or 'projected', got {cfg['pairs']!r}")
         if cfg["pairs"] == "inverted" and encoder is None:
             raise FaceweaveError("pairs=inverted needs an inversion encoder: --set encoder=runs/gan-encoder-64/best")
+        if cfg["pairs"] == "projected":
+            if not cfg.get("codes"):
+                raise FaceweaveError("pairs=projected needs a bank of codes: --set codes=FILE "
+                                     "(made by scripts/project_codes.py)")
+            from ...checkpoint import fingerprint
+            from .codes import read_codes
+            codes, meta = read_codes(cfg["codes"])
+            if meta.get("generator") != fingerprint(G.state_dict()):
+                raise FaceweaveError(f"the codes in {cfg['codes']} belong to another generator "
+                                     f"(fingerprint {meta.get('generator')}, this run's "
+                                     f"{fingerprint(G.state_dict())}); project the photos with this one")
+            self._codes = codes
         if G.config.size != cfg["size"]:
             raise FaceweaveError(f"the generator makes {G.config.size} px faces but this run is at {cfg['size']} px; "
                                  f"pass --set size={G.config.size}")
@@ -446,14 +463,30 @@ class GANTask:
         return {"w": w, "images": images, "mask": masks, "sketch": sketches, "captions": captions, "text": text}
 
     @torch.no_grad()
-    def inverted_pairs(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, Any]:
-        """Pairs from real FaceSynth faces: their own caption (one at random), mask and sketch,
-        and the W+ code the inversion encoder finds for the image."""
+    def inverted_pairs(self, model: nn.Module, batch: dict, generator: torch.Generator,
+                       encode: bool = True) -> dict[str, Any]:
+        """Pairs from the data's faces: their own caption (one at random), mask and sketch,
+        and the W+ code the inversion encoder finds for the image (encode=False: none)."""
         pick = torch.randint(0, 1 << 30, (len(batch["captions"]),), generator=generator).tolist()
         captions = [c[k % len(c)] if c else "" for c, k in zip(batch["captions"], pick)]
         text = self._helpers["text"].encode(captions).pooled.to(batch["image"].device)
-        return {"w": model.encoder(batch["image"]), "mask": batch["mask"], "sketch": batch["sketch"],
-                "captions": captions, "text": text}
+        return {"w": model.encoder(batch["image"]) if encode else None, "mask": batch["mask"],
+                "sketch": batch["sketch"], "captions": captions, "text": text}
+
+    @torch.no_grad()
+    def projected_pairs(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, Any]:
+        """inverted_pairs with the bank's code of each photo as the target; `known` is 0 for a
+        sample the bank has no code for (a mirrored photo, a file not projected)."""
+        pair = self.inverted_pairs(model, batch, generator, encode=False)
+        flipped = batch.get("flipped")
+        known = [f in self._codes and not (flipped is not None and bool(flipped[i]))
+                 for i, f in enumerate(batch["file"])]
+        device = batch["image"].device
+        shape = next(iter(self._codes.values())).shape
+        pair["w"] = torch.stack([self._codes[f] if k else torch.zeros(shape)
+                                 for f, k in zip(batch["file"], known)]).to(device)
+        pair["known"] = torch.tensor(known, dtype=torch.float32, device=device)
+        return pair
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ...train.guide import guide_ce
@@ -463,20 +496,27 @@ class GANTask:
         gen = torch.Generator().manual_seed(cfg["seed"] * 7919 + self._calls)
         if cfg["pairs"] == "inverted":
             pair = self.inverted_pairs(bare, batch, gen)
+        elif cfg["pairs"] == "projected":
+            pair = self.projected_pairs(bare, batch, gen)
         else:
             pair = self.pairs(bare, batch["image"].shape[0], cfg, gen)
         n = pair["w"].shape[0]
         present = modality_dropout(torch.ones(n, 3, dtype=torch.bool), float(cfg["drop"]), gen).to(pair["w"].device)
         pred = bare.map(text=pair["text"], mask=pair["mask"], sketch=pair["sketch"], present=present)
         target = pair["w"][:, None].expand_as(pred) if pair["w"].ndim == 2 else pair["w"]
-        mse = (pred.float() - target).square().mean()
+        if "known" in pair:               # only the samples whose code the bank holds
+            known = pair["known"]
+            per = (pred.float() - target).square().mean(dim=(1, 2))
+            mse = (per * known).sum() / known.sum().clamp(min=1)
+        else:
+            mse = (pred.float() - target).square().mean()
         logs = {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
         total = mse
         image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
         mask_weight = float(cfg.get("mask_weight") or 0)
         made = None
         if image_weight > 0 or feature_weight > 0:
-            wanted = batch["image"] if cfg["pairs"] == "inverted" else pair["images"]
+            wanted = pair["images"] if cfg["pairs"] == "generated" else batch["image"]
             made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
             if image_weight > 0:
                 l1 = (made.float() - wanted.float()).abs().mean()
