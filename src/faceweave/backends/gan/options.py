@@ -4,8 +4,8 @@ from __future__ import annotations
 from ..options import Option
 
 GENERATE = (
-    Option("diversity", "--diversity", "float", 0.5, "0..1, how far each seed's own latent replaces the finest "
-           "layers of the mapped one  [default: 0.5]"),
+    Option("diversity", "--diversity", "float", None, "0..1, how far each seed's own latent replaces the finest "
+           "layers of the mapped one  [default: the model's own, config.json \"sampling\"]", range=(0.0, 1.0)),
 )
 
 NO_ALIGN = Option("align", "--no-align", "flag", True,

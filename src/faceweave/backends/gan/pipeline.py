@@ -344,11 +344,13 @@ class GANBackend(Backend):
     name = FAMILY
     accepts = ACCEPTS
 
-    def __init__(self, model: str | None = None, diversity: float = 0.5, truncation: float = 1.0,
+    def __init__(self, model: str | None = None, diversity: float | None = None, truncation: float | None = None,
                  batch_size: int = 64, progress: bool = False):
         self.pipe = GANPipeline.from_pretrained(model or DEFAULT_MODEL)
-        self.options = {"diversity": diversity, "truncation": truncation, "batch_size": batch_size,
-                        "progress": progress}
+        # None: the checkpoint's own sampling defaults (config.json "sampling"), as the pipeline reads them
+        self.options = {"diversity": self.pipe.sampling["diversity"] if diversity is None else diversity,
+                        "truncation": self.pipe.sampling["truncation"] if truncation is None else truncation,
+                        "batch_size": batch_size, "progress": progress}
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe(conditions=conditions, seeds=seeds, **self.options).images
