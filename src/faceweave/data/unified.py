@@ -462,8 +462,11 @@ def photo_instruments(spec: str) -> dict:
     """The instruments a model trained on `spec` should read photos with (config.json
     "instruments"): the real-face parser for celebamask1k, the bundled defaults otherwise
     (FaceSynth; a folder, whose faces may be either: --set a model's own where it matters)."""
+    from ..eval.real import BUNDLED_REAL_PARSERS
+
     name = str(spec).split(":")[0].strip().lower()
-    return {"parser": "parser-real-64"} if name == "celebamask1k" and not Path(spec).expanduser().is_dir() else {}
+    real = name == "celebamask1k" and not Path(spec).expanduser().is_dir()
+    return {"parser": BUNDLED_REAL_PARSERS[64]} if real else {}
 
 
 def open_dataset(spec: str, size: int | None = None, split: str | None = None) -> Dataset:

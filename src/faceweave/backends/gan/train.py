@@ -386,10 +386,11 @@ class GANTask:
             from ...checkpoint import fingerprint
             from .codes import read_codes
             codes, meta = read_codes(cfg["codes"])
-            if meta.get("generator") != fingerprint(G.state_dict()):
+            own = fingerprint(G.state_dict())
+            if meta.get("generator") != own:
                 raise FaceweaveError(f"the codes in {cfg['codes']} belong to another generator "
-                                     f"(fingerprint {meta.get('generator')}, this run's "
-                                     f"{fingerprint(G.state_dict())}); project the photos with this one")
+                                     f"(fingerprint {meta.get('generator')}, this run's {own}); "
+                                     "project the photos with this one")
             self._codes = codes
         if G.config.size != cfg["size"]:
             raise FaceweaveError(f"the generator makes {G.config.size} px faces but this run is at {cfg['size']} px; "
