@@ -32,6 +32,23 @@ def test_batch_vs_single_identity(enc):
     assert torch.equal(both.tokens[1, :n], one.tokens[0, :n]) and torch.equal(both.pooled[1], one.pooled[0])
 
 
+def test_prompts_of_one_length_encoded_together_equal_each_alone(enc):
+    """New prompts of the same token count share one unpadded pass; each must come out
+    exactly as it does alone (and a prompt over the token limit is grouped by its cut length)."""
+    prompts = ["a man with a beard", "a woman with a hat", "a child with a toy", "an old man",
+               "a smiling woman " * 30]
+    counts = [min(enc.token_count(p), enc.max_tokens) for p in prompts]
+    assert counts[0] == counts[1] == counts[2] != counts[3]       # one group of three, and others
+    together = TextEncoder()
+    together._cache.clear()
+    many = together.encode(prompts)
+    for i, prompt in enumerate(prompts):
+        alone = TextEncoder().encode([prompt])
+        n = int(alone.mask[0].sum())
+        assert n == counts[i] and int(many.mask[i].sum()) == n
+        assert torch.equal(many.tokens[i, :n], alone.tokens[0, :n]) and torch.equal(many.pooled[i], alone.pooled[0])
+
+
 def test_paraphrases_are_closer_than_unrelated(enc):
     a, b, c = enc.encode(["a grinning man wearing spectacles", "a smiling guy with glasses",
                           "a bald woman with a red hat"]).pooled

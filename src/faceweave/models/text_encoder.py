@@ -63,18 +63,32 @@ class TextEncoder:
         return len(self.tokenizer(" ".join(prompt.split()))["input_ids"])
 
     @torch.no_grad()
-    def _encode_one(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-        # One prompt per forward pass, never padded beside others: a prompt's encoding must
-        # not depend on which prompts share its batch (batch-vs-single identity).
-        batch = self.tokenizer([prompt], truncation=True, max_length=self.max_tokens,
+    def _encode_alike(self, prompts: list[str]) -> None:
+        """One forward pass for prompts of the same token count: nothing is padded, so every
+        prompt's states are those of a pass of its own (a prompt's encoding must not depend on
+        which prompts share its batch: batch-vs-single identity), at a fraction of the time of
+        one pass per prompt. On the CPU the pass runs on one thread: multi-threaded matrix
+        products split a one-prompt input differently from a many-prompt one, which moves the
+        last bits (~1e-6), while one thread gives every row the same sums (and short prompts
+        gain little from a second thread; the gan backend's seconds per image in
+        docs/gan.md include this encoding)."""
+        batch = self.tokenizer(prompts, truncation=True, max_length=self.max_tokens,
                                return_tensors="pt").to(self.device)
-        tokens = self.model(**batch).last_hidden_state[0].float().cpu()
-        return tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0)
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu" and threads != 1:
+            torch.set_num_threads(1)
+        try:
+            states = self.model(**batch).last_hidden_state.float().cpu()
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+        for prompt, tokens in zip(prompts, states):
+            self._cache[prompt] = (tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0))
 
     @torch.no_grad()
     def _encode_many(self, prompts: list[str]) -> None:
         """One padded forward pass for many prompts (training: ~5x faster than one by one;
-        padding is masked, so the states agree with _encode_one up to float rounding)."""
+        padding is masked, so the states agree with _encode_alike up to float rounding)."""
         batch = self.tokenizer(prompts, truncation=True, max_length=self.max_tokens, padding=True,
                                return_tensors="pt").to(self.device)
         states = self.model(**batch).last_hidden_state.float().cpu()
@@ -84,7 +98,8 @@ class TextEncoder:
 
     def encode(self, prompts: list[str | None], batched: bool = False) -> TextEncoding:
         """batched=True encodes the new prompts in one padded pass (for training); the default
-        encodes each prompt alone, so a result never depends on the rest of the batch."""
+        encodes prompts of the same token count together, unpadded, so a result never depends
+        on the rest of the batch."""
         if isinstance(prompts, str):
             raise FaceweaveError("encode() takes a list of prompts; wrap a single prompt in a list")
         clean = [" ".join(p.split()) if isinstance(p, str) else None for p in prompts]
@@ -92,8 +107,13 @@ class TextEncoder:
         new = sorted({p for p in clean if p is not None and p not in self._cache})
         if batched and new:
             self._encode_many(new)
-        for prompt in new if not batched else ():
-            self._cache[prompt] = self._encode_one(prompt)
+        if not batched:
+            alike: dict[int, list[str]] = {}
+            for prompt in new:
+                count = min(self.token_count(prompt), self.max_tokens)
+                alike.setdefault(count, []).append(prompt)
+            for group in alike.values():
+                self._encode_alike(group)
         for prompt in clean:                     # this batch's prompts are the most recent ...
             if prompt is not None:
                 self._cache.move_to_end(prompt)
