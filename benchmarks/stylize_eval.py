@@ -100,6 +100,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--n", type=int, default=8, help="photos to stylize")
     ap.add_argument("--references", nargs="*", default=[], help="further reference images")
     ap.add_argument("--tune-steps", type=int, default=None)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the model's sampling block (e.g. style_weight=5)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -115,6 +117,13 @@ def main(argv=None) -> dict:
     photos = [(p.stem, read_photo(p)) for p in files[: args.n]]
     refs = references(args.references, files)
     pipe = faceweave.load(args.model)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or key not in pipe.sampling:
+            sys.exit(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(pipe.sampling)}")
+        overrides[key] = type(pipe.sampling[key])(value)
+    pipe.meta["sampling"] = {**(pipe.meta.get("sampling") or {}), **overrides}
     ruler = ParserFeatures()
     side = pipe.size
 
@@ -150,7 +159,7 @@ def main(argv=None) -> dict:
             print(f"{stem} <- {ref_name}: identity {ident[0]:.3f}, mIoU {miou[0]:.3f}, style {got:.3f} "
                   f"(photo {own:.3f}, ratio {got / own:.2f}), {seconds:.1f} s", flush=True)
     mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))        # noqa: E731
-    result = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)", "model": args.model,
+    result = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)", "model": args.model, "sampling": pipe.sampling,
               "photos": len(photos), "references": [n for n, _, _ in refs], "tune_steps": rows[0] and
               (args.tune_steps if args.tune_steps is not None else pipe.sampling["tune_steps"]),
               "one_shot": {"identity_mean": mean("identity"), "identity_below_0.6": float(np.mean([r["identity"] < 0.6

@@ -277,6 +277,7 @@ def test_share_refuses_different_tensors(tiny_parser, tmp_path):
 @pytest.mark.parametrize("gan, shared", [
     ("gan-64", [("generator.", "stylegan2-64")]),
     ("gan-64-real", [("generator.", "stylegan2-64-real"), ("sketch_ae.", "gan-64")]),
+    ("stylize-64-real", [("generator.", "stylegan2-64-real")]),
 ])
 def test_bundled_gan_reads_its_generator_from_stylegan2(gan, shared):
     meta = checkpoint.read_config(gan)

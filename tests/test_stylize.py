@@ -132,6 +132,19 @@ def test_one_shot_is_reproducible_and_strength_blends_from_the_model_own_look(pi
     assert np.array_equal(plain, own) and not np.array_equal(plain, a.stylized)
 
 
+@pytest.mark.parametrize("statistic,blocks", [("gram", 1), ("moments", 3)])
+def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, blocks):
+    import copy
+    other = copy.copy(pipe)
+    other.meta = {**pipe.meta, "sampling": {**(pipe.meta.get("sampling") or {}),
+                                             "style_statistic": statistic, "style_blocks": blocks}}
+    out = other(_face(), style=_reference(), tune_steps=3, align=False)
+    assert out.metadata[0]["style_loss_last"] < out.metadata[0]["style_loss_first"]
+    other.meta["sampling"]["style_statistic"] = "histogram"
+    with pytest.raises(FaceweaveError, match="unknown style statistic 'histogram'"):
+        other(_face(), style=_reference(), tune_steps=1, align=False)
+
+
 def test_a_folder_or_list_of_references_is_one_style(pipe, tmp_path):
     refs = [_reference(), styles.apply(_face(6), "pencil sketch", "", np.random.default_rng(1))]
     for i, ref in enumerate(refs):
@@ -193,11 +206,9 @@ def test_bad_calls_are_one_line_errors(pipe, kwargs, message):
     assert "\n" not in str(info.value)
 
 
-def test_text_without_a_mapper_and_no_bundled_model_are_one_line_errors(tiny):
+def test_text_without_a_mapper_is_a_one_line_error(tiny):
     with pytest.raises(FaceweaveError, match="has no text mapper"):
         faceweave.load(str(tiny["enc"]))(_face(), style_text="a sketch", align=False)
-    with pytest.raises(FaceweaveError, match="no bundled model yet"):
-        faceweave.load("stylize")
     with pytest.raises(FaceweaveError, match="a face photo must|must be an H x W x 3"):
         faceweave.load(str(tiny["enc"]))(np.zeros((5, 5)), style=_reference(), name="a face photo")
 
@@ -255,7 +266,6 @@ def test_cli_bad_inputs_are_one_line_errors(tiny, tmp_path):
         (["--image", tmp_path / "broken.png", "--style-text", "x", "--model", model], "broken.png"),
         (["--image", face, "--style", tmp_path / "nope.png", "--model", model], "does not exist"),
         (["--image", face, "--style", tmp_path / "empty", "--model", model], "holds no images"),
-        (["--image", face, "--style-text", "x"], "no bundled model yet"),
         (["--image", face, "--style-text", "x", "--model", tiny["sg"]], "not a stylize one"),
         (["--image", face, "--style-text", "x", "--model", tiny["enc"]], "has no text mapper"),
         (["--image", tmp_path / "blank.png", "--style-text", "x", "--model", model], "no face found"),
@@ -286,5 +296,37 @@ def test_app_stylize_tab_runs_one_shot_and_zero_shot_and_refuses_mistakes(tiny):
             app.run_stylize(models, face, align=False, **kwargs)
     with pytest.raises(FaceweaveError, match="no photo"):
         app.run_stylize(models, None, _reference())
-    with pytest.raises(FaceweaveError, match="no stylize model: start the app with --model"):
-        app.Models().stylizer()
+    bundled = app.Models()
+    assert bundled.stylize_source == "stylize-64-real"
+    bundled.stylize_source = None                     # an installation without the bundled stylizer
+    with pytest.raises(FaceweaveError, match="no stylize model is installed: start the app with --model"):
+        bundled.stylizer()
+
+
+# -- the bundled model ------------------------------------------------------------------------
+
+def test_the_bundled_stylizer_is_the_default_and_does_both_modes(tmp_path):
+    """`faceweave stylize` without --model runs stylize-64-real (real-face StyleGAN2 prior,
+    with a text mapper): a reference and a text each change the face; strength 0 gives the
+    model's plain reconstruction of it."""
+    assert faceweave.DEFAULT_MODELS["stylize"] == "stylize-64-real"
+    pipe = faceweave.load("stylize")
+    assert pipe.size == 64 and pipe.reads_text
+    face = render(seed=2_000_000, index=5, size=64).image
+    plain = pipe(face, style_text="a pencil sketch", strength=0.0, align=False).stylized
+    text = pipe(face, style_text="a pencil sketch", align=False).stylized
+    warm = pipe(face, style_text="a watercolor painting in warm colors", align=False).stylized
+    # measured with the bundled weights: 7.6 grey levels from the face; 70 and 39 from that
+    assert np.abs(plain.astype(int) - face).mean() < 20                  # it reconstructs the face
+    assert np.abs(text.astype(int) - plain).mean() > 20                  # a text changes the look ...
+    assert np.abs(warm.astype(int) - plain).mean() > 20
+    assert np.abs(text.astype(int) - warm).mean() > 10                   # ... and two texts differently
+    write_png(tmp_path / "face.png", face)
+    write_png(tmp_path / "ref.png", styles.apply(render(seed=2_000_000, index=6, size=64).image, "pencil sketch", "",
+                                                 np.random.default_rng(0)))
+    result = _run("stylize", "--image", tmp_path / "face.png", "--style", tmp_path / "ref.png", "--no-align",
+                  "--tune-steps", 5, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    import json
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["mode"] == "one-shot" and Path(meta["model"]).name == "stylize-64-real"

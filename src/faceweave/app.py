@@ -252,11 +252,12 @@ def generation_backends() -> list[str]:
 
     from . import checkpoint
     from .backends import available_backends
+    from .backends.base import BACKENDS
 
     names = []
     # the default backend (diffusion: the fastest, and `faceweave generate`'s default) first
     for backend in sorted(available_backends(), key=lambda b: (b != DEFAULT_BACKEND, b)):
-        if backend in faceweave.DEFAULT_MODELS:
+        if backend in faceweave.DEFAULT_MODELS and "generate" in BACKENDS[backend].capabilities:
             try:
                 checkpoint.resolve(faceweave.DEFAULT_MODELS[backend])
             except FaceweaveError:
@@ -278,7 +279,13 @@ class Models:
 
         self.device = device
         self.sources = {b: faceweave.DEFAULT_MODELS[b] for b in generation_backends()}
-        self.stylize_source: str | None = None      # a checkpoint of a backend that stylizes photos
+        # a checkpoint of a backend that stylizes photos: the bundled one unless --model names another
+        self.stylize_source: str | None = faceweave.DEFAULT_MODELS.get("stylize")
+        if self.stylize_source is not None:
+            try:
+                checkpoint.resolve(self.stylize_source)
+            except FaceweaveError:
+                self.stylize_source = None
         if model is not None:          # a checkpoint replaces the default of its family's backend
             from .backends.base import spec_for_family
             from .backends.options import capable
@@ -320,9 +327,9 @@ class Models:
             return self._pipes[name]
 
     def stylizer(self):
-        """The stylize pipeline the app was started with (--model FOLDER of a stylize checkpoint)."""
+        """The stylize pipeline: the bundled one, or the stylize checkpoint the app was started with."""
         if self.stylize_source is None:
-            raise FaceweaveError(f"no stylize model: start the app with --model FOLDER (a checkpoint of "
+            raise FaceweaveError(f"no stylize model is installed: start the app with --model FOLDER (a checkpoint of "
                                  f"{join_names(capable('stylize'))}; faceweave train stylize, docs/stylize.md)")
         with self._lock:
             if "stylize" not in self._pipes:
@@ -840,8 +847,8 @@ def build_app(models: Models, work_dir: str | os.PathLike | None = None):
                            [compare, edit_meta, edit_download], api_name="edit", concurrency_id="model")
         with gr.Tab("Stylize"):
             gr.Markdown("A face photo in the look of a reference image (one-shot: the decoder is fine-tuned "
-                        "for a few seconds) or of a text (zero-shot). Needs the app started with --model FOLDER "
-                        "of a stylize checkpoint (docs/stylize.md).")
+                        "for a few seconds) or of a text (zero-shot), by the bundled stylize-64-real or the "
+                        "stylize checkpoint the app was started with (--model FOLDER; docs/stylize.md).")
             with gr.Row():
                 with gr.Column(scale=3):
                     with gr.Row():

@@ -13,7 +13,9 @@ from .base import _check_out, _write_json, _writing, main
 @click.option("--style", default=None, type=click.Path(),
               help="One-shot: a reference image of the look, or a folder of them.")
 @click.option("--style-text", default=None, help="Zero-shot: the look in words (needs a model with a text mapper).")
-@click.option("--model", default=None, help="A stylize checkpoint folder (faceweave train stylize; docs/stylize.md).")
+@click.option("--model", default=None,
+              help="A stylize checkpoint: a folder (faceweave train stylize; docs/stylize.md) or a bundled name "
+                   "[default: stylize-64-real].")
 @click_options("stylize")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: stylized.png (the face), pasted.png (the photo), comparison.png, meta.json.")
@@ -28,9 +30,10 @@ def stylize_cmd(image, style, style_text, model, out, overwrite, **flags) -> Non
 
     \b
     Example:
-      faceweave stylize --image photo.jpg --style painting.png --model runs/stylize-enc-64-real/best --out out/
-      faceweave stylize --image photo.jpg --style my_styles/ --strength 0.7 --model runs/stylize-enc-64-real/best --out out2/
-      faceweave stylize --image photo.jpg --style-text "a pencil sketch" --model runs/stylize-text-64-real-reg/best --out out3/
+      faceweave stylize --image photo.jpg --style painting.png --out out/
+      faceweave stylize --image photo.jpg --style my_styles/ --strength 0.7 --out out2/
+      faceweave stylize --image photo.jpg --style-text "a pencil sketch" --out out3/
+      faceweave stylize --image photo.jpg --style painting.png --model runs/stylize-cartoon-64-real/best --out out4/
     """
     from pathlib import Path
 
@@ -44,8 +47,8 @@ def stylize_cmd(image, style, style_text, model, out, overwrite, **flags) -> Non
     if style_text is not None and not style_text.strip():
         raise FaceweaveError('--style-text is empty; describe the look, e.g. --style-text "a pencil sketch"')
     if model is None:
-        raise FaceweaveError("the stylize backend has no bundled model yet: train one with faceweave train "
-                             "stylize (docs/stylize.md) and pass --model FOLDER")
+        from ..backends.stylize.pipeline import DEFAULT_MODEL
+        model = DEFAULT_MODEL
     options, _ = chosen("stylize", "stylize", flags)
     photo = io.read_photo(image)
     reference = None

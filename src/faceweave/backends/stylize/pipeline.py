@@ -1,7 +1,7 @@
 """MMFS face stylization (Ma et al. 2023): a photo in the look of a reference image
 (one-shot) or of a text (zero-shot), through an encoder-decoder on a StyleGAN2 prior.
 
-    pipe = faceweave.load("runs/stylize-enc-64-real/last")
+    pipe = faceweave.load("stylize")                      # the bundled stylize-64-real, or a checkpoint folder
     out = pipe(photo, style=reference)                    # one-shot: a reference image (or a list, a folder)
     out = pipe(photo, style_text="a pencil sketch")       # zero-shot: needs a model with a text mapper
     out.images[0], out.stylized, out.metadata[0]
@@ -9,8 +9,9 @@
 Per call: the face is found and aligned with FFHQ's framing (which is CelebA-HQ's, what the
 real-face models are trained on), encoded into the generator's features at `split`, and
 decoded. One-shot fine-tunes a copy of the decoder for `tune_steps` Adam steps towards the
-reference: a style loss (Gram matrices of the critic's block features, normalised by the
-reference's own, plus the colour mean and spread; Gatys et al. 2016 eq. 3-5) and
+reference: a style loss (Gram matrices, or channel moments, of the critic's block features,
+normalised by the reference's own, plus the sliced distance of the colours; Gatys et al.
+2016 eq. 3-5) and
 `structure_weight` times the structure loss of train.py (normalised luminance at a quarter
 of the side against the photo). `strength` (0..1) blends the decoder's weights from the
 model's own to the tuned ones (one-shot) or scales the text's W+ offsets (zero-shot). The
@@ -42,7 +43,7 @@ from .networks import Stylizer
 from .train import SAMPLING, structure, to_tensor, to_uint8
 
 FAMILY = "stylize"
-DEFAULT_MODEL = None                  # none bundled: faceweave train stylize makes one (docs/stylize.md)
+DEFAULT_MODEL = "stylize-64-real"     # bundled: one-shot and zero-shot on the real-face StyleGAN2
 ALIGN_SCALE, ALIGN_SHIFT = 1.0, 0.1   # FFHQ framing = CelebA-HQ's crops (mean abs difference 7.8/255 on 8 photos)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 MAX_REFERENCES = 64
@@ -123,24 +124,37 @@ _DIRECTIONS = torch.nn.functional.normalize(torch.tensor(
     [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 1], [1, -1, 0], [1, 1, -2], [1, -1, 1], [-1, 1, 1]], dtype=torch.float32), dim=1)
 
 
-def style_statistics(critic, images: torch.Tensor, blocks: int = 2) -> dict[str, Any]:
-    """What the one-shot loss matches: the Gram matrices of the critic's first `blocks` block
-    features (averaged over the images) and the sorted projections of all their pixels'
-    colours on fixed directions (the colour distribution)."""
+STATISTICS = ("gram", "moments")
+
+
+def style_statistics(critic, images: torch.Tensor, blocks: int = 2, kind: str = "gram") -> dict[str, Any]:
+    """What the one-shot loss matches, over the critic's first `blocks` block features
+    (averaged over the images): their Gram matrices ("gram", Gatys et al. 2016) or their
+    channel means and standard deviations ("moments", the statistics AdaIN transfers, Huang &
+    Belongie 2017); and the sorted projections of all the images' pixel colours on fixed
+    directions (the colour distribution)."""
+    if kind not in STATISTICS:
+        raise FaceweaveError(f"unknown style statistic {kind!r}; choose {' or '.join(STATISTICS)}")
     feats = critic.block_features(images)[:blocks]
     colours = images.permute(0, 2, 3, 1).reshape(-1, 3) @ _DIRECTIONS.to(images).T
-    return {"grams": [gram(f).mean(0) for f in feats], "colours": colours.sort(0).values}
+    if kind == "gram":
+        texture = [gram(f).mean(0) for f in feats]
+    else:
+        texture = [torch.cat([f.flatten(2).mean(2), f.flatten(2).std(2)], 1).mean(0) for f in feats]
+    return {"texture": texture, "colours": colours.sort(0).values}
 
 
 def style_loss(stats: dict[str, Any], target: dict[str, Any], colour_weight: float = 1.0) -> torch.Tensor:
-    """Texture: the Gram distance relative to the reference's (Gatys et al. 2016 eq. 4-5);
-    colour: the sliced Wasserstein distance of the pixel colours (the L1 distance of their
-    sorted projections, the reference's resampled to as many pixels)."""
-    grams = [(s - t).square().sum() / t.square().sum().clamp(min=1e-8) for s, t in zip(stats["grams"], target["grams"])]
+    """Texture: the squared distance of the statistics relative to the reference's (for Gram
+    matrices Gatys et al. 2016 eq. 4-5); colour: the sliced Wasserstein distance of the pixel
+    colours (the L1 distance of their sorted projections, the reference's resampled to as many
+    pixels)."""
+    texture = [(s - t).square().sum() / t.square().sum().clamp(min=1e-8)
+               for s, t in zip(stats["texture"], target["texture"])]
     mine, theirs = stats["colours"], target["colours"]
     if theirs.shape[0] != mine.shape[0]:
         theirs = theirs[torch.linspace(0, theirs.shape[0] - 1, mine.shape[0]).round().long()]
-    return sum(grams) / len(grams) + colour_weight * (mine - theirs).abs().mean()
+    return sum(texture) / len(texture) + colour_weight * (mine - theirs).abs().mean()
 
 
 class StylizePipeline(Pipeline):
@@ -220,12 +234,13 @@ class StylizePipeline(Pipeline):
 
     def tune(self, features: torch.Tensor, skip: torch.Tensor, photo: torch.Tensor, references: torch.Tensor,
              steps: int, lr: float, style_weight: float, structure_weight: float,
-             colour_weight: float = 1.0, colour_lr: float = 2e-2) -> tuple[torch.nn.Module, dict]:
+             colour_weight: float = 1.0, colour_lr: float = 2e-2, statistic: str = "gram",
+             blocks: int = 2) -> tuple[torch.nn.Module, dict]:
         """A copy of the decoder fine-tuned towards the references for this face (one-shot)."""
         m = self.model
         decoder = copy.deepcopy(m.decoder).requires_grad_(True)
         with torch.no_grad():
-            target = style_statistics(m.critic, references)
+            target = style_statistics(m.critic, references, blocks, statistic)
         wplus = m.neutral_wplus(1)
         # the skip's colour transform is 12 numbers that must travel far (a new palette): its own rate
         # the noise strengths stay: raising them is the cheapest way to fake texture (grain)
@@ -237,7 +252,7 @@ class StylizePipeline(Pipeline):
         with torch.enable_grad():
             for _ in range(steps):
                 out = decoder(features, skip, wplus)
-                ls = style_loss(style_statistics(m.critic, out), target, colour_weight)
+                ls = style_loss(style_statistics(m.critic, out, blocks, statistic), target, colour_weight)
                 lk = structure(out, photo)
                 loss = style_weight * ls + structure_weight * lk
                 optim.zero_grad(set_to_none=True)
@@ -301,7 +316,8 @@ class StylizePipeline(Pipeline):
             tuned, report = self.tune(features, skip, x, to_tensor(references, self.device), int(steps),
                                       float(sampling["tune_lr"]), float(sampling["style_weight"]),
                                       float(sampling["structure_weight"]), float(sampling["colour_weight"]),
-                                      float(sampling["colour_lr"]))
+                                      float(sampling["colour_lr"]), str(sampling["style_statistic"]),
+                                      int(sampling["style_blocks"]))
             meta.update({"mode": "one-shot", "references": len(references), "tune_steps": int(steps),
                          "tune_seconds": round(time.perf_counter() - t1, 3), **report})
             own = dict(m.decoder.named_parameters())
@@ -343,10 +359,7 @@ class StylizeBackend(Backend):
     accepts = ()
 
     def __init__(self, model: str | None = None):
-        if model is None:
-            raise FaceweaveError("the stylize backend has no bundled model yet: train one with faceweave train "
-                                 "stylize (docs/stylize.md) and pass --model FOLDER")
-        self.pipe = StylizePipeline.from_pretrained(model)
+        self.pipe = StylizePipeline.from_pretrained(DEFAULT_MODEL if model is None else model)
 
     def _generate(self, conditions: list[Conditions], seeds: list[int], size: int) -> list[np.ndarray]:
         out = self.pipe.sample(seeds).images
