@@ -143,6 +143,9 @@ def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, blo
     other.meta["sampling"]["style_statistic"] = "histogram"
     with pytest.raises(FaceweaveError, match="unknown style statistic 'histogram'"):
         other(_face(), style=_reference(), tune_steps=1, align=False)
+    other.meta["sampling"].update(style_statistic=statistic, style_blocks=0)
+    with pytest.raises(FaceweaveError, match="style_blocks must be a whole number from 1 to"):
+        other(_face(), style=_reference(), tune_steps=1, align=False)
 
 
 def test_a_folder_or_list_of_references_is_one_style(pipe, tmp_path):

@@ -32,13 +32,15 @@ def test_batch_vs_single_identity(enc):
     assert torch.equal(both.tokens[1, :n], one.tokens[0, :n]) and torch.equal(both.pooled[1], one.pooled[0])
 
 
-def test_prompts_of_one_length_encoded_together_equal_each_alone(enc):
-    """New prompts of the same token count share one unpadded pass; each must come out
-    exactly as it does alone (and a prompt over the token limit is grouped by its cut length)."""
+def test_prompts_encoded_together_equal_each_alone(enc):
+    """New prompts of one length bucket share one padded pass; each must come out exactly as
+    it does alone (and a prompt over the token limit is bucketed by its cut length)."""
     prompts = ["a man with a beard", "a woman with a hat", "a child with a toy", "an old man",
-               "a smiling woman " * 30]
+               "a young woman with long wavy blond hair and big earrings", "a smiling woman " * 30]
     counts = [min(enc.token_count(p), enc.max_tokens) for p in prompts]
-    assert counts[0] == counts[1] == counts[2] != counts[3]       # one group of three, and others
+    # four prompts of two token counts share the first bucket, one the second, one is cut at the limit
+    assert counts[0] == counts[1] == counts[2] != counts[3] and max(counts[:4]) <= 8 < counts[4] <= 16
+    assert counts[5] == enc.max_tokens
     together = TextEncoder()
     together._cache.clear()
     many = together.encode(prompts)

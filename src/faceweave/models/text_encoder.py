@@ -20,6 +20,7 @@ from ..errors import FaceweaveError
 
 HIDDEN = 384            # MiniLM-L6 hidden size
 MAX_TOKENS = 48         # captions are short; longer prompts are truncated to this many tokens
+BUCKET = 8              # prompts are encoded padded to a multiple of this many tokens
 
 
 @dataclass
@@ -63,16 +64,16 @@ class TextEncoder:
         return len(self.tokenizer(" ".join(prompt.split()))["input_ids"])
 
     @torch.no_grad()
-    def _encode_alike(self, prompts: list[str]) -> None:
-        """One forward pass for prompts of the same token count: nothing is padded, so every
-        prompt's states are those of a pass of its own (a prompt's encoding must not depend on
-        which prompts share its batch: batch-vs-single identity), at a fraction of the time of
-        one pass per prompt. On the CPU the pass runs on one thread: multi-threaded matrix
-        products split a one-prompt input differently from a many-prompt one, which moves the
-        last bits (~1e-6), while one thread gives every row the same sums (and short prompts
-        gain little from a second thread; the gan backend's seconds per image in
-        docs/gan.md include this encoding)."""
-        batch = self.tokenizer(prompts, truncation=True, max_length=self.max_tokens,
+    def _encode_alike(self, prompts: list[str], length: int) -> None:
+        """One forward pass for prompts of one length bucket, each padded (and masked) to
+        `length` tokens: a prompt's states do not depend on which prompts share its pass, since
+        alone it is padded to the same length (batch-vs-single identity), and a batch of
+        captions takes a few passes instead of one per prompt. On the CPU the pass runs on one
+        thread: multi-threaded matrix products split a one-prompt input differently from a
+        many-prompt one, which moves the last bits (~1e-6), while one thread gives every row the
+        same sums (and short prompts gain little from a second thread; the gan backend's seconds
+        per image in docs/real-faces.md include this encoding)."""
+        batch = self.tokenizer(prompts, truncation=True, max_length=length, padding="max_length",
                                return_tensors="pt").to(self.device)
         threads = torch.get_num_threads()
         if self.device.type == "cpu" and threads != 1:
@@ -82,7 +83,8 @@ class TextEncoder:
         finally:
             if torch.get_num_threads() != threads:
                 torch.set_num_threads(threads)
-        for prompt, tokens in zip(prompts, states):
+        for prompt, h, m in zip(prompts, states, batch["attention_mask"].bool().cpu()):
+            tokens = h[m]
             self._cache[prompt] = (tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0))
 
     @torch.no_grad()
@@ -98,8 +100,8 @@ class TextEncoder:
 
     def encode(self, prompts: list[str | None], batched: bool = False) -> TextEncoding:
         """batched=True encodes the new prompts in one padded pass (for training); the default
-        encodes prompts of the same token count together, unpadded, so a result never depends
-        on the rest of the batch."""
+        encodes prompts of one length bucket together, each padded as it would be alone, so a
+        result never depends on the rest of the batch."""
         if isinstance(prompts, str):
             raise FaceweaveError("encode() takes a list of prompts; wrap a single prompt in a list")
         clean = [" ".join(p.split()) if isinstance(p, str) else None for p in prompts]
@@ -108,12 +110,12 @@ class TextEncoder:
         if batched and new:
             self._encode_many(new)
         if not batched:
-            alike: dict[int, list[str]] = {}
+            buckets: dict[int, list[str]] = {}
             for prompt in new:
                 count = min(self.token_count(prompt), self.max_tokens)
-                alike.setdefault(count, []).append(prompt)
-            for group in alike.values():
-                self._encode_alike(group)
+                buckets.setdefault(min(-(-count // BUCKET) * BUCKET, self.max_tokens), []).append(prompt)
+            for length, group in buckets.items():
+                self._encode_alike(group, length)
         for prompt in clean:                     # this batch's prompts are the most recent ...
             if prompt is not None:
                 self._cache.move_to_end(prompt)

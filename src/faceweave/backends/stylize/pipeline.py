@@ -135,7 +135,11 @@ def style_statistics(critic, images: torch.Tensor, blocks: int = 2, kind: str = 
     directions (the colour distribution)."""
     if kind not in STATISTICS:
         raise FaceweaveError(f"unknown style statistic {kind!r}; choose {' or '.join(STATISTICS)}")
-    feats = critic.block_features(images)[:blocks]
+    feats = critic.block_features(images)
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= len(feats):
+        raise FaceweaveError(f"style_blocks must be a whole number from 1 to {len(feats)} (the critic's blocks), "
+                             f"got {blocks!r}")
+    feats = feats[:blocks]
     colours = images.permute(0, 2, 3, 1).reshape(-1, 3) @ _DIRECTIONS.to(images).T
     if kind == "gram":
         texture = [gram(f).mean(0) for f in feats]
