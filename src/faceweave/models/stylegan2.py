@@ -127,7 +127,17 @@ class EqualConv2d(nn.Module):
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:
-    return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    """Bilinear 2x upsampling (align_corners=False), written out: each output pixel is 3/4 of
+    its source pixel and 1/4 of the neighbour on its side, edges repeated. The same values as
+    F.interpolate up to float rounding, in about half its time on the CPU at these sizes (the
+    interpolation kernel copies its input and output between memory layouts)."""
+    for dim in (3, 2):
+        n = x.shape[dim]
+        before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
+        after = torch.cat([x.narrow(dim, 1, n - 1), x.narrow(dim, n - 1, 1)], dim)
+        pair = torch.stack([torch.lerp(x, before, 0.25), torch.lerp(x, after, 0.25)], dim + 1)
+        x = pair.flatten(dim, dim + 1)
+    return x
 
 
 def _down(x: torch.Tensor) -> torch.Tensor:
@@ -154,8 +164,9 @@ class ModulatedConv2d(nn.Module):
             x = _up(x)
         y = F.conv2d(x * style[:, :, None, None], weight, padding=self.padding)
         if self.demodulate:
-            # ||w'_{o,.}||: sum over in-channels and taps of (w_{o,i,k} s_i)^2
-            sq = torch.einsum("oikl,ni->no", weight.square(), style.square())
+            # ||w'_{o,.}||: sum over in-channels and taps of (w_{o,i,k} s_i)^2, i.e. the styles'
+            # squares times the taps' summed squares (one small matrix product)
+            sq = style.square() @ weight.square().sum((2, 3)).t()
             y = y * torch.rsqrt(sq + 1e-8)[:, :, None, None]
         return y
 
