@@ -159,7 +159,8 @@ def main(argv=None) -> dict:
             print(f"{stem} <- {ref_name}: identity {ident[0]:.3f}, mIoU {miou[0]:.3f}, style {got:.3f} "
                   f"(photo {own:.3f}, ratio {got / own:.2f}), {seconds:.1f} s", flush=True)
     mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))        # noqa: E731
-    result = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)", "model": args.model, "sampling": pipe.sampling,
+    result = {"machine": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s)", "model": args.model,
+              "sampling": pipe.sampling,
               "photos": len(photos), "references": [n for n, _, _ in refs], "tune_steps": rows[0] and
               (args.tune_steps if args.tune_steps is not None else pipe.sampling["tune_steps"]),
               "one_shot": {"identity_mean": mean("identity"), "identity_below_0.6": float(np.mean([r["identity"] < 0.6
