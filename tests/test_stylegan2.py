@@ -66,6 +66,21 @@ def test_batch_and_single_agree(gan):
     torch.testing.assert_close(batch, single, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 4, 4), (1, 5, 1, 1), (1, 2, 3, 7)])
+def test_upsampling_is_bilinear_and_modulation_norms_are_the_weights_norms(shape):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    reference = torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(sg2._up(x), reference, atol=1e-6, rtol=1e-6)
+    conv = sg2.ModulatedConv2d(4, 6, 3, w_dim=8)
+    w, feats = torch.randn(2, 8), torch.randn(2, 4, 5, 5)
+    style = conv.affine(w)
+    per_sample = conv.weight[None] * conv.scale * style[:, None, :, None, None]       # (N, out, in, k, k)
+    expected = torch.stack([torch.nn.functional.conv2d(feats[i:i + 1], per_sample[i], padding=1)[0]
+                            / per_sample[i].square().sum((1, 2, 3)).add(1e-8).sqrt()[:, None, None]
+                            for i in range(2)])
+    torch.testing.assert_close(conv(feats, w), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_truncation_pulls_towards_the_centre(gan):
     G = gan.generator
     z = torch.randn(8, TINY.z_dim)
