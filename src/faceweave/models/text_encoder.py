@@ -109,10 +109,10 @@ class TextEncoder:
         new = sorted({p for p in clean if p is not None and p not in self._cache})
         if batched and new:
             self._encode_many(new)
-        if not batched:
+        if not batched and new:
             buckets: dict[int, list[str]] = {}
-            for prompt in new:
-                count = min(self.token_count(prompt), self.max_tokens)
+            for prompt, ids in zip(new, self.tokenizer(new)["input_ids"]):       # one tokenizer call
+                count = min(len(ids), self.max_tokens)
                 buckets.setdefault(min(-(-count // BUCKET) * BUCKET, self.max_tokens), []).append(prompt)
             for length, group in buckets.items():
                 self._encode_alike(group, length)
