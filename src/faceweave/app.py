@@ -244,28 +244,32 @@ def _facesynth_mask(index: int) -> np.ndarray:
 # Models, loaded once
 # ---------------------------------------------------------------------------------------
 
+def installed_default(backend: str) -> str | None:
+    """The backend's bundled default model if the installation has it, else None (logged)."""
+    import faceweave
+
+    from . import checkpoint
+    model = faceweave.DEFAULT_MODELS.get(backend)
+    if model is None:
+        return None
+    try:
+        checkpoint.resolve(model)
+    except FaceweaveError:
+        log.info("backend %s is registered but its model %s is not bundled; not offered", backend, model)
+        return None
+    return model
+
+
 def generation_backends() -> list[str]:
     """Registered backends that have a generation pipeline (`faceweave.load(name)`) and whose
     default model is at hand; the copy baseline is for evaluation only. New backends appear
     here when they are registered and their model is bundled."""
-    import faceweave
-
-    from . import checkpoint
     from .backends import available_backends
     from .backends.base import BACKENDS
 
-    names = []
     # the default backend (diffusion: the fastest, and `faceweave generate`'s default) first
-    for backend in sorted(available_backends(), key=lambda b: (b != DEFAULT_BACKEND, b)):
-        if backend in faceweave.DEFAULT_MODELS and "generate" in BACKENDS[backend].capabilities:
-            try:
-                checkpoint.resolve(faceweave.DEFAULT_MODELS[backend])
-            except FaceweaveError:
-                log.info("backend %s is registered but its model %s is not bundled; not offered",
-                         backend, faceweave.DEFAULT_MODELS[backend])
-                continue
-            names.append(backend)
-    return names
+    return [b for b in sorted(available_backends(), key=lambda b: (b != DEFAULT_BACKEND, b))
+            if "generate" in BACKENDS[b].capabilities and installed_default(b)]
 
 
 class Models:
@@ -280,12 +284,7 @@ class Models:
         self.device = device
         self.sources = {b: faceweave.DEFAULT_MODELS[b] for b in generation_backends()}
         # a checkpoint of a backend that stylizes photos: the bundled one unless --model names another
-        self.stylize_source: str | None = faceweave.DEFAULT_MODELS.get("stylize")
-        if self.stylize_source is not None:
-            try:
-                checkpoint.resolve(self.stylize_source)
-            except FaceweaveError:
-                self.stylize_source = None
+        self.stylize_source: str | None = installed_default("stylize")
         if model is not None:          # a checkpoint replaces the default of its family's backend
             from .backends.base import spec_for_family
             from .backends.options import capable

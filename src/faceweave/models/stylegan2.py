@@ -130,7 +130,7 @@ def _up(x: torch.Tensor) -> torch.Tensor:
     """Bilinear 2x upsampling (align_corners=False), written out: each output pixel is 3/4 of
     its source pixel and 1/4 of the neighbour on its side, edges repeated. The same values as
     F.interpolate up to float rounding, without the copies between memory layouts that its
-    CPU kernel makes of every input and output (a profiler's largest item after the convolutions)."""
+    CPU kernel makes of every input and output."""
     for dim in (3, 2):
         n = x.shape[dim]
         before = torch.cat([x.narrow(dim, 0, 1), x.narrow(dim, 0, n - 1)], dim)
