@@ -69,6 +69,27 @@ def test_image_i_depends_only_on_seed_i(pipe, face):
     assert all(np.array_equal(a, b) for a, b in zip(batch, again))
 
 
+def test_images_are_bit_for_bit_the_same_alone_in_a_batch_and_at_any_thread_count(pipe, face):
+    """Every image is computed alone on one thread (faceweave.parallel), the images of a batch
+    side by side: the float output of image i cannot depend on the batch or the thread count."""
+    conds = [Conditions(prompt=f"a smiling man number {i}", mask=face["mask"]) for i in range(4)]
+    conds.append(Conditions(sketch=face["sketch"]))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        batch = pipe(conditions=conds, seeds=range(5), output_type="pt").images
+        torch.set_num_threads(1)
+        pipe.text_encoder._cache.clear()
+        alone = [pipe(conditions=c, seeds=[s], output_type="pt").images[0] for s, c in enumerate(conds)]
+        codes_one, _ = pipe.map(conds)
+        torch.set_num_threads(2)
+        codes_two, _ = pipe.map(conds[::-1])
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(batch, alone))
+    assert torch.equal(codes_one, codes_two.flip(0))
+
+
 def test_conditions_change_the_mapped_code(pipe, face):
     w_mask, _ = pipe.map([Conditions(mask=face["mask"])])
     w_other, _ = pipe.map([Conditions(mask=np.zeros_like(face["mask"]))])

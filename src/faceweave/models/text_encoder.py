@@ -64,28 +64,37 @@ class TextEncoder:
         return len(self.tokenizer(" ".join(prompt.split()))["input_ids"])
 
     @torch.no_grad()
-    def _encode_alike(self, prompts: list[str], length: int) -> None:
-        """One forward pass for prompts of one length bucket, each padded (and masked) to
-        `length` tokens: a prompt's states do not depend on which prompts share its pass, since
-        alone it is padded to the same length (batch-vs-single identity), and a batch of
-        captions takes a few passes instead of one per prompt. On the CPU the pass runs on one
-        thread: multi-threaded matrix products split a one-prompt input differently from a
-        many-prompt one, which moves the last bits (~1e-6), while one thread gives every row the
-        same sums (and short prompts gain little from a second thread; the gan backend's seconds
-        per image in docs/real-faces.md include this encoding)."""
-        batch = self.tokenizer(prompts, truncation=True, max_length=length, padding="max_length",
-                               return_tensors="pt").to(self.device)
-        threads = torch.get_num_threads()
-        if self.device.type == "cpu" and threads != 1:
-            torch.set_num_threads(1)
-        try:
-            states = self.model(**batch).last_hidden_state.float().cpu()
-        finally:
-            if torch.get_num_threads() != threads:
-                torch.set_num_threads(threads)
-        for prompt, h, m in zip(prompts, states, batch["attention_mask"].bool().cpu()):
-            tokens = h[m]
-            self._cache[prompt] = (tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0))
+    def _encode_alike(self, buckets: dict[int, list[str]]) -> None:
+        """Forward passes for prompts bucketed by length, each prompt padded (and masked) to its
+        bucket's `length` tokens: a prompt's states do not depend on which prompts share its
+        pass, since alone it is padded to the same length (batch-vs-single identity), and a
+        batch of captions takes a few passes instead of one per prompt. On the CPU every pass
+        runs on one thread (faceweave.parallel): multi-threaded matrix products split a
+        one-prompt input differently from a many-prompt one, which moves the last bits (~1e-6),
+        while one thread gives every row the same sums; each bucket is cut into as many passes
+        as torch has threads, and the passes run side by side (the gan backend's seconds per
+        image in docs/real-faces.md include this encoding)."""
+        from ..parallel import each
+        jobs = [(length, group) for length, group in buckets.items()]
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            # every bucket cut into as many passes as there are threads (one thread would else
+            # sit out the largest bucket's pass), longest passes first
+            k = torch.get_num_threads()
+            jobs = [(length, group[j::k]) for length, group in jobs for j in range(min(k, len(group)))]
+            jobs.sort(key=lambda j: -j[0] * len(j[1]))
+
+        # tokenized here, on the calling thread: a fast tokenizer is not to be shared by threads
+        batches = [self.tokenizer(group, truncation=True, max_length=length, padding="max_length",
+                                  return_tensors="pt").to(self.device) for length, group in jobs]
+
+        def encode(batch) -> torch.Tensor:
+            return self.model(**batch).last_hidden_state.float().cpu()
+
+        done = each(encode, batches) if self.device.type == "cpu" else [encode(b) for b in batches]
+        for (_, group), batch, states in zip(jobs, batches, done):
+            for prompt, h, m in zip(group, states, batch["attention_mask"].bool().cpu()):
+                tokens = h[m]
+                self._cache[prompt] = (tokens, torch.nn.functional.normalize(tokens.mean(0), dim=0))
 
     @torch.no_grad()
     def _encode_many(self, prompts: list[str]) -> None:
@@ -114,8 +123,7 @@ class TextEncoder:
             for prompt, ids in zip(new, self.tokenizer(new)["input_ids"]):       # one tokenizer call
                 count = min(len(ids), self.max_tokens)
                 buckets.setdefault(min(-(-count // BUCKET) * BUCKET, self.max_tokens), []).append(prompt)
-            for length, group in buckets.items():
-                self._encode_alike(group, length)
+            self._encode_alike(buckets)
         for prompt in clean:                     # this batch's prompts are the most recent ...
             if prompt is not None:
                 self._cache.move_to_end(prompt)

@@ -47,6 +47,7 @@ from ... import checkpoint
 from ...conditions import Conditions
 from ...errors import FaceweaveError
 from ...io import resize_sketch, resize_image, resize_mask
+from ...parallel import each
 from .mm2latent import MM2Latent
 from ...seeds import check_seeds
 from ..base import Backend, PhotoResult, Pipeline, checked_keywords, per_seed_conditions, photo_instrument
@@ -125,65 +126,54 @@ class GANPipeline(Pipeline):
                          "text path; they are left to the other conditions")
         return (" ".join(parts) or None), notes
 
-    @torch.no_grad()
-    def map(self, conditions: Sequence[Conditions]) -> tuple[torch.Tensor, list[list[str]]]:
-        """(N, num_ws, w_dim) mapped codes and per-image notes (masks and sketches of another
+    def _inputs(self, conditions: Sequence[Conditions]) -> tuple[list[dict], list[list[str]]]:
+        """Per image, the mapper's inputs (text vector, mask, sketch, present flags, each with
+        a batch axis of one), and the notes on its conditions (masks and sketches of another
         size are resized to the model's)."""
         s, dev = self.size, self.device
-        n = len(conditions)
+        dtype = next(self.model.parameters()).dtype
         texts, notes = [], []
         for cond in conditions:
             text, note = self.sentence(cond)
             texts.append(text)
             notes.append(note)
-        present = torch.zeros(n, 3, dtype=torch.bool)
-        text = mask = sketch = None
+        pooled = None
         if any(texts):
-            text = self.text_encoder.encode([t or "" for t in texts]).pooled.to(dev)
-            present[:, 0] = torch.tensor([t is not None for t in texts])
-        if any(c.mask is not None for c in conditions):
-            arr = np.zeros((n, s, s), np.int64)
-            for i, c in enumerate(conditions):
-                if c.mask is not None:
-                    if c.mask.shape != (s, s):
-                        notes[i].append(f"mask resized from {c.mask.shape[1]}x{c.mask.shape[0]} to {s}x{s}")
-                    arr[i] = resize_mask(c.mask, s)
-                    present[i, 1] = True
-            mask = torch.from_numpy(arr).to(dev)
-        if any(c.sketch is not None for c in conditions):
-            arr = np.zeros((n, 1, s, s), np.float32)
-            for i, c in enumerate(conditions):
-                if c.sketch is not None:
-                    if c.sketch.shape != (s, s):
-                        notes[i].append(f"sketch resized from {c.sketch.shape[1]}x{c.sketch.shape[0]} to {s}x{s}")
-                    arr[i, 0] = resize_sketch(c.sketch, s) / 255.0
-                    present[i, 2] = True
-            sketch = torch.from_numpy(arr).to(dev)
-        dtype = next(self.model.parameters()).dtype
-        text = None if text is None else text.to(dtype)
-        sketch = None if sketch is None else sketch.to(dtype)
-        present = present.to(dev)
-        # one image at a time: a CPU matrix product's rounding depends on how many rows it
-        # multiplies, and image i must not depend on the rest of the batch
-        w = torch.cat([self.model.map(text=None if text is None else text[i:i + 1],
-                                      mask=None if mask is None else mask[i:i + 1],
-                                      sketch=None if sketch is None else sketch[i:i + 1],
-                                      present=present[i:i + 1]) for i in range(n)])
-        return w, notes
+            pooled = self.text_encoder.encode([t or "" for t in texts]).pooled.to(dev, dtype)
+        rows = []
+        for i, (cond, text) in enumerate(zip(conditions, texts)):
+            mask = sketch = None
+            if cond.mask is not None:
+                if cond.mask.shape != (s, s):
+                    notes[i].append(f"mask resized from {cond.mask.shape[1]}x{cond.mask.shape[0]} to {s}x{s}")
+                mask = torch.from_numpy(resize_mask(cond.mask, s).astype(np.int64))[None].to(dev)
+            if cond.sketch is not None:
+                if cond.sketch.shape != (s, s):
+                    notes[i].append(f"sketch resized from {cond.sketch.shape[1]}x{cond.sketch.shape[0]} to {s}x{s}")
+                arr = resize_sketch(cond.sketch, s).astype(np.float32) / 255.0
+                sketch = torch.from_numpy(arr)[None, None].to(dev, dtype)
+            present = torch.tensor([[text is not None, mask is not None, sketch is not None]], device=dev)
+            rows.append({"text": None if pooled is None else pooled[i:i + 1], "mask": mask, "sketch": sketch,
+                         "present": present})
+        return rows, notes
 
-    def _seed_parts(self, seeds: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Per seed, from its own generator: a random w and the generator's noise maps."""
+    @torch.no_grad()
+    def map(self, conditions: Sequence[Conditions]) -> tuple[torch.Tensor, list[list[str]]]:
+        """(N, num_ws, w_dim) mapped codes and per-image notes (masks and sketches of another
+        size are resized to the model's). Each image is mapped alone, on one thread
+        (faceweave.parallel: a CPU product's rounding depends on its rows and threads, and
+        image i must not depend on the rest of the batch); the images share the cores."""
+        rows, notes = self._inputs(conditions)
+        return torch.cat(each(lambda row: self.model.map(**row), rows)), notes
+
+    def _seed_parts(self, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """One seed's own draws, from its own generator: a random w (1, w_dim) and the
+        generator's noise maps."""
         G = self.model.generator
-        ws, noises = [], []
-        for seed in seeds:
-            gen = torch.Generator().manual_seed(int(seed))
-            z = torch.randn(1, G.config.z_dim, generator=gen)
-            noises.append(G.make_noise(1, gen))
-            ws.append(z)
-        dtype = next(G.parameters()).dtype
-        w = torch.cat([G.get_latent(z.to(self.device, dtype)) for z in ws])   # per image, as in map()
-        noise = [torch.cat(layer) for layer in zip(*noises)]
-        return w, noise
+        gen = torch.Generator().manual_seed(int(seed))
+        z = torch.randn(1, G.config.z_dim, generator=gen)
+        noise = G.make_noise(1, gen)
+        return G.get_latent(z.to(self.device, next(G.parameters()).dtype)), noise
 
     # -- generation -------------------------------------------------------------------------
     def _conditions(self, conditions, prompt, attributes, mask, sketch, n: int) -> list[Conditions]:
@@ -224,18 +214,26 @@ class GANPipeline(Pipeline):
                     "mix_from": mix_from, "truncation": truncation}
         images, metadata = [], []
         bar = tqdm(total=len(seeds), disable=not progress, desc="generate", unit="img", leave=False)
+        layer = (torch.arange(n_ws, device=self.device) >= mix_from)[None, :, None]
+
+        def render(job: tuple[dict | None, int]) -> torch.Tensor:
+            """One image alone (faceweave.parallel.each runs several side by side)."""
+            row, seed = job
+            w_seed, noise = self._seed_parts(seed)
+            free = torch.lerp(G.w_avg[None], w_seed, truncation)[:, None].expand(-1, n_ws, -1)
+            if row is None:                        # no condition: a plain (truncated) sample
+                wplus = free
+            else:
+                mapped = self.model.map(**row)
+                wplus = torch.where(layer, torch.lerp(mapped, free, diversity), mapped)
+            return G([wplus], input_is_latent=True, noise=noise)[0].clamp(-1, 1)
+
         for start in range(0, len(seeds), batch_size):
             chunk, chunk_seeds = conds[start:start + batch_size], seeds[start:start + batch_size]
             t0 = time.perf_counter()
-            mapped, notes = self.map(chunk)
-            w_seed, noise = self._seed_parts(chunk_seeds)
-            given = torch.tensor([bool(c.given) for c in chunk], device=self.device)[:, None, None]
-            free = torch.lerp(G.w_avg[None], w_seed, truncation)[:, None].expand(-1, n_ws, -1)
-            layer = (torch.arange(n_ws, device=self.device) >= mix_from)[None, :, None]
-            conditioned = torch.where(layer, torch.lerp(mapped, free, diversity), mapped)
-            wplus = torch.where(given, conditioned, free)
-            x = torch.cat([G([wplus[i:i + 1]], input_is_latent=True, noise=[n[i:i + 1] for n in noise])[0]
-                           for i in range(len(chunk))]).clamp(-1, 1)          # per image, as in map()
+            rows, notes = self._inputs(chunk)
+            jobs = [(row if c.given else None, seed) for row, c, seed in zip(rows, chunk, chunk_seeds)]
+            x = torch.cat(each(render, jobs))
             per_image = (time.perf_counter() - t0) / len(chunk)
             images.extend(_uint8(x) if output_type == "np" else list(x.float().cpu()))
             metadata += [image_metadata(c, s, settings, per_image, note)
