@@ -11,7 +11,10 @@ and the loss. A mapper makes a code in one pass and cannot be expected to beat t
 optimised codes stay below a target, the generator is what limits. With `--invert-steps`
 (e.g. 0,100) the photos themselves are also inverted (the model's encoder, then that many
 projector steps: `GANPipeline.invert`) and their reconstructions scored the same way: how
-much of a real layout the W+ code of the real face keeps.
+much of a real layout the W+ code of the real face keeps. With `--invert-mask-weight W` as well,
+each such inversion is also run with the guide's cross-entropy to the photo's label map
+(weight W) in the projector's loss, as `scripts/project_codes.py --guide` makes a mapper's
+targets: how much closer to the layout such codes come, and at what PSNR to the photo.
 
 The guide must not be the ruler (train/guide.py refuses bundled parsers): the optimisation
 would then fool the very network that scores it.
@@ -35,6 +38,25 @@ from faceweave.eval.real import real_parser
 from faceweave.train.guide import guide_ce, load_guide
 
 
+def guided_inversion(pipe, G, guide, photos: np.ndarray, masks: np.ndarray, steps: int, weight: float,
+                     ruler) -> tuple[float, float]:
+    """Encoder + `steps` projector steps with the guide's mask term, each photo alone as
+    `faceweave invert` runs it (seed 0): the ruler's mIoU and the mean PSNR to the photos."""
+    from faceweave.projector import project, psnr
+    made, quality = [], []
+    for photo, mask in zip(photos, masks):
+        x = torch.from_numpy(photo).permute(2, 0, 1)[None].float() / 127.5 - 1
+        with torch.no_grad():
+            start = pipe.model.encoder(x)
+        target = torch.from_numpy(mask)[None].long()
+        result = project(G, x, init_wplus=start, steps=steps, generator=torch.Generator().manual_seed(0),
+                         extra_loss=lambda images, t=target: weight * guide_ce(guide, images, t))
+        image = result.image.clamp(-1, 1)
+        quality.append(float(psnr(image, x)[0]))
+        made.append(((image[0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    return float(mask_scores(ruler.predict(np.stack(made)), masks)["miou"]), float(np.mean(quality))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="gan-64-real")
@@ -43,6 +65,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--invert-steps", default="", help="comma list of projector steps for the inversion rows")
+    ap.add_argument("--invert-mask-weight", type=float, default=0.0,
+                    help="also invert with the guide's mask term at this weight (the guided code bank)")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -68,10 +92,19 @@ def main() -> None:
     results = {"model": args.model, "guide": args.guide, "n": len(records), "mapped": round(miou(start), 4)}
     print(f"mapper's codes: ruler mIoU {results['mapped']:.4f}")
     for steps in [int(v) for v in args.invert_steps.split(",") if v.strip()]:
-        made = np.stack([pipe.invert(face, steps=steps).reconstruction for face in photos])
+        inverted = [pipe.invert(face, steps=steps) for face in photos]
+        made = np.stack([inv.reconstruction for inv in inverted])
         score = float(mask_scores(ruler.predict(made), masks)["miou"])
+        quality = float(np.mean([inv.metadata["psnr"] for inv in inverted]))
         results[f"inverted_{steps}_steps"] = round(score, 4)
-        print(f"the photos inverted (encoder + {steps} projector steps): ruler mIoU {score:.4f}", flush=True)
+        results[f"inverted_{steps}_steps_psnr"] = round(quality, 3)
+        print(f"the photos inverted (encoder + {steps} projector steps): ruler mIoU {score:.4f}, "
+              f"PSNR {quality:.2f} dB", flush=True)
+        if args.invert_mask_weight and steps:
+            score, quality = guided_inversion(pipe, G, guide, photos, masks, steps, args.invert_mask_weight, ruler)
+            results[f"inverted_{steps}_steps_guided"] = {"miou": round(score, 4), "psnr": round(quality, 3)}
+            print(f"the same with the guide's mask term x {args.invert_mask_weight}: ruler mIoU {score:.4f}, "
+                  f"PSNR {quality:.2f} dB", flush=True)
     target = torch.from_numpy(masks).long()
     photo = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
     checkpoints = sorted({max(1, args.steps // 4), max(1, args.steps // 2), args.steps})

@@ -330,6 +330,22 @@ def test_a_mapper_learns_from_a_bank_of_projected_codes(tiny, tmp_path):
     codes, meta = read_codes(tmp_path / "codes.st")
     assert sorted(codes) == [f"{i:06d}.png" for i in range(6)] and meta["steps"] == "2"
     assert codes["000000.png"].shape == (8, 32)
+    # a guided bank: from those codes, with a guide parser's mask term; it moves the codes
+    train("parser", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 1})
+    guided = [sys.executable, str(script), "--model", str(tiny), "--data", "facesynth:32:n=6", "--steps", "2",
+              "--batch", "3", "--init-codes", str(tmp_path / "codes.st"), "--out", str(tmp_path / "guided.st")]
+    subprocess.run(guided + ["--guide", str(tmp_path / "guide" / "last"), "--mask-weight", "5"],
+                   check=True, capture_output=True)
+    subprocess.run(guided[:-1] + [str(tmp_path / "pixels.st")], check=True, capture_output=True)
+    g, g_meta = read_codes(tmp_path / "guided.st")
+    p, p_meta = read_codes(tmp_path / "pixels.st")
+    assert g_meta["mask_weight"] == "5.0" and g_meta["init_codes"] == str(tmp_path / "codes.st")
+    assert "guide" not in p_meta and sorted(g) == sorted(codes)
+    assert not torch.equal(g["000000.png"], p["000000.png"])
+    assert not torch.equal(p["000000.png"], codes["000000.png"])
+    refused = subprocess.run(guided[:-1] + [str(tmp_path / "x.st"), "--mask-weight", "1"],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "--mask-weight needs --guide" in refused.stderr
     common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
               "sketch_ae": str(root / "sketch_ae" / "last"), "max_steps": 2, "log_every": 1,
               "pairs": "projected", "codes": str(tmp_path / "codes.st"), "image_weight": 1.0}

@@ -129,6 +129,26 @@ def test_projector_recovers_a_generated_face(tiny_gan, distance):
         project(G, target, init_wplus=torch.zeros(2, 3, TINY.w_dim), steps=1)
 
 
+def test_an_extra_loss_steers_the_projection_and_is_recorded(tiny_gan):
+    G = tiny_gan.generator
+    z = torch.randn(1, TINY.z_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        target, _ = G([z], randomize_noise=False)
+
+    def redder(images):                       # per image: how far the red channel is from white
+        return 10 * (1 - images[:, 0]).mean((1, 2))
+
+    kw = {"steps": 30, "feature_weight": 0, "latent_noise": 0.0}
+    plain = project(G, target, **kw)
+    steered = project(G, target, extra_loss=redder, **kw)
+    assert float(steered.image[:, 0].mean()) > float(plain.image[:, 0].mean()) + 0.05
+    assert steered.history["extra"].shape == (30, 1) and (plain.history["extra"] == 0).all()
+    torch.testing.assert_close(steered.history["loss"],
+                               steered.history["pixel"] + steered.history["extra"])
+    with pytest.raises(FaceweaveError, match="one value per image"):
+        project(G, target, steps=1, feature_weight=0, extra_loss=lambda images: images.mean())
+
+
 def test_pivotal_tuning_fits_the_generator_to_a_face_it_cannot_draw(tiny_gan, distance):
     G = tiny_gan.generator
     target = torch.linspace(-0.8, 0.8, TINY.size)[None, None, None].expand(1, 3, TINY.size, -1).clone()

@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -209,7 +209,8 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
             lr: float = 0.1, pixel_weight: float = 1.0, feature_weight: float = 0.3,
             noise_reg_weight: float = 1e3, optimize_noise: bool = False, latent_noise: float = 0.05,
             generator: torch.Generator | list[torch.Generator] | None = None, progress: bool = False,
-            feature_distance: FeatureDistance | None = None) -> ProjectionResult:
+            feature_distance: FeatureDistance | None = None,
+            extra_loss: Callable[[torch.Tensor], torch.Tensor] | None = None) -> ProjectionResult:
     """Optimise W+ codes (and, with optimize_noise, the noise maps) so that G reproduces `target`.
 
     target       (N, 3, S, S) in [-1, 1] at the generator's resolution S
@@ -223,6 +224,8 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
     latent_noise       size of the early exploration noise on W+, relative to W's spread (0: off)
     generator          a torch.Generator, or one per image (then a batch matches single runs)
     feature_distance   the perceptual network (None: the bundled parser's, built once)
+    extra_loss   a further per-image term added as it is: images (N, 3, S, S) -> (N,), e.g. a
+                 guide parser's cross-entropy to the photo's label map (history["extra"])
     """
     c = G.config
     if target.ndim != 4 or target.shape[1:] != (3, c.size, c.size):
@@ -246,7 +249,7 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
         params += [m.requires_grad_(True) for m in noise]
     optimizer = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
     spread = _w_spread(G) if latent_noise else 0.0
-    history: dict[str, list[torch.Tensor]] = {"loss": [], "pixel": [], "feature": [], "noise_reg": []}
+    history: dict[str, list[torch.Tensor]] = {"loss": [], "pixel": [], "feature": [], "noise_reg": [], "extra": []}
 
     from tqdm import tqdm
     bar = tqdm(range(steps), desc="project", disable=not progress, dynamic_ncols=True)
@@ -263,7 +266,11 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
         pixel = (image - target).square().flatten(1).mean(1)
         feature = dist(image, target) if dist is not None else torch.zeros_like(pixel)
         reg = noise_regularization(noise) if optimize_noise else torch.zeros_like(pixel)
-        per_image = pixel_weight * pixel + feature_weight * feature + noise_reg_weight * reg
+        extra = extra_loss(image).to(work) if extra_loss is not None else torch.zeros_like(pixel)
+        if extra.shape != pixel.shape:
+            raise FaceweaveError(f"extra_loss must give one value per image, shape {tuple(pixel.shape)}; "
+                                 f"it gave {tuple(extra.shape)}")
+        per_image = pixel_weight * pixel + feature_weight * feature + noise_reg_weight * reg + extra
         # summed, not averaged: each image's gradient is its own loss's, whatever the batch
         grads = torch.autograd.grad(per_image.sum(), params)     # leaves G's own .grad untouched
         for p, g in zip(params, grads):
@@ -273,7 +280,8 @@ def project(G: nn.Module, target: torch.Tensor, init_wplus: torch.Tensor | None 
             with torch.no_grad():                                # back to zero mean, unit variance
                 for m in noise:
                     m.sub_(m.mean((1, 2, 3), keepdim=True)).div_(m.std((1, 2, 3), keepdim=True) + 1e-8)
-        for key, value in (("loss", per_image), ("pixel", pixel), ("feature", feature), ("noise_reg", reg)):
+        for key, value in (("loss", per_image), ("pixel", pixel), ("feature", feature), ("noise_reg", reg),
+                           ("extra", extra)):
             history[key].append(value.detach().cpu())
         bar.set_postfix(loss=f"{float(per_image.detach().mean()):.4f}")
     bar.close()
