@@ -160,6 +160,37 @@ def test_a_guide_parser_adds_a_mask_term(pipe, tmp_path):
               overrides={**parts, "guide_parser": "parser-64"})
 
 
+def test_a_guide_classifier_and_a_code_bank_add_their_terms(pipe, tmp_path):
+    from faceweave.backends.ddgi.pipeline import load_generator_part
+    from faceweave.backends.gan.codes import write_codes
+    from faceweave.train.loop import train
+    train("classifier", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 1})
+    ref = pipe.config["generator"]["model"]
+    G, _, own = load_generator_part(ref)
+    codes = {f"{i:06d}.png": torch.randn(G.num_ws, G.config.w_dim) for i in range(8)}
+    write_codes(tmp_path / "codes.st", codes, {"generator": own})
+    parts = {"diffusion": pipe.config["diffusion"]["model"], "generator": ref, "max_steps": 3, "log_every": 1,
+             "attr_weight": 0.5, "guide_classifier": str(tmp_path / "guide" / "last"),
+             "code_weight": 2.0, "codes": str(tmp_path / "codes.st")}
+    train("ddgi", "tiny", "facesynth:32:n=8", tmp_path / "run", progress=False, overrides=parts)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "train"]
+    assert steps and all(r["attr_bce"] > 0 for r in steps) and any(r["code_mse"] > 0 for r in steps), steps
+    for r in steps:
+        assert r["loss"] == pytest.approx(r["l1"] + 1e-3 * r["w_reg"] + 0.5 * r["attr_bce"] + 2.0 * r["code_mse"],
+                                          rel=1e-4)
+    # a bundled classifier as the guide, no guide, codes of another generator, no codes: one line each
+    for bad, match in (({"guide_classifier": "classifier-64"}, "is a bundled classifier"),
+                       ({"guide_classifier": None}, "attr_weight needs a guide classifier"),
+                       ({"codes": None}, "code_weight needs a bank of codes")):
+        with pytest.raises(FaceweaveError, match=match):
+            train("ddgi", "tiny", "facesynth:32:n=8", tmp_path / "bad", progress=False, overrides={**parts, **bad})
+    write_codes(tmp_path / "other.st", codes, {"generator": "0" * 16})
+    with pytest.raises(FaceweaveError, match="belong to another generator"):
+        train("ddgi", "tiny", "facesynth:32:n=8", tmp_path / "other", progress=False,
+              overrides={**parts, "codes": str(tmp_path / "other.st")})
+
+
 def test_the_bundled_model_follows_a_real_mask_from_the_command_line(tmp_path):
     """`--backend ddgi` alone runs the bundled ddgi-64-real on its two bundled parts."""
     from faceweave import io

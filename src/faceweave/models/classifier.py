@@ -52,6 +52,12 @@ class ClassifierConfig:
 PRESETS: dict[str, ClassifierConfig] = {
     "tiny": ClassifierConfig(channels=(8, 16), blocks=1),
     "s": ClassifierConfig(channels=(32, 64, 128, 256), blocks=2, dropout=0.1),
+    # a guide for training generators on real faces (train/guide.py): half the width, the
+    # attributes real photos carry labels for (data.celebamask1k.DERIVED_ATTRIBUTES)
+    "g": ClassifierConfig(channels=(16, 32, 64, 128), blocks=1, dropout=0.2,
+                          attributes=("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Eyeglasses",
+                                      "Gray_Hair", "Male", "Mouth_Slightly_Open", "Wearing_Earrings",
+                                      "Wearing_Hat", "Wearing_Necklace", "Young")),
 }
 
 

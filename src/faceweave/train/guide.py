@@ -7,6 +7,11 @@ ruler rather than the face's layout, and the mIoU it reports would flatter it. S
 reads the image with a *guide*: another architecture, trained from scratch on the training
 split only (`faceweave train parser --preset guide64 --data celebamask1k:64`); bundled
 parsers (the ruler) are refused.
+
+The attribute loss works the same way with a guide classifier (`faceweave train classifier
+--preset guide64 --data celebamask1k:64`: its own small network, from scratch, on the
+training photos' labels), never a bundled classifier; the ruler reads gender and age with
+dlib's networks and the rest off the parsed mask (eval/real.py).
 """
 from __future__ import annotations
 
@@ -48,3 +53,38 @@ def guide_ce(guide: tuple[nn.Module, int], images: torch.Tensor, masks: torch.Te
     if target.shape[-1] != size:
         target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
     return F.cross_entropy(net(images).float(), target, reduction="none").mean((1, 2))
+
+
+def load_guide_classifier(ref, device) -> tuple[nn.Module, int]:
+    """A guide attribute classifier's frozen network and its input size: the attribute loss of
+    a generator trained on real faces. Bundled classifiers are refused, as bundled parsers are
+    for the mask loss (the ruler reads attributes with its own instruments: eval/real.py)."""
+    from .. import checkpoint
+    from ..ruler import load_classifier
+
+    if not ref:
+        raise FaceweaveError("attr_weight needs a guide classifier: --set guide_classifier=runs/NAME/best "
+                             "(made by `faceweave train classifier --preset guide64 --data celebamask1k:64`)")
+    name = Path(str(ref)).name
+    if name.startswith("classifier-") and name in checkpoint.bundled_models():
+        raise FaceweaveError(f"guide_classifier={ref} is a bundled classifier; train a guide of its own: "
+                             "faceweave train classifier --preset guide64 --data celebamask1k:64")
+    loaded = load_classifier(ref, device=device)
+    return loaded.model.eval().requires_grad_(False), loaded.size
+
+
+def guide_bce(guide: tuple[nn.Module, int], images: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+    """Per-image binary cross-entropy (N,) between the guide classifier's reading of `images`
+    (N, 3, H, W) in [-1, 1] and the labels `attributes` (N, 40) in CelebA order (-1: unknown,
+    left out), over the guide's own attributes; 0 for an image with none known. Gradients
+    reach the images, not the guide."""
+    from ..conditions import ATTRIBUTE_INDEX
+    net, size = guide
+    if images.shape[-1] != size:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                               antialias=images.shape[-1] > size)
+    cols = torch.tensor([ATTRIBUTE_INDEX[a] for a in net.attributes], device=attributes.device)
+    target = attributes.index_select(1, cols).float()
+    known = (target >= 0).float()
+    bce = F.binary_cross_entropy_with_logits(net(images).float(), target.clamp(min=0), reduction="none")
+    return (bce * known).sum(1) / known.sum(1).clamp(min=1)

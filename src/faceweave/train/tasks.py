@@ -127,6 +127,11 @@ class ClassifierTask:
         "tiny": {**TINY_RUN, "arch": "tiny", "lr": 3e-3},
         "s64": {"arch": "s", "size": 64, "batch_size": 64, "lr": 2e-3, "weight_decay": 5e-4,
                 "max_steps": 3_000},
+        # a guide for training generators on real faces (an attribute loss; train/guide.py),
+        # kept apart from the ruler: its own architecture, from scratch, training photos only
+        "guide64": {"arch": "g", "size": 64, "batch_size": 32, "lr": 2e-3, "weight_decay": 5e-4,
+                    "warmup_steps": 50, "max_steps": 1_500, "eval_every": 250, "ckpt_every": 250,
+                    "val_n": 512},
     }
 
     def build(self, config: dict) -> nn.Module:

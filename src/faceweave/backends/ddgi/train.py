@@ -29,6 +29,14 @@ Recipe keys beyond COMMON_DEFAULTS:
     mask_weight  weight of the cross-entropy between the photo's mask and what a guide parser
                (`guide_parser`, not a parser of the ruler: train/guide.py) reads off the
                rendering (0: off)
+    attr_weight  weight of the binary cross-entropy between the photo's known attributes and
+               what a guide classifier (`guide_classifier`, not a bundled classifier:
+               train/guide.py) reads off the rendering (0: off)
+    code_weight  weight of the squared distance between the code and the photo's own W+ code
+               in a bank made by projecting the training photos into this generator
+               (`codes`, scripts/project_codes.py; a mirrored photo has none and owes nothing;
+               0: off). An addition to the paper's losses: the bank's codes draw the photo's
+               layout closer than the image terms alone teach (docs/ddgi.md)
     drop, drop_all, attr_keep_min   condition dropout, as the diffusion task's
 """
 from __future__ import annotations
@@ -48,7 +56,8 @@ from .networks import DDGIArch, DDGIConfig, DDGINets, UNetTap
 _DDGI: dict[str, Any] = {"diffusion": None, "generator": None, "sigmas": [5.0, 10.0, 20.0, 40.0, 80.0],
                          "sigma": 20.0, "target": "photo", "w_reg": 1e-3, "drop": 0.3, "drop_all": 0.05,
                          "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0,
-                         "guide_parser": None}
+                         "guide_parser": None, "attr_weight": 0.0, "guide_classifier": None,
+                         "code_weight": 0.0, "codes": None}
 TARGETS = ("denoised", "photo")
 
 
@@ -131,10 +140,27 @@ class DDGITask:
         if "conditions" not in self._parts:
             self._parts["conditions"] = DiffusionTask()
         self._parts["conditions"].setup(cfg, device)
-        self._parts.pop("guide", None)
+        for key in ("guide", "guide_classifier", "codes"):
+            self._parts.pop(key, None)
         if float(cfg.get("mask_weight") or 0) > 0:
             from ...train.guide import load_guide
             self._parts["guide"] = load_guide(cfg.get("guide_parser"), device)
+        if float(cfg.get("attr_weight") or 0) > 0:
+            from ...train.guide import load_guide_classifier
+            self._parts["guide_classifier"] = load_guide_classifier(cfg.get("guide_classifier"), device)
+        if float(cfg.get("code_weight") or 0) > 0:
+            from ...errors import FaceweaveError
+            from ..gan.codes import read_codes
+            if not cfg.get("codes"):
+                raise FaceweaveError("code_weight needs a bank of codes: --set codes=FILE "
+                                     "(made by scripts/project_codes.py with this run's generator)")
+            codes, meta = read_codes(cfg["codes"])
+            own = cfg["model"]["generator"]["fingerprint"]
+            if meta.get("generator") != own:
+                raise FaceweaveError(f"the codes in {cfg['codes']} belong to another generator "
+                                     f"(fingerprint {meta.get('generator')}, this run's {own}); "
+                                     "project the photos with this one")
+            self._parts["codes"] = codes
 
     def _tapped(self, model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: dict):
         denoiser = self._parts["diffusion"].model
@@ -176,7 +202,27 @@ class DDGITask:
             ce = guide_ce(self._parts["guide"], image, batch["mask"]).mean()
             total = total + float(cfg["mask_weight"]) * ce
             logs["mask_ce"] = float(ce.detach())
+        if float(cfg.get("attr_weight") or 0) > 0:
+            from ...train.guide import guide_bce
+            bce = guide_bce(self._parts["guide_classifier"], image, batch["attributes"]).mean()
+            total = total + float(cfg["attr_weight"]) * bce
+            logs["attr_bce"] = float(bce.detach())
+        if float(cfg.get("code_weight") or 0) > 0:
+            code = self._code_term(w, batch)
+            total = total + float(cfg["code_weight"]) * code
+            logs["code_mse"] = float(code.detach())
         return total, logs
+
+    def _code_term(self, w: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Mean squared distance of each code to its photo's bank code, over the photos the
+        bank holds (unmirrored; a batch without one owes 0)."""
+        codes, flipped = self._parts["codes"], batch.get("flipped")
+        known = [f in codes and not (flipped is not None and bool(flipped[i])) for i, f in enumerate(batch["file"])]
+        if not any(known):
+            return w.sum() * 0.0
+        rows = torch.tensor([i for i, k in enumerate(known) if k], device=w.device)
+        target = torch.stack([codes[f] for f, k in zip(batch["file"], known) if k]).to(w.device)
+        return (w.float().index_select(0, rows) - target).square().mean()
 
     @torch.no_grad()
     def _from_noise(self, model: nn.Module, batch: dict, cfg: dict) -> torch.Tensor:
