@@ -204,6 +204,12 @@ def test_train_on_a_unified_folder_and_the_classifier(tmp_path):
     assert result["step"] == 4 and "mean_attr_acc" not in result          # no "val" split: no validation
     clf = load_classifier(tmp_path / "clf" / "last")
     assert clf.predict_proba(np.zeros((32, 32, 3), np.uint8)).shape == (len(clf.attributes),)
+    # the guide preset: its own small network over the attributes real photos are labelled with
+    train("classifier", "guide64", str(folder), tmp_path / "guide",
+          overrides={"max_steps": 1, "size": 32, "batch_size": 2, "warmup_steps": 0}, **QUIET)
+    guide = load_classifier(tmp_path / "guide" / "last")
+    from faceweave.data.celebamask1k import DERIVED_ATTRIBUTES
+    assert sorted(guide.attributes) == sorted(DERIVED_ATTRIBUTES)
 
 
 def test_a_failing_validation_keeps_the_trained_steps(tmp_path, monkeypatch):
