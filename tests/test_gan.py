@@ -310,6 +310,27 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
               overrides={**common, "guide_parser": "parser-64"})
 
 
+
+def test_a_guide_classifier_gives_the_mapper_an_attribute_loss(tiny, tmp_path):
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    train("classifier", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 1})
+    common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
+              "pairs": "inverted", "max_steps": 2, "log_every": 1, "image_weight": 1.0, "attr_weight": 2.0,
+              "drop": 0.0, "guide_classifier": str(tmp_path / "guide" / "last")}
+    train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False, overrides=common)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "train"]
+    assert steps and all(r["attr_bce"] > 0 for r in steps), steps
+    r = steps[-1]
+    assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 2.0 * r["attr_bce"], rel=1e-4)
+    for bad, match in (({"guide_classifier": "classifier-64"}, "is a bundled classifier"),
+                       ({"pairs": "generated"}, "reads the photos' own labels")):
+        with pytest.raises(FaceweaveError, match=match):
+            train("gan", "tiny", "facesynth:32", tmp_path / "bad", progress=False, overrides={**common, **bad})
+
+
 def test_a_mapper_learns_from_a_bank_of_projected_codes(tiny, tmp_path):
     """scripts/project_codes.py inverts the photos (encoder + projector steps, resumable,
     shares merged); pairs=projected regresses those codes, a mirrored sample owes no latent

@@ -306,6 +306,11 @@ class GANTask:
                        (0: off); the guide is not the ruler: `guide_parser`, e.g. one made by
                        `faceweave train parser --preset guide64`
         guide_parser   the guide's checkpoint folder (needed by mask_weight)
+        attr_weight    weight of the binary cross-entropy between the photo's known attributes
+                       and what a guide classifier reads off G(mapped code), for the samples
+                       whose text was given (0: off; pairs inverted or projected); the guide is
+                       not a bundled classifier: `guide_classifier`, e.g. one made by
+                       `faceweave train classifier --preset guide64 --data celebamask1k:64`
         val_parser     the parser that scores validation (None: the bundled one of the size;
                        parser-real-64 for real photos)
     """
@@ -338,7 +343,7 @@ class GANTask:
                "codes": None, "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
                "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "guide_parser": None,
-               "val_parser": None}
+               "val_parser": None, "attr_weight": 0.0, "guide_classifier": None}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
                  "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
@@ -426,6 +431,13 @@ class GANTask:
         if float(cfg.get("mask_weight") or 0) > 0:
             from ...train.guide import load_guide
             self._helpers["guide"] = load_guide(cfg.get("guide_parser"), device, ruler=cfg.get("val_parser"))
+        if float(cfg.get("attr_weight") or 0) > 0:
+            from ...errors import FaceweaveError
+            from ...train.guide import load_guide_classifier
+            if cfg["pairs"] == "generated":
+                raise FaceweaveError("attr_weight reads the photos' own labels: use it with pairs=inverted or "
+                                     "pairs=projected")
+            self._helpers["guide_classifier"] = load_guide_classifier(cfg.get("guide_classifier"), device)
 
     def _at64(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] == 64:
@@ -534,6 +546,15 @@ class GANTask:
             ce = (guide_ce(self._helpers["guide"], made, pair["mask"]) * given).mean()  # hidden masks owe nothing
             total = total + mask_weight * ce
             logs["mask_ce"] = float(ce.detach())
+        attr_weight = float(cfg.get("attr_weight") or 0)
+        if attr_weight > 0:
+            from ...train.guide import guide_bce
+            told = present[:, 0].float()
+            if made is None:
+                made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+            bce = (guide_bce(self._helpers["guide_classifier"], made, batch["attributes"]) * told).mean()
+            total = total + attr_weight * bce                                  # hidden texts owe nothing
+            logs["attr_bce"] = float(bce.detach())
         return total, logs
 
     @torch.no_grad()
