@@ -6,6 +6,8 @@
     done
     python benchmarks/edit_comparison.py --n 4 --json runs/edit-comparison.json
     python benchmarks/backend_comparison.py runs/eval-cmp-*/metrics.json --edits runs/edit-comparison.json
+    # backends re-run later: their edit file after the first one
+    python benchmarks/backend_comparison.py ... --edits runs/edit-comparison.json runs/edit-comparison-new.json
 
 Prints a markdown table, one row per metrics.json (all must share the protocol: the same
 masks, captions and seeds): mask mIoU with its share of the real photos' own (the ceiling),
@@ -25,14 +27,18 @@ from pathlib import Path
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("metrics", nargs="+", type=Path)
-    ap.add_argument("--edits", type=Path, help="the JSON of benchmarks/edit_comparison.py")
+    ap.add_argument("--edits", type=Path, nargs="+", default=[],
+                    help="JSON files of benchmarks/edit_comparison.py (a backend in a later file replaces "
+                         "its row from an earlier one)")
     args = ap.parse_args()
     runs = [json.loads(p.read_text()) for p in args.metrics]
     protocols = {json.dumps({k: v for k, v in r["protocol"].items() if k not in ("backend", "model", "timing")},
                             sort_keys=True) for r in runs}
     if len(protocols) > 1:
         raise SystemExit("these metrics.json files were made with different protocols; compare like with like")
-    edits = json.loads(args.edits.read_text())["results"] if args.edits else {}
+    edits: dict = {}
+    for path in args.edits:
+        edits.update(json.loads(path.read_text())["results"])
     ceiling = runs[0]["ceiling"]
     base = next((r for r in runs if r["protocol"]["backend"]["backend"] == "diffusion"),
                 max(runs, key=lambda r: r["sec_per_image"]))
