@@ -149,18 +149,9 @@ class DDGITask:
             from ...train.guide import load_guide_classifier
             self._parts["guide_classifier"] = load_guide_classifier(cfg.get("guide_classifier"), device)
         if float(cfg.get("code_weight") or 0) > 0:
-            from ...errors import FaceweaveError
-            from ..gan.codes import read_codes
-            if not cfg.get("codes"):
-                raise FaceweaveError("code_weight needs a bank of codes: --set codes=FILE "
-                                     "(made by scripts/project_codes.py with this run's generator)")
-            codes, meta = read_codes(cfg["codes"])
-            own = cfg["model"]["generator"]["fingerprint"]
-            if meta.get("generator") != own:
-                raise FaceweaveError(f"the codes in {cfg['codes']} belong to another generator "
-                                     f"(fingerprint {meta.get('generator')}, this run's {own}); "
-                                     "project the photos with this one")
-            self._parts["codes"] = codes
+            from ..gan.codes import codes_for
+            self._parts["codes"] = codes_for(cfg.get("codes"), cfg["model"]["generator"]["fingerprint"],
+                                             "code_weight")
 
     def _tapped(self, model: nn.Module, x: torch.Tensor, sigma: torch.Tensor, cond: dict):
         denoiser = self._parts["diffusion"].model
@@ -216,8 +207,9 @@ class DDGITask:
     def _code_term(self, w: torch.Tensor, batch: dict) -> torch.Tensor:
         """Mean squared distance of each code to its photo's bank code, over the photos the
         bank holds (unmirrored; a batch without one owes 0)."""
-        codes, flipped = self._parts["codes"], batch.get("flipped")
-        known = [f in codes and not (flipped is not None and bool(flipped[i])) for i, f in enumerate(batch["file"])]
+        from ..gan.codes import known as in_bank
+        codes = self._parts["codes"]
+        known = in_bank(codes, batch)
         if not any(known):
             return w.sum() * 0.0
         rows = torch.tensor([i for i, k in enumerate(known) if k], device=w.device)

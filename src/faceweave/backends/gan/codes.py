@@ -46,3 +46,24 @@ def write_codes(path: str | os.PathLike, codes: dict[str, torch.Tensor], meta: d
     save_file({"wplus": torch.stack([codes[f] for f in files]).float().contiguous()}, str(tmp),
               metadata={**meta, "files": json.dumps(files), "n": str(len(files))})
     os.replace(tmp, path)
+
+
+def codes_for(path: str | os.PathLike | None, generator: str, needed_by: str) -> dict[str, torch.Tensor]:
+    """A training run's bank: read_codes, refusing a missing file and codes of another generator
+    (`generator`: the run's generator fingerprint) in one line each."""
+    if not path:
+        raise FaceweaveError(f"{needed_by} needs a bank of codes: --set codes=FILE "
+                             "(made by scripts/project_codes.py)")
+    codes, meta = read_codes(path)
+    if meta.get("generator") != generator:
+        raise FaceweaveError(f"the codes in {path} belong to another generator "
+                             f"(fingerprint {meta.get('generator')}, this run's {generator}); "
+                             "project the photos with this one")
+    return codes
+
+
+def known(codes: dict[str, torch.Tensor], batch: dict) -> list[bool]:
+    """Per sample of a training batch: whether the bank holds its code (a mirrored photo has
+    none: the code is the unmirrored photo's)."""
+    flipped = batch.get("flipped")
+    return [f in codes and not (flipped is not None and bool(flipped[i])) for i, f in enumerate(batch["file"])]

@@ -385,18 +385,9 @@ class GANTask:
         if cfg["pairs"] == "inverted" and encoder is None:
             raise FaceweaveError("pairs=inverted needs an inversion encoder: --set encoder=runs/gan-encoder-64/best")
         if cfg["pairs"] == "projected":
-            if not cfg.get("codes"):
-                raise FaceweaveError("pairs=projected needs a bank of codes: --set codes=FILE "
-                                     "(made by scripts/project_codes.py)")
             from ...checkpoint import fingerprint
-            from .codes import read_codes
-            codes, meta = read_codes(cfg["codes"])
-            own = fingerprint(G.state_dict())
-            if meta.get("generator") != own:
-                raise FaceweaveError(f"the codes in {cfg['codes']} belong to another generator "
-                                     f"(fingerprint {meta.get('generator')}, this run's {own}); "
-                                     "project the photos with this one")
-            self._codes = codes
+            from .codes import codes_for
+            self._codes = codes_for(cfg.get("codes"), fingerprint(G.state_dict()), "pairs=projected")
         if G.config.size != cfg["size"]:
             raise FaceweaveError(f"the generator makes {G.config.size} px faces but this run is at {cfg['size']} px; "
                                  f"pass --set size={G.config.size}")
@@ -490,10 +481,9 @@ class GANTask:
     def projected_pairs(self, model: nn.Module, batch: dict, generator: torch.Generator) -> dict[str, Any]:
         """inverted_pairs with the bank's code of each photo as the target; `known` is 0 for a
         sample the bank has no code for (a mirrored photo, a file not projected)."""
+        from .codes import known as in_bank
         pair = self.inverted_pairs(model, batch, generator, encode=False)
-        flipped = batch.get("flipped")
-        known = [f in self._codes and not (flipped is not None and bool(flipped[i]))
-                 for i, f in enumerate(batch["file"])]
+        known = in_bank(self._codes, batch)
         device = batch["image"].device
         shape = next(iter(self._codes.values())).shape
         pair["w"] = torch.stack([self._codes[f] if k else torch.zeros(shape)
