@@ -41,14 +41,20 @@ def load_guide(ref, device, *, ruler: str | None = None) -> tuple[nn.Module, int
     return loaded.model.eval().requires_grad_(False), loaded.size
 
 
+def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Images brought to a guide's input side (bilinear; antialiased when shrinking)."""
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)
+
+
 def guide_ce(guide: tuple[nn.Module, int], images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per-image cross-entropy (N,) between the guide's reading of `images` (N, 3, H, W) in
     [-1, 1] and the class ids `masks` (N, H', W'), both brought to the guide's size; gradients
     reach the images, not the guide."""
     net, size = guide
-    if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=images.shape[-1] > size)
+    images = _at_size(images, size)
     target = masks.long()
     if target.shape[-1] != size:
         target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
@@ -80,9 +86,7 @@ def guide_bce(guide: tuple[nn.Module, int], images: torch.Tensor, attributes: to
     reach the images, not the guide."""
     from ..conditions import ATTRIBUTE_INDEX
     net, size = guide
-    if images.shape[-1] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                               antialias=images.shape[-1] > size)
+    images = _at_size(images, size)
     cols = torch.tensor([ATTRIBUTE_INDEX[a] for a in net.attributes], device=attributes.device)
     target = attributes.index_select(1, cols).float()
     known = (target >= 0).float()
