@@ -81,6 +81,31 @@ def test_upsampling_is_bilinear_and_modulation_norms_are_the_weights_norms(shape
     torch.testing.assert_close(conv(feats, w), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_sampling_reuses_scaled_weights_until_they_change(gan):
+    """Without gradients the scaled weights and demodulation norms are computed once; an
+    in-place change of the weights (an optimiser step, load_state_dict) is seen at once, and
+    with gradients every call is a fresh, differentiable computation."""
+    G = gan.generator.eval()
+    w = torch.randn(2, TINY.w_dim, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        first = G([w], randomize_noise=False)[0]
+        torch.testing.assert_close(G([w], randomize_noise=False)[0], first, atol=0, rtol=0)
+        conv = G.convs[0].conv
+        cached = conv._derived_cache[1][0]
+        conv.weight.mul_(1.5)
+        changed = G([w], randomize_noise=False)[0]
+        assert conv._derived_cache[1][0] is not cached
+        torch.testing.assert_close(conv._derived_cache[1][0], conv.weight * conv.scale, atol=0, rtol=0)
+        fresh = sg2.Generator.from_config(TINY)
+        fresh.load_state_dict(G.state_dict())
+        torch.testing.assert_close(changed, fresh.eval()([w], randomize_noise=False)[0], atol=0, rtol=0)
+    assert not torch.equal(changed, first)
+    G([w], randomize_noise=False)[0].square().mean().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+    assert G.style[1].weight.grad is not None and G.to_rgb1.conv.affine.bias.grad is not None
+    assert "_derived_cache" not in "".join(G.state_dict())
+
+
 def test_truncation_pulls_towards_the_centre(gan):
     G = gan.generator
     z = torch.randn(8, TINY.z_dim)

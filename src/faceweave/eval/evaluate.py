@@ -45,8 +45,8 @@ from ..conditions import NUM_CLASSES, CLASSES, Conditions, check_size
 from ..errors import FaceweaveError
 from ..text import parse_prompt
 from .frechet import SmallSampleWarning, fd_from_features, kid
-from .metrics import (Timer, attribute_accuracy, confusion_matrix, edge_match_counts, fscore_from_counts,
-                      mask_scores_from_confusion, measure_latency, pairwise_diversity, peak_memory_mb,
+from .metrics import (LATENCY_REPEATS, Timer, attribute_accuracy, confusion_matrix, edge_match_counts,
+                      fscore_from_counts, mask_scores_from_confusion, measure_latency, pairwise_diversity, peak_memory_mb,
                       sketch_tolerance_px)
 
 GIVEN_CHOICES = ("prompt", "attributes", "mask", "sketch")
@@ -58,7 +58,6 @@ DIVERSITY_SEED_STRIDE = 1_000_000
 MAX_N = DIVERSITY_SEED_STRIDE          # keeps every seed of a run distinct
 MAX_SEEDS_PER_CONDITION = 64
 REPORT_SAMPLES = 8
-LATENCY_REPEATS = 3
 ATTRIBUTE_THRESHOLD = 0.5
 SKETCH_EXTRACTOR = "xdog"
 KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000

@@ -358,6 +358,11 @@ class Timer:
         self.seconds = time.perf_counter() - self._start
 
 
+# calls timed for one-image latency in evaluations: a one-image call on a shared 2-core machine
+# varies by +-20 % from call to call, so the median is taken over more than a handful
+LATENCY_REPEATS = 7
+
+
 def measure_latency(fn: Callable[[], object], warmup: int = 1, repeats: int = 5) -> dict:
     """Call fn() warmup times untimed (compilation, caches), then time `repeats` calls.
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ..conditions import colorize_mask
+from .metrics import LATENCY_REPEATS
 
 # metric -> (label, direction and range, what it measures): the report's table and the docs' list.
 METRIC_NOTES: dict[str, tuple[str, str, str]] = {
@@ -40,7 +41,7 @@ METRIC_NOTES: dict[str, tuple[str, str, str]] = {
     "diversity": ("diversity", "higher, 0..2",
                   "mean pairwise cosine distance of classifier features between seeds of one condition"),
     "sec_per_image": ("seconds / image", "lower", "wall-clock time of generate per image (throughput, batched)"),
-    "latency_batch1": ("latency, 1 image", "lower", "seconds for one image generated alone (median of 3)"),
+    "latency_batch1": ("latency, 1 image", "lower", f"seconds for one image generated alone (median of {LATENCY_REPEATS})"),
     "peak_memory_mb": ("peak memory (MiB)", "lower",
                        "peak CUDA allocation on a GPU, else the process's peak resident set size"),
     "n": ("n", "", "held-out faces scored"),

@@ -99,6 +99,23 @@ PRESETS: dict[str, StyleGAN2Config] = {
 
 # --- equalized-lr layers ------------------------------------------------------------------
 
+def _derived(module: nn.Module, params: tuple[torch.Tensor, ...], make):
+    """make() (tensors computed from `params` alone: their run-time scaling, demodulation
+    norms), remembered on `module` while no gradient is recorded through them and they are the
+    same tensors, unchanged (storage, in-place version counter, dtype and device). Sampling
+    recomputes nothing per image; training, or anything that changes the weights (an optimiser
+    step, load_state_dict, .to()), gets fresh values. Not state: never saved, not copied to
+    another device."""
+    if torch.is_grad_enabled() and any(p.requires_grad for p in params):
+        return make()
+    key = tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in params)
+    cached = module.__dict__.get("_derived_cache")
+    if cached is None or cached[0] != key:
+        cached = (key, make())
+        module.__dict__["_derived_cache"] = cached       # one assignment: safe across worker threads
+    return cached[1]
+
+
 class EqualLinear(nn.Module):
     """y = x W^T * (lr_mul / sqrt(in)) + b * lr_mul, optionally leaky-ReLU(0.2) * sqrt(2)."""
 
@@ -110,7 +127,9 @@ class EqualLinear(nn.Module):
         self.scale, self.lr_mul, self.activate = lr_mul / math.sqrt(in_dim), lr_mul, activate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        weight, bias = _derived(self, (self.weight, self.bias),
+                                lambda: (self.weight * self.scale, self.bias * self.lr_mul))
+        y = F.linear(x, weight, bias)
         return F.leaky_relu(y, 0.2) * SQRT2 if self.activate else y
 
 
@@ -159,14 +178,15 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         style = self.affine(w)                                            # (N, cin)
-        weight = self.weight * self.scale
+        # ||w'_{o,.}||: sum over in-channels and taps of (w_{o,i,k} s_i)^2, i.e. the styles'
+        # squares times the taps' summed squares (one small matrix product)
+        weight, taps = _derived(self, (self.weight,), lambda: (
+            self.weight * self.scale, (self.weight * self.scale).square().sum((2, 3)).t()))
         if self.upsample:
             x = _up(x)
         y = F.conv2d(x * style[:, :, None, None], weight, padding=self.padding)
         if self.demodulate:
-            # ||w'_{o,.}||: sum over in-channels and taps of (w_{o,i,k} s_i)^2, i.e. the styles'
-            # squares times the taps' summed squares (one small matrix product)
-            sq = style.square() @ weight.square().sum((2, 3)).t()
+            sq = style.square() @ taps
             y = y * torch.rsqrt(sq + 1e-8)[:, :, None, None]
         return y
 
