@@ -303,12 +303,48 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
     assert checkpoint.read_config(exported)["instruments"] == {"parser": reader}
     assert Path(faceweave.load(str(exported))._helper("parser").path) == Path(reader)
     # no guide, or a parser of the ruler as the guide: refused in one line
-    with pytest.raises(FaceweaveError, match="mask_weight needs a guide parser"):
+    with pytest.raises(FaceweaveError, match="mask_weight and sampled_n need a guide parser"):
         train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False, overrides=common)
     with pytest.raises(FaceweaveError, match="is a parser of the ruler"):
         train("gan", "tiny", "facesynth:32", tmp_path / "ruler", progress=False,
               overrides={**common, "guide_parser": "parser-64"})
 
+
+
+def test_sampled_pairs_read_by_the_guide_join_the_photos(tiny, tmp_path):
+    """sampled_n: generated faces, labelled by the guide parser, join each batch of photos;
+    they carry no text, and the attribute term reads the photos only."""
+    from faceweave.backends.gan.train import GANTask
+    from faceweave.train.guide import load_guide
+    from faceweave.train.loop import train
+    root = Path(tiny).parents[1]
+    train("parser", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 1})
+    train("classifier", "tiny", "facesynth:32", tmp_path / "clf", progress=False, overrides={"max_steps": 1})
+    common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
+              "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
+              "pairs": "inverted", "max_steps": 2, "log_every": 1, "image_weight": 1.0, "mask_weight": 1.0,
+              "attr_weight": 1.0, "guide_classifier": str(tmp_path / "clf" / "last"), "drop": 0.0,
+              "guide_parser": str(tmp_path / "guide" / "last"), "sampled_n": 3}
+    train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False, overrides=common)
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in steps if r["kind"] == "train"]
+    assert steps and all(r["mask_ce"] > 0 and r["attr_bce"] > 0 for r in steps), steps
+    task = GANTask()
+    task._helpers["guide"] = load_guide(str(tmp_path / "guide" / "last"), "cpu")
+    model = faceweave.load(str(tmp_path / "run" / "last")).model
+    pair = task.sampled_pairs(model, 3, torch.Generator().manual_seed(0))
+    G = model.generator
+    assert pair["w"].shape == (3, G.num_ws, G.config.w_dim) and pair["mask"].shape == (3, 32, 32)
+    assert pair["text"].abs().sum() == 0 and pair["sketch"].shape == (3, 1, 32, 32)
+    with torch.no_grad():
+        again = G([pair["w"]], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+    torch.testing.assert_close(again, pair["images"])
+    with pytest.raises(FaceweaveError, match="mask_weight and sampled_n need a guide parser"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False,
+              overrides={**common, "guide_parser": None, "mask_weight": 0.0})
+    with pytest.raises(FaceweaveError, match="use it with pairs=inverted"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "gen", progress=False,
+              overrides={**common, "pairs": "generated", "attr_weight": 0.0})
 
 
 def test_a_guide_classifier_gives_the_mapper_an_attribute_loss(tiny, tmp_path):

@@ -31,7 +31,7 @@ def load_guide(ref, device, *, ruler: str | None = None) -> tuple[nn.Module, int
     from ..ruler import load_parser
 
     if not ref:
-        raise FaceweaveError("mask_weight needs a guide parser: --set guide_parser=runs/NAME/best "
+        raise FaceweaveError("mask_weight and sampled_n need a guide parser: --set guide_parser=runs/NAME/best "
                              "(made by `faceweave train parser --preset guide64`)")
     name = Path(str(ref)).name
     if (name.startswith("parser-") and name in checkpoint.bundled_models()) or (ruler and str(ref) == str(ruler)):

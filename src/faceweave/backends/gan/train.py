@@ -311,6 +311,12 @@ class GANTask:
                        whose text was given (0: off; pairs inverted or projected); the guide is
                        not a bundled classifier: `guide_classifier`, e.g. one made by
                        `faceweave train classifier --preset guide64 --data celebamask1k:64`
+        sampled_n      with pairs inverted or projected: this many generated pairs joined to
+                       each batch of photos (0: none): a random w of the generator, the face it
+                       draws, the guide parser's reading of that face as mask (and its
+                       boundaries as sketch), no text; the target is w itself. The photos teach
+                       the mapper real layouts; these pairs teach it which codes draw a layout
+                       the guide reads back (needs guide_parser)
         val_parser     the parser that scores validation (None: the bundled one of the size;
                        parser-real-64 for real photos)
     """
@@ -343,7 +349,7 @@ class GANTask:
                "codes": None, "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
                "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "guide_parser": None,
-               "val_parser": None, "attr_weight": 0.0, "guide_classifier": None}
+               "val_parser": None, "attr_weight": 0.0, "guide_classifier": None, "sampled_n": 0}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
                  "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
@@ -419,7 +425,11 @@ class GANTask:
         self._helpers["classifier"] = load_classifier(size=64, device=device)
         if float(cfg.get("feature_weight") or 0) > 0:
             self._helpers["critic"] = load_discriminator(cfg["generator"]).to(device)
-        if float(cfg.get("mask_weight") or 0) > 0:
+        if int(cfg.get("sampled_n") or 0) > 0 and cfg["pairs"] == "generated":
+            from ...errors import FaceweaveError
+            raise FaceweaveError("sampled_n joins generated pairs to photos: use it with pairs=inverted or "
+                                 "pairs=projected")
+        if float(cfg.get("mask_weight") or 0) > 0 or int(cfg.get("sampled_n") or 0) > 0:
             from ...train.guide import load_guide
             self._helpers["guide"] = load_guide(cfg.get("guide_parser"), device, ruler=cfg.get("val_parser"))
         if float(cfg.get("attr_weight") or 0) > 0:
@@ -491,6 +501,42 @@ class GANTask:
         pair["known"] = torch.tensor(known, dtype=torch.float32, device=device)
         return pair
 
+    @torch.no_grad()
+    def sampled_pairs(self, model: nn.Module, n: int, generator: torch.Generator) -> dict[str, Any]:
+        """n pairs drawn from the generator and read by the guide parser (sampled_n): w as W+
+        (n, num_ws, w_dim), the image, the guide's mask and its boundaries as sketch, a blank
+        text vector (the text is hidden from the mapper)."""
+        from ...io import sketch_from_mask
+        from ...train.guide import _at_size
+        G = model.generator
+        dev = G.input.device
+        z = torch.randn(n, G.config.z_dim, generator=generator).to(dev)
+        w = G.get_latent(z)
+        images = G([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
+        net, size = self._helpers["guide"]
+        logits = net(_at_size(images, size)).float()
+        if size != images.shape[-1]:
+            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        masks = logits.argmax(1)
+        sketches = torch.from_numpy(np.stack([sketch_from_mask(m) for m in masks.to(torch.uint8).cpu().numpy()]))
+        return {"w": w[:, None].expand(-1, G.num_ws, -1), "images": images, "mask": masks,
+                "sketch": sketches.to(dev).float().unsqueeze(1) / 255.0,
+                "text": torch.zeros(n, model.mapper.config.text_dim, device=dev)}
+
+    def _join_sampled(self, pair: dict, batch: dict, model: nn.Module, k: int, generator: torch.Generator) -> dict:
+        """The photos' pairs followed by k sampled ones; `known` (whose code is a target) and
+        `images` (what the rendered code is compared with) cover both."""
+        extra = self.sampled_pairs(model, k, generator)
+        n, dev = pair["mask"].shape[0], pair["mask"].device
+        known = pair.get("known", torch.ones(n, device=dev))
+        return {"w": torch.cat([pair["w"].float(), extra["w"].float()]),
+                "mask": torch.cat([pair["mask"].long(), extra["mask"].long()]),
+                "sketch": torch.cat([pair["sketch"].float(), extra["sketch"].float()]),
+                "text": torch.cat([pair["text"].float(), extra["text"].float()]),
+                "images": torch.cat([batch["image"].float(), extra["images"].float()]),
+                "known": torch.cat([known, torch.ones(k, device=dev)]), "photos": n,
+                "captions": list(pair["captions"]) + [""] * k}
+
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ...train.guide import guide_ce
         from .mapper import modality_dropout
@@ -503,8 +549,13 @@ class GANTask:
             pair = self.projected_pairs(bare, batch, gen)
         else:
             pair = self.pairs(bare, batch["image"].shape[0], cfg, gen)
+        sampled = int(cfg.get("sampled_n") or 0)
+        if sampled > 0:
+            pair = self._join_sampled(pair, batch, bare, sampled, gen)
         n = pair["w"].shape[0]
+        photos = pair.get("photos", n)                 # the rows that are the data's own faces
         present = modality_dropout(torch.ones(n, 3, dtype=torch.bool), float(cfg["drop"]), gen).to(pair["w"].device)
+        present[photos:, 0] = False                   # sampled pairs have no text
         pred = bare.map(text=pair["text"], mask=pair["mask"], sketch=pair["sketch"], present=present)
         target = pair["w"][:, None].expand_as(pred) if pair["w"].ndim == 2 else pair["w"]
         if "known" in pair:               # only the samples whose code the bank holds
@@ -519,7 +570,7 @@ class GANTask:
         mask_weight = float(cfg.get("mask_weight") or 0)
         made = None
         if image_weight > 0 or feature_weight > 0:
-            wanted = pair["images"] if cfg["pairs"] == "generated" else batch["image"]
+            wanted = pair["images"] if "images" in pair else batch["image"]
             made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
             if image_weight > 0:
                 l1 = (made.float() - wanted.float()).abs().mean()
@@ -539,10 +590,10 @@ class GANTask:
         attr_weight = float(cfg.get("attr_weight") or 0)
         if attr_weight > 0:
             from ...train.guide import guide_bce
-            told = present[:, 0].float()
+            told = present[:photos, 0].float()
             if made is None:
                 made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
-            bce = (guide_bce(self._helpers["guide_classifier"], made, batch["attributes"]) * told).mean()
+            bce = (guide_bce(self._helpers["guide_classifier"], made[:photos], batch["attributes"]) * told).mean()
             total = total + attr_weight * bce                                  # hidden texts owe nothing
             logs["attr_bce"] = float(bce.detach())
         return total, logs
