@@ -46,8 +46,8 @@ from ..errors import FaceweaveError
 from ..text import parse_prompt
 from .frechet import SmallSampleWarning, fd_from_features, kid
 from .metrics import (LATENCY_REPEATS, Timer, attribute_accuracy, confusion_matrix, edge_match_counts,
-                      fscore_from_counts, mask_scores_from_confusion, measure_latency, pairwise_diversity, peak_memory_mb,
-                      sketch_tolerance_px)
+                      fscore_from_counts, mask_scores_from_confusion, measure_latency, pairwise_diversity,
+                      peak_memory_mb, sketch_tolerance_px)
 
 GIVEN_CHOICES = ("prompt", "attributes", "mask", "sketch")
 DEFAULT_GIVEN = ("prompt", "mask")

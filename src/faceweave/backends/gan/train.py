@@ -266,6 +266,20 @@ def _rgb(images: torch.Tensor) -> np.ndarray:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
+@torch.no_grad()
+def _layout(parser: nn.Module, size: int, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a parser network (reading `size` px) sees in images (N, 3, S, S): the label maps
+    (N, S, S) int64 and their boundaries as sketches (N, 1, S, S) in [0, 1]."""
+    from ...io import sketch_from_mask
+    from ...train.guide import _at_size
+    logits = parser(_at_size(images, size)).float()
+    if size != images.shape[-1]:
+        logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+    masks = logits.argmax(1)
+    sketches = torch.from_numpy(np.stack([sketch_from_mask(m) for m in masks.to(torch.uint8).cpu().numpy()]))
+    return masks, sketches.to(images.device).float().unsqueeze(1) / 255.0
+
+
 class GANTask:
     """MM2Latent's mapper (mapper.py) on pairs the generator makes for itself.
 
@@ -441,15 +455,12 @@ class GANTask:
             self._helpers["guide_classifier"] = load_guide_classifier(cfg.get("guide_classifier"), device)
 
     def _at64(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[-1] == 64:
-            return images
-        return F.interpolate(images, size=(64, 64), mode="bilinear", align_corners=False,
-                             antialias=images.shape[-1] > 64)
+        from ...train.guide import _at_size
+        return _at_size(images, 64)
 
     @torch.no_grad()
     def pairs(self, model: nn.Module, n: int, cfg: dict, generator: torch.Generator) -> dict[str, Any]:
         """n generated training pairs: w (N, w_dim), image, mask, sketch, captions, text vectors."""
-        from ...io import sketch_from_mask
         from ...text import captions_from_attributes
         G = model.generator
         dev = G.input.device
@@ -459,12 +470,7 @@ class GANTask:
             w = torch.lerp(G.w_avg[None], w, float(cfg["truncation"]))
         images = G([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
         small = self._at64(images)
-        logits = self._helpers["parser"].model(small).float()
-        if images.shape[-1] != 64:
-            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        masks = logits.argmax(1)
-        sketches = torch.from_numpy(np.stack([sketch_from_mask(m) for m in masks.to(torch.uint8).cpu().numpy()]))
-        sketches = sketches.to(dev).float().unsqueeze(1) / 255.0
+        masks, sketches = _layout(self._helpers["parser"].model, 64, images)
         clf = self._helpers["classifier"]
         probs = torch.sigmoid(clf.model(small).float()).cpu().numpy()
         rng = np.random.default_rng(int(torch.randint(0, 2 ** 31, (), generator=generator)))
@@ -506,21 +512,13 @@ class GANTask:
         """n pairs drawn from the generator and read by the guide parser (sampled_n): w as W+
         (n, num_ws, w_dim), the image, the guide's mask and its boundaries as sketch, a blank
         text vector (the text is hidden from the mapper)."""
-        from ...io import sketch_from_mask
-        from ...train.guide import _at_size
         G = model.generator
         dev = G.input.device
         z = torch.randn(n, G.config.z_dim, generator=generator).to(dev)
         w = G.get_latent(z)
         images = G([w], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
-        net, size = self._helpers["guide"]
-        logits = net(_at_size(images, size)).float()
-        if size != images.shape[-1]:
-            logits = F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
-        masks = logits.argmax(1)
-        sketches = torch.from_numpy(np.stack([sketch_from_mask(m) for m in masks.to(torch.uint8).cpu().numpy()]))
-        return {"w": w[:, None].expand(-1, G.num_ws, -1), "images": images, "mask": masks,
-                "sketch": sketches.to(dev).float().unsqueeze(1) / 255.0,
+        masks, sketches = _layout(*self._helpers["guide"], images)
+        return {"w": w[:, None].expand(-1, G.num_ws, -1), "images": images, "mask": masks, "sketch": sketches,
                 "text": torch.zeros(n, model.mapper.config.text_dim, device=dev)}
 
     def _join_sampled(self, pair: dict, batch: dict, model: nn.Module, k: int, generator: torch.Generator) -> dict:
@@ -534,8 +532,7 @@ class GANTask:
                 "sketch": torch.cat([pair["sketch"].float(), extra["sketch"].float()]),
                 "text": torch.cat([pair["text"].float(), extra["text"].float()]),
                 "images": torch.cat([batch["image"].float(), extra["images"].float()]),
-                "known": torch.cat([known, torch.ones(k, device=dev)]), "photos": n,
-                "captions": list(pair["captions"]) + [""] * k}
+                "known": torch.cat([known, torch.ones(k, device=dev)]), "photos": n}
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
         from ...train.guide import guide_ce
