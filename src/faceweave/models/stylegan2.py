@@ -176,12 +176,16 @@ class ModulatedConv2d(nn.Module):
         self.scale, self.padding = 1 / math.sqrt(cin * kernel * kernel), kernel // 2
         self.demodulate, self.upsample = demodulate, upsample
 
+    def _scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The run-time scaled weight and its taps' summed squares, transposed (cin, cout)."""
+        weight = self.weight * self.scale
+        return weight, weight.square().sum((2, 3)).t()
+
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         style = self.affine(w)                                            # (N, cin)
         # ||w'_{o,.}||: sum over in-channels and taps of (w_{o,i,k} s_i)^2, i.e. the styles'
         # squares times the taps' summed squares (one small matrix product)
-        weight, taps = _derived(self, (self.weight,), lambda: (
-            self.weight * self.scale, (self.weight * self.scale).square().sum((2, 3)).t()))
+        weight, taps = _derived(self, (self.weight,), self._scaled)
         if self.upsample:
             x = _up(x)
         y = F.conv2d(x * style[:, :, None, None], weight, padding=self.padding)
