@@ -287,23 +287,24 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
     common = {"generator": str(root / "stylegan2" / "last"), "mask_ae": str(root / "mask_ae" / "last"),
               "sketch_ae": str(root / "sketch_ae" / "last"), "encoder": str(root / "encoder" / "last"),
               "pairs": "inverted", "max_steps": 2, "log_every": 1, "image_weight": 1.0, "mask_weight": 2.0,
-              "drop": 0.0}
+              "iou_weight": 0.5, "drop": 0.0}
     train("parser", "tiny", "facesynth:32", tmp_path / "reader", progress=False, overrides={"max_steps": 1})
     reader = str(tmp_path / "reader" / "last")
     train("gan", "tiny", "facesynth:32", tmp_path / "run", progress=False,
           overrides={**common, "guide_parser": str(tmp_path / "guide" / "last"), "val_parser": reader})
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["kind"] == "train"]
-    assert steps and all(r["mask_ce"] > 0 for r in steps), steps
+    assert steps and all(r["mask_ce"] > 0 and 0 < r["mask_iou_loss"] < 1 for r in steps), steps
     r = steps[-1]
-    assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 2.0 * r["mask_ce"], rel=1e-4)
+    assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 2.0 * r["mask_ce"] + 0.5 * r["mask_iou_loss"],
+                                      rel=1e-4)
     # the validation parser travels with the model: its pipeline reads photos with it
     from faceweave.train.loop import export
     exported = export(tmp_path / "run", tmp_path / "exported", which="last")
     assert checkpoint.read_config(exported)["instruments"] == {"parser": reader}
     assert Path(faceweave.load(str(exported))._helper("parser").path) == Path(reader)
     # no guide, or a parser of the ruler as the guide: refused in one line
-    with pytest.raises(FaceweaveError, match="mask_weight and sampled_n need a guide parser"):
+    with pytest.raises(FaceweaveError, match="mask_weight, iou_weight and sampled_n need a guide parser"):
         train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False, overrides=common)
     with pytest.raises(FaceweaveError, match="is a parser of the ruler"):
         train("gan", "tiny", "facesynth:32", tmp_path / "ruler", progress=False,
@@ -339,7 +340,7 @@ def test_sampled_pairs_read_by_the_guide_join_the_photos(tiny, tmp_path):
     with torch.no_grad():
         again = G([pair["w"]], input_is_latent=True, randomize_noise=False)[0].clamp(-1, 1)
     torch.testing.assert_close(again, pair["images"])
-    with pytest.raises(FaceweaveError, match="mask_weight and sampled_n need a guide parser"):
+    with pytest.raises(FaceweaveError, match="mask_weight, iou_weight and sampled_n need a guide parser"):
         train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False,
               overrides={**common, "guide_parser": None, "mask_weight": 0.0})
     with pytest.raises(FaceweaveError, match="use it with pairs=inverted"):

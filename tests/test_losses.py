@@ -36,3 +36,39 @@ def test_loss_of_the_perfect_denoiser_is_zero():
 def test_unknown_weighting():
     with pytest.raises(FaceweaveError, match="unknown loss weighting"):
         loss_weight("lpips", torch.tensor([1.0]))
+
+
+def _logits_of(target: torch.Tensor, classes: int, sure: float = 20.0) -> torch.Tensor:
+    return torch.nn.functional.one_hot(target, classes).permute(0, 3, 1, 2).float() * sure
+
+
+def test_soft_iou_loss_is_zero_when_right_and_weighs_a_small_class_like_a_large_one():
+    from faceweave.train.guide import soft_iou_loss
+    target = torch.zeros(2, 16, 16, dtype=torch.long)
+    target[:, 4:6, 4:6] = 2                                   # a class of 4 pixels per face
+    target[:, 8:, :] = 1
+    assert float(soft_iou_loss(_logits_of(target, 3), target)) == pytest.approx(0.0, abs=1e-6)
+    # the small class read as class 1: 8 of 512 pixels wrong; the cross-entropy barely moves,
+    # the soft mIoU loses a third of its classes' worth (class 2 at IoU 0)
+    wrong = target.clone()
+    wrong[target == 2] = 1
+    logits = _logits_of(wrong, 3)
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    iou = soft_iou_loss(logits, target)
+    assert float(ce) * 512 / 8 == pytest.approx(20.0, rel=1e-3)    # only the 8 wrong pixels pay
+    assert 0.33 < float(iou) < 0.36
+
+
+def test_soft_iou_loss_counts_only_weighted_faces_and_passes_gradients():
+    from faceweave.train.guide import soft_iou_loss
+    target = torch.randint(0, 4, (3, 8, 8))
+    logits = _logits_of(target, 4)
+    logits[2] = torch.randn(4, 8, 8)                         # the third face is read badly ...
+    loose = soft_iou_loss(logits, target)
+    weights = torch.tensor([1.0, 1.0, 0.0])                  # ... but owes nothing
+    assert float(soft_iou_loss(logits, target, weights)) == pytest.approx(0.0, abs=1e-6)
+    assert float(loose) > 0.05
+    assert float(soft_iou_loss(logits, target, torch.zeros(3))) == 0.0
+    x = torch.randn(3, 4, 8, 8, requires_grad=True)
+    soft_iou_loss(x, target).backward()
+    assert x.grad is not None and float(x.grad.abs().sum()) > 0

@@ -31,7 +31,7 @@ def load_guide(ref, device, *, ruler: str | None = None) -> tuple[nn.Module, int
     from ..ruler import load_parser
 
     if not ref:
-        raise FaceweaveError("mask_weight and sampled_n need a guide parser: --set guide_parser=runs/NAME/best "
+        raise FaceweaveError("mask_weight, iou_weight and sampled_n need a guide parser: --set guide_parser=runs/NAME/best "
                              "(made by `faceweave train parser --preset guide64`)")
     name = Path(str(ref)).name
     if (name.startswith("parser-") and name in checkpoint.bundled_models()) or (ruler and str(ref) == str(ruler)):
@@ -49,16 +49,50 @@ def _at_size(images: torch.Tensor, size: int) -> torch.Tensor:
                          antialias=images.shape[-1] > size)
 
 
+def _read(guide: tuple[nn.Module, int], images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The guide's logits (N, C, S, S) for `images` and the class ids `masks` (N, S, S), both
+    at the guide's side S."""
+    net, size = guide
+    target = masks.long()
+    if target.shape[-1] != size:
+        target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
+    return net(_at_size(images, size)).float(), target
+
+
 def guide_ce(guide: tuple[nn.Module, int], images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per-image cross-entropy (N,) between the guide's reading of `images` (N, 3, H, W) in
     [-1, 1] and the class ids `masks` (N, H', W'), both brought to the guide's size; gradients
     reach the images, not the guide."""
-    net, size = guide
-    images = _at_size(images, size)
-    target = masks.long()
-    if target.shape[-1] != size:
-        target = F.interpolate(target[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
-    return F.cross_entropy(net(images).float(), target, reduction="none").mean((1, 2))
+    logits, target = _read(guide, images, masks)
+    return F.cross_entropy(logits, target, reduction="none").mean((1, 2))
+
+
+def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """1 - the soft mean IoU of class probabilities softmax(logits) (N, C, S, S) and the class
+    ids `target` (N, S, S), over the whole batch as the ruler's mIoU is over the whole set: per
+    class, the sum of p * t over the sum of p + t - p * t, averaged over the classes the
+    (weighted) targets hold; `weights` (N,) scale each image's pixels (0: the image owes
+    nothing). A pixel cross-entropy is ruled by the large classes (background, skin, hair); in
+    mIoU, as here, an eye or a mouth counts as much as the background. 0 when no image counts."""
+    probs = logits.softmax(1)
+    onehot = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).to(probs.dtype)
+    w = torch.ones(len(target), device=probs.device) if weights is None else weights.to(probs.dtype)
+    w = w[:, None, None, None]
+    inter = (probs * onehot * w).sum((0, 2, 3))
+    union = ((probs + onehot - probs * onehot) * w).sum((0, 2, 3))
+    held = (onehot * w).sum((0, 2, 3)) > 0
+    if not bool(held.any()):
+        return probs.sum() * 0
+    return 1 - (inter[held] / union[held].clamp(min=1e-6)).mean()
+
+
+def guide_mask_losses(guide: tuple[nn.Module, int], images: torch.Tensor, masks: torch.Tensor,
+                      weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One reading by the guide, two losses: the weighted mean of the per-image cross-entropy
+    (as guide_ce) and soft_iou_loss, each image counting by `weights` (N,)."""
+    logits, target = _read(guide, images, masks)
+    ce = F.cross_entropy(logits, target, reduction="none").mean((1, 2))
+    return (ce * weights).mean(), soft_iou_loss(logits, target, weights)
 
 
 def load_guide_classifier(ref, device) -> tuple[nn.Module, int]:

@@ -319,7 +319,11 @@ class GANTask:
                        parser reads off G(mapped code), for the samples whose mask was given
                        (0: off); the guide is not the ruler: `guide_parser`, e.g. one made by
                        `faceweave train parser --preset guide64`
-        guide_parser   the guide's checkpoint folder (needed by mask_weight)
+        iou_weight     weight of 1 - the soft mIoU between the pair's mask and the same guide
+                       reading (train/guide.py soft_iou_loss; 0: off): the cross-entropy weighs
+                       classes by their area, mIoU, which the ruler reports, weighs each class
+                       alike, so eyes, brows, mouth and glasses pull as much as the background
+        guide_parser   the guide's checkpoint folder (needed by mask_weight and iou_weight)
         attr_weight    weight of the binary cross-entropy between the photo's known attributes
                        and what a guide classifier reads off G(mapped code), for the samples
                        whose text was given (0: off; pairs inverted or projected); the guide is
@@ -362,8 +366,8 @@ class GANTask:
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "codes": None, "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
-               "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "guide_parser": None,
-               "val_parser": None, "attr_weight": 0.0, "guide_classifier": None, "sampled_n": 0}
+               "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "iou_weight": 0.0,
+               "guide_parser": None, "val_parser": None, "attr_weight": 0.0, "guide_classifier": None, "sampled_n": 0}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
                  "eval_every": 0, "log_every": 5, "val_n": 8, "workers": 0, "lr": 1e-3, "warmup_steps": 0,
@@ -443,7 +447,8 @@ class GANTask:
             from ...errors import FaceweaveError
             raise FaceweaveError("sampled_n joins generated pairs to photos: use it with pairs=inverted or "
                                  "pairs=projected")
-        if float(cfg.get("mask_weight") or 0) > 0 or int(cfg.get("sampled_n") or 0) > 0:
+        if (float(cfg.get("mask_weight") or 0) > 0 or float(cfg.get("iou_weight") or 0) > 0
+                or int(cfg.get("sampled_n") or 0) > 0):
             from ...train.guide import load_guide
             self._helpers["guide"] = load_guide(cfg.get("guide_parser"), device, ruler=cfg.get("val_parser"))
         if float(cfg.get("attr_weight") or 0) > 0:
@@ -535,7 +540,7 @@ class GANTask:
                 "known": torch.cat([known, torch.ones(k, device=dev)]), "photos": n}
 
     def loss(self, model: nn.Module, batch: dict, cfg: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        from ...train.guide import guide_ce
+        from ...train.guide import guide_mask_losses
         from .mapper import modality_dropout
         bare = unwrap(model)
         self._calls += 1
@@ -564,7 +569,7 @@ class GANTask:
         logs = {"w_mse": float(mse.detach()), "kept": float(present.float().mean())}
         total = mse
         image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
-        mask_weight = float(cfg.get("mask_weight") or 0)
+        mask_weight, iou_weight = float(cfg.get("mask_weight") or 0), float(cfg.get("iou_weight") or 0)
         made = None
         if image_weight > 0 or feature_weight > 0:
             wanted = pair["images"] if "images" in pair else batch["image"]
@@ -577,13 +582,15 @@ class GANTask:
                 dist = feature_distance(self._helpers["critic"], made, wanted)
                 total = total + feature_weight * dist
                 logs["feature"] = float(dist.detach())
-        if mask_weight > 0:
-            given = present[:, 1].float()
+        if mask_weight > 0 or iou_weight > 0:
+            given = present[:, 1].float()                                  # hidden masks owe nothing
             if made is None:
                 made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
-            ce = (guide_ce(self._helpers["guide"], made, pair["mask"]) * given).mean()  # hidden masks owe nothing
-            total = total + mask_weight * ce
+            ce, iou = guide_mask_losses(self._helpers["guide"], made, pair["mask"], given)
+            total = total + mask_weight * ce + iou_weight * iou
             logs["mask_ce"] = float(ce.detach())
+            if iou_weight > 0:
+                logs["mask_iou_loss"] = float(iou.detach())
         attr_weight = float(cfg.get("attr_weight") or 0)
         if attr_weight > 0:
             from ...train.guide import guide_bce
