@@ -15,6 +15,9 @@ much of a real layout the W+ code of the real face keeps. With `--invert-mask-we
 each such inversion is also run with the guide's cross-entropy to the photo's label map
 (weight W) in the projector's loss, as `scripts/project_codes.py --guide` makes a mapper's
 targets: how much closer to the layout such codes come, and at what PSNR to the photo.
+With `--iou-weight W` a third optimisation adds W times the guide's soft-mIoU loss over the
+n faces (train/guide.py soft_iou_loss, the gan training's `iou_weight` term) to the
+cross-entropy: whether a term that weighs every class alike lifts the bound.
 
 The guide must not be the ruler (train/guide.py refuses bundled parsers): the optimisation
 would then fool the very network that scores it.
@@ -35,7 +38,7 @@ from faceweave.data import celebamask1k
 from faceweave.data.unified import CAPTIONS_FILE, IMAGES, MASKS, read_records
 from faceweave.eval import mask_scores
 from faceweave.eval.real import real_parser
-from faceweave.train.guide import guide_ce, load_guide
+from faceweave.train.guide import guide_ce, guide_mask_losses, load_guide
 
 
 def guided_inversion(pipe, G, guide, photos: np.ndarray, masks: np.ndarray, steps: int, weight: float,
@@ -67,6 +70,8 @@ def main() -> None:
     ap.add_argument("--invert-steps", default="", help="comma list of projector steps for the inversion rows")
     ap.add_argument("--invert-mask-weight", type=float, default=0.0,
                     help="also invert with the guide's mask term at this weight (the guided code bank)")
+    ap.add_argument("--iou-weight", type=float, default=0.0,
+                    help="also optimise with the guide's soft-mIoU loss at this weight beside the cross-entropy")
     ap.add_argument("--json", type=Path, help="also write the numbers to this JSON file")
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -108,12 +113,17 @@ def main() -> None:
     target = torch.from_numpy(masks).long()
     photo = torch.from_numpy(photos).permute(0, 3, 1, 2).float() / 127.5 - 1
     checkpoints = sorted({max(1, args.steps // 4), max(1, args.steps // 2), args.steps})
-    for name, pixel_weight in (("guide", 0.0), ("guide+pixels", 1.0)):
+    rows = [("guide", 0.0, 0.0), ("guide+pixels", 1.0, 0.0)]
+    if args.iou_weight:
+        rows.append(("guide+iou", 0.0, args.iou_weight))
+    everyone = torch.ones(len(records))
+    for name, pixel_weight, iou_weight in rows:
         w = start.clone().requires_grad_(True)
         opt = torch.optim.Adam([w], lr=args.lr)
         for step in range(1, args.steps + 1):
             made = render(w)
-            loss = guide_ce(guide, made, target).mean() + pixel_weight * (made - photo).abs().mean()
+            ce, iou = guide_mask_losses(guide, made, target, everyone)
+            loss = ce + iou_weight * iou + pixel_weight * (made - photo).abs().mean()
             opt.zero_grad()
             loss.backward()
             opt.step()

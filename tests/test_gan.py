@@ -280,7 +280,7 @@ def test_image_and_discriminator_feature_terms_reach_the_mapper(tiny, tmp_path):
         assert r["loss"] == pytest.approx(r["w_mse"] + r["image_l1"] + 0.5 * r["feature"], rel=1e-4)
 
 
-def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
+def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path, monkeypatch):
     from faceweave.train.loop import train
     root = Path(tiny).parents[1]
     train("parser", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 2})
@@ -303,6 +303,25 @@ def test_a_guide_parser_gives_the_mapper_a_mask_loss(tiny, tmp_path):
     exported = export(tmp_path / "run", tmp_path / "exported", which="last")
     assert checkpoint.read_config(exported)["instruments"] == {"parser": reader}
     assert Path(faceweave.load(str(exported))._helper("parser").path) == Path(reader)
+    # noise=random renders the loss's faces with fresh noise maps, one per sample, from the
+    # step's seeded generator (the stored buffers otherwise)
+    from faceweave.models.stylegan2 import Generator
+    drawn = []
+    real_make_noise = Generator.make_noise
+
+    def counting(self, batch=1, generator=None):
+        drawn.append(batch)
+        return real_make_noise(self, batch, generator)
+
+    monkeypatch.setattr(Generator, "make_noise", counting)
+    random_noise = {**common, "guide_parser": str(tmp_path / "guide" / "last"), "val_parser": reader,
+                    "noise": "random", "max_steps": 1}
+    train("gan", "tiny", "facesynth:32", tmp_path / "noisy", progress=False, overrides=random_noise)
+    from faceweave.backends.gan.train import GANTask
+    assert drawn == [GANTask.presets["tiny"]["batch_size"]]          # one step, one map per sample
+    with pytest.raises(FaceweaveError, match="use noise=fixed or noise=random"):
+        train("gan", "tiny", "facesynth:32", tmp_path / "bad", progress=False,
+              overrides={**random_noise, "noise": "loud"})
     # no guide, or a parser of the ruler as the guide: refused in one line
     with pytest.raises(FaceweaveError, match="mask_weight, iou_weight and sampled_n need a guide parser"):
         train("gan", "tiny", "facesynth:32", tmp_path / "none", progress=False, overrides=common)

@@ -324,6 +324,10 @@ class GANTask:
                        classes by their area, mIoU, which the ruler reports, weighs each class
                        alike, so eyes, brows, mouth and glasses pull as much as the background
         guide_parser   the guide's checkpoint folder (needed by mask_weight and iou_weight)
+        noise          the generator's noise maps when the loss renders G(mapped code): "fixed"
+                       (its stored buffers) or "random" (fresh maps per sample, drawn as the
+                       backend draws one per seed), so the mapper learns codes whose layout
+                       holds under the noise it is sampled with
         attr_weight    weight of the binary cross-entropy between the photo's known attributes
                        and what a guide classifier reads off G(mapped code), for the samples
                        whose text was given (0: off; pairs inverted or projected); the guide is
@@ -366,7 +370,7 @@ class GANTask:
     _MAPPER = {"generator": None, "mask_ae": None, "sketch_ae": None, "encoder": None, "pairs": "generated",
                "codes": None, "drop": 0.3,
                "confident": 0.3, "truncation": 1.0, "weight_decay": 0.0, "sample_n": 8,
-               "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "iou_weight": 0.0,
+               "image_weight": 0.0, "feature_weight": 0.0, "mask_weight": 0.0, "iou_weight": 0.0, "noise": "fixed",
                "guide_parser": None, "val_parser": None, "attr_weight": 0.0, "guide_classifier": None, "sampled_n": 0}
     presets: dict[str, dict] = {
         "tiny": {**_MAPPER, "arch": "tiny", "size": 32, "batch_size": 4, "max_steps": 20, "ckpt_every": 10,
@@ -570,10 +574,18 @@ class GANTask:
         total = mse
         image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
         mask_weight, iou_weight = float(cfg.get("mask_weight") or 0), float(cfg.get("iou_weight") or 0)
+        if cfg.get("noise", "fixed") not in ("fixed", "random"):
+            from ...errors import FaceweaveError
+            raise FaceweaveError(f"noise={cfg.get('noise')!r}: use noise=fixed or noise=random")
+        noise = bare.generator.make_noise(n, gen) if cfg.get("noise") == "random" else None
+
+        def render() -> torch.Tensor:
+            return bare.generator([pred], input_is_latent=True, noise=noise, randomize_noise=False)[0]
+
         made = None
         if image_weight > 0 or feature_weight > 0:
             wanted = pair["images"] if "images" in pair else batch["image"]
-            made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+            made = render()
             if image_weight > 0:
                 l1 = (made.float() - wanted.float()).abs().mean()
                 total = total + image_weight * l1
@@ -585,7 +597,7 @@ class GANTask:
         if mask_weight > 0 or iou_weight > 0:
             given = present[:, 1].float()                                  # hidden masks owe nothing
             if made is None:
-                made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+                made = render()
             ce, iou = guide_mask_losses(self._helpers["guide"], made, pair["mask"], given)
             total = total + mask_weight * ce + iou_weight * iou
             logs["mask_ce"] = float(ce.detach())
@@ -596,7 +608,7 @@ class GANTask:
             from ...train.guide import guide_bce
             told = present[:photos, 0].float()
             if made is None:
-                made = bare.generator([pred], input_is_latent=True, randomize_noise=False)[0]
+                made = render()
             bce = (guide_bce(self._helpers["guide_classifier"], made[:photos], batch["attributes"]) * told).mean()
             total = total + attr_weight * bce                                  # hidden texts owe nothing
             logs["attr_bce"] = float(bce.detach())
