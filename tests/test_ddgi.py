@@ -147,14 +147,15 @@ def test_a_guide_parser_adds_a_mask_term(pipe, tmp_path):
     from faceweave.train.loop import train
     train("parser", "tiny", "facesynth:32", tmp_path / "guide", progress=False, overrides={"max_steps": 1})
     parts = {"diffusion": pipe.config["diffusion"]["model"], "generator": pipe.config["generator"]["model"],
-             "max_steps": 2, "log_every": 1, "mask_weight": 0.5}
+             "max_steps": 2, "log_every": 1, "mask_weight": 0.5, "iou_weight": 2.0}
     train("ddgi", "tiny", "facesynth:32", tmp_path / "run", progress=False,
           overrides={**parts, "guide_parser": str(tmp_path / "guide" / "last")})
     steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if r["kind"] == "train"]
-    assert steps and all(r["mask_ce"] > 0 for r in steps), steps
+    assert steps and all(r["mask_ce"] > 0 and 0 < r["mask_iou_loss"] < 1 for r in steps), steps
     r = steps[-1]
-    assert r["loss"] == pytest.approx(r["l1"] + 1e-3 * r["w_reg"] + 0.5 * r["mask_ce"], rel=1e-4)
+    assert r["loss"] == pytest.approx(r["l1"] + 1e-3 * r["w_reg"] + 0.5 * r["mask_ce"] + 2.0 * r["mask_iou_loss"],
+                                      rel=1e-4)
     with pytest.raises(FaceweaveError, match="is a parser of the ruler"):
         train("ddgi", "tiny", "facesynth:32", tmp_path / "ruler", progress=False,
               overrides={**parts, "guide_parser": "parser-64"})

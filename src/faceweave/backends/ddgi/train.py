@@ -29,6 +29,9 @@ Recipe keys beyond COMMON_DEFAULTS:
     mask_weight  weight of the cross-entropy between the photo's mask and what a guide parser
                (`guide_parser`, not a parser of the ruler: train/guide.py) reads off the
                rendering (0: off)
+    iou_weight   weight of 1 - the soft mIoU between the same masks and that reading, over the
+               batch (train/guide.py soft_iou_loss; 0: off): every class counts alike, as in
+               the ruler's mIoU, where the cross-entropy weighs them by area
     attr_weight  weight of the binary cross-entropy between the photo's known attributes and
                what a guide classifier (`guide_classifier`, not a bundled classifier:
                train/guide.py) reads off the rendering (0: off)
@@ -55,7 +58,7 @@ from .networks import DDGIArch, DDGIConfig, DDGINets, UNetTap
 
 _DDGI: dict[str, Any] = {"diffusion": None, "generator": None, "sigmas": [5.0, 10.0, 20.0, 40.0, 80.0],
                          "sigma": 20.0, "target": "photo", "w_reg": 1e-3, "drop": 0.3, "drop_all": 0.05,
-                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0,
+                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0, "iou_weight": 0.0,
                          "guide_parser": None, "attr_weight": 0.0, "guide_classifier": None,
                          "code_weight": 0.0, "codes": None}
 TARGETS = ("denoised", "photo")
@@ -142,7 +145,7 @@ class DDGITask:
         self._parts["conditions"].setup(cfg, device)
         for key in ("guide", "guide_classifier", "codes"):
             self._parts.pop(key, None)
-        if float(cfg.get("mask_weight") or 0) > 0:
+        if float(cfg.get("mask_weight") or 0) > 0 or float(cfg.get("iou_weight") or 0) > 0:
             from ...train.guide import load_guide
             self._parts["guide"] = load_guide(cfg.get("guide_parser"), device)
         if float(cfg.get("attr_weight") or 0) > 0:
@@ -188,11 +191,14 @@ class DDGITask:
         reg = (w.float() - unwrap(model).mapping.w_avg).square().mean()
         total = l1 + float(cfg["w_reg"]) * reg
         logs = {"l1": float(l1.detach()), "w_reg": float(reg.detach())}
-        if float(cfg.get("mask_weight") or 0) > 0:
-            from ...train.guide import guide_ce
-            ce = guide_ce(self._parts["guide"], image, batch["mask"]).mean()
-            total = total + float(cfg["mask_weight"]) * ce
+        mask_weight, iou_weight = float(cfg.get("mask_weight") or 0), float(cfg.get("iou_weight") or 0)
+        if mask_weight > 0 or iou_weight > 0:
+            from ...train.guide import guide_mask_losses
+            ce, iou = guide_mask_losses(self._parts["guide"], image, batch["mask"], torch.ones(n, device=dev))
+            total = total + mask_weight * ce + iou_weight * iou
             logs["mask_ce"] = float(ce.detach())
+            if iou_weight > 0:
+                logs["mask_iou_loss"] = float(iou.detach())
         if float(cfg.get("attr_weight") or 0) > 0:
             from ...train.guide import guide_bce
             bce = guide_bce(self._parts["guide_classifier"], image, batch["attributes"]).mean()
