@@ -6,10 +6,10 @@ at its default steps, both at 64 px, in one process on the same conditions.
 
 Conditions: the caption and mask of a held-out FaceSynth face (the time of one pass does not
 depend on what the conditions show). Diffusion runs its checkpoint's own sampling defaults
-(printed with its timings; 20 euler_ancestral steps for diffusion-64 and diffusion-64-real). Images per second at batch 1 and at every batch size in
---batches (median of the repeats, after one untimed warm-up each; a gan timing covers at
-least 64 images, one call after another); the ratio is gan over
-diffusion, at batch 1 and at each backend's best batch. MM2Latent's headline claim is a
+(printed with its timings; 20 euler_ancestral steps for diffusion-64 and diffusion-64-real).
+Images per second at batch 1 and at every batch size in --batches (median of the repeats,
+after one untimed warm-up each; a gan timing covers at least 64 images, one call after
+another); the ratio is gan over diffusion, at batch 1 and at each backend's best batch. MM2Latent's headline claim is a
 speed-up of two orders of magnitude. With --new-captions every image gets a caption the text
 encoder has not seen (the caption and a fresh number), for both backends, so the timings
 include encoding it, as an evaluation's batches do:

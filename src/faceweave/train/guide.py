@@ -31,8 +31,8 @@ def load_guide(ref, device, *, ruler: str | None = None) -> tuple[nn.Module, int
     from ..ruler import load_parser
 
     if not ref:
-        raise FaceweaveError("mask_weight, iou_weight and sampled_n need a guide parser: --set guide_parser=runs/NAME/best "
-                             "(made by `faceweave train parser --preset guide64`)")
+        raise FaceweaveError("mask_weight, iou_weight and sampled_n need a guide parser: --set "
+                             "guide_parser=runs/NAME/best (made by `faceweave train parser --preset guide64`)")
     name = Path(str(ref)).name
     if (name.startswith("parser-") and name in checkpoint.bundled_models()) or (ruler and str(ref) == str(ruler)):
         raise FaceweaveError(f"guide_parser={ref} is a parser of the ruler; train a guide of its own: "

@@ -58,8 +58,8 @@ from .networks import DDGIArch, DDGIConfig, DDGINets, UNetTap
 
 _DDGI: dict[str, Any] = {"diffusion": None, "generator": None, "sigmas": [5.0, 10.0, 20.0, 40.0, 80.0],
                          "sigma": 20.0, "target": "photo", "w_reg": 1e-3, "drop": 0.3, "drop_all": 0.05,
-                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0, "iou_weight": 0.0,
-                         "guide_parser": None, "attr_weight": 0.0, "guide_classifier": None,
+                         "attr_keep_min": 0.2, "weight_decay": 0.0, "sample_n": 8, "mask_weight": 0.0,
+                         "iou_weight": 0.0, "guide_parser": None, "attr_weight": 0.0, "guide_classifier": None,
                          "code_weight": 0.0, "codes": None}
 TARGETS = ("denoised", "photo")
 

@@ -451,6 +451,9 @@ class GANTask:
             from ...errors import FaceweaveError
             raise FaceweaveError("sampled_n joins generated pairs to photos: use it with pairs=inverted or "
                                  "pairs=projected")
+        if cfg.get("noise", "fixed") not in ("fixed", "random"):
+            from ...errors import FaceweaveError
+            raise FaceweaveError(f"noise={cfg.get('noise')!r}: use noise=fixed or noise=random")
         if (float(cfg.get("mask_weight") or 0) > 0 or float(cfg.get("iou_weight") or 0) > 0
                 or int(cfg.get("sampled_n") or 0) > 0):
             from ...train.guide import load_guide
@@ -574,9 +577,6 @@ class GANTask:
         total = mse
         image_weight, feature_weight = float(cfg["image_weight"]), float(cfg["feature_weight"])
         mask_weight, iou_weight = float(cfg.get("mask_weight") or 0), float(cfg.get("iou_weight") or 0)
-        if cfg.get("noise", "fixed") not in ("fixed", "random"):
-            from ...errors import FaceweaveError
-            raise FaceweaveError(f"noise={cfg.get('noise')!r}: use noise=fixed or noise=random")
         noise = bare.generator.make_noise(n, gen) if cfg.get("noise") == "random" else None
 
         def render() -> torch.Tensor:
