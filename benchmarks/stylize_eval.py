@@ -92,6 +92,36 @@ def style_distance(a, b) -> float:
                           for (ma, sa), (mb, sb) in zip(a, b)]))
 
 
+def judge_as_loss(ruler: ParserFeatures) -> None:
+    """--judge-loss: the one-shot's texture statistics become the measure's own (the parser's
+    channel means and standard deviations per level, the output upsampled to its side as the
+    measure resizes it) and its texture loss the measure's distance, the colour term kept. What
+    the decoder's weights can do to this measure when the loss is the measure: a bound on its
+    reach, which may fit the parser's statistics rather than draw the look."""
+    import torch.nn.functional as F
+
+    from faceweave.backends.stylize import pipeline as P
+    model = ruler.parser.model.requires_grad_(False)
+    side = ruler.parser.size
+
+    def statistics(critic, images, blocks=2, kind="gram"):
+        ruler._feats = []
+        model(F.interpolate(images, size=(side, side), mode="bilinear", align_corners=False))
+        colours = images.permute(0, 2, 3, 1).reshape(-1, 3) @ P._DIRECTIONS.to(images).T
+        return {"texture": [(f.flatten(2).mean(2).mean(0), f.flatten(2).std(2).mean(0)) for f in ruler._feats],
+                "colours": colours.sort(0).values}
+
+    def loss(stats, target, colour_weight=1.0):
+        texture = [((ms - mt).norm() + (ss - st).norm()) / (mt.norm() + st.norm()).clamp(min=1e-8)
+                   for (ms, ss), (mt, st) in zip(stats["texture"], target["texture"])]
+        mine, theirs = stats["colours"], target["colours"]
+        if theirs.shape[0] != mine.shape[0]:
+            theirs = theirs[torch.linspace(0, theirs.shape[0] - 1, mine.shape[0]).round().long()]
+        return sum(texture) / len(texture) + colour_weight * (mine - theirs).abs().mean()
+
+    P.style_statistics, P.style_loss = statistics, loss
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="stylize checkpoint for one-shot")
@@ -102,6 +132,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tune-steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting of the model's sampling block (e.g. style_weight=5)")
+    ap.add_argument("--judge-loss", action="store_true",
+                    help="a bound, not a stylizer: the one-shot tunes towards this measure's own statistics "
+                         "(the parser's levels) instead of the model's texture features")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -125,6 +158,8 @@ def main(argv=None) -> dict:
         overrides[key] = type(pipe.sampling[key])(value)
     pipe.meta["sampling"] = {**(pipe.meta.get("sampling") or {}), **overrides}
     ruler = ParserFeatures()
+    if args.judge_loss:
+        judge_as_loss(ruler)
     side = pipe.size
 
     def scores(face: np.ndarray, outs: list[np.ndarray]) -> tuple[np.ndarray, list[float]]:

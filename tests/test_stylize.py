@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import faceweave
 from faceweave.backends.stylize import styles
-from faceweave.backends.stylize.networks import Stylizer, synthesis_until
+from faceweave.backends.stylize.networks import RandomFilters, Stylizer, synthesis_until
 from faceweave.backends.stylize.pipeline import StylizePipeline
 from faceweave.cli import main
 from faceweave.errors import FaceweaveError
@@ -132,18 +132,35 @@ def test_one_shot_is_reproducible_and_strength_blends_from_the_model_own_look(pi
     assert np.array_equal(plain, own) and not np.array_equal(plain, a.stylized)
 
 
-@pytest.mark.parametrize("statistic,blocks", [("gram", 1), ("moments", 3)])
-def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, blocks):
+def test_random_filters_are_made_by_the_seed_see_edges_not_brightness_and_are_never_saved():
+    a, b, c = RandomFilters(), RandomFilters(), RandomFilters(seed=1)
+    assert a.state_dict() == {} and a.sizes == (3, 5, 7, 11)
+    assert all(torch.equal(x, y) for x, y in zip(a.buffers(), b.buffers()))
+    assert not torch.equal(a.bank_3, c.bank_3)
+    flat = torch.full((1, 3, 32, 32), 0.3)
+    edge = flat.clone()
+    edge[..., 16:] = -0.3
+    for f_flat, f_edge in zip(a.block_features(flat), a.block_features(edge)):
+        inner = (slice(None), slice(None), slice(6, -6), slice(6, -6))     # away from the zero padding
+        assert f_flat[inner].abs().max() < 1e-5 and f_edge[inner].abs().max() > 0.1
+
+
+@pytest.mark.parametrize("statistic,features,blocks", [("gram", "critic", 1), ("moments", "critic", 3),
+                                                       ("gram", "random", 4), ("moments", "random", 2)])
+def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, features, blocks):
     import copy
     other = copy.copy(pipe)
-    other.meta = {**pipe.meta, "sampling": {**(pipe.meta.get("sampling") or {}),
-                                             "style_statistic": statistic, "style_blocks": blocks}}
+    other.meta = {**pipe.meta, "sampling": {**(pipe.meta.get("sampling") or {}), "style_statistic": statistic,
+                                             "style_features": features, "style_blocks": blocks}}
     out = other(_face(), style=_reference(), tune_steps=3, align=False)
     assert out.metadata[0]["style_loss_last"] < out.metadata[0]["style_loss_first"]
     other.meta["sampling"]["style_statistic"] = "histogram"
     with pytest.raises(FaceweaveError, match="unknown style statistic 'histogram'"):
         other(_face(), style=_reference(), tune_steps=1, align=False)
-    other.meta["sampling"].update(style_statistic=statistic, style_blocks=0)
+    other.meta["sampling"].update(style_statistic=statistic, style_features="vgg")
+    with pytest.raises(FaceweaveError, match="unknown style_features 'vgg'; choose random or critic"):
+        other(_face(), style=_reference(), tune_steps=1, align=False)
+    other.meta["sampling"].update(style_features=features, style_blocks=0)
     with pytest.raises(FaceweaveError, match="style_blocks must be a whole number from 1 to"):
         other(_face(), style=_reference(), tune_steps=1, align=False)
 

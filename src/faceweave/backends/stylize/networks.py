@@ -129,6 +129,28 @@ class StyleCritic(sg2.Discriminator):
     """The StyleGAN2 discriminator (its `block_features` are the feature-matching space)."""
 
 
+class RandomFilters(nn.Module):
+    """Texture features with nothing to train or store: banks of seeded random filters of several
+    sizes over the pixels, each followed by a ReLU (Ustyuzhaninov et al. 2016, "Texture synthesis
+    using shallow convolutional networks with random filters": their Gram matrices carry a
+    texture as well as a trained network's). A bank is one "block" of `block_features`, smallest
+    filters first. Each filter sums to zero (it sees edges and strokes, not brightness, which
+    the colour term measures) and has unit norm. The seed alone makes them, so they are rebuilt
+    on load and never saved (non-persistent buffers)."""
+
+    def __init__(self, sizes: tuple[int, ...] = (3, 5, 7, 11), width: int = 64, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.sizes = tuple(sizes)
+        for k in self.sizes:
+            w = torch.randn(width, 3, k, k, generator=g)
+            w = w - w.mean((1, 2, 3), keepdim=True)
+            self.register_buffer(f"bank_{k}", w / w.flatten(1).norm(dim=1)[:, None, None, None], persistent=False)
+
+    def block_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [F.relu(F.conv2d(images, getattr(self, f"bank_{k}"), padding=k // 2)) for k in self.sizes]
+
+
 class TextMapper(nn.Module):
     """Sentence embedding (N, text_dim) -> offsets (N, codes, w_dim) of the decoder's W+ codes
     (MMFS's mapping into W+) and a colour change (N, 3, 4) of the skip the decoder starts from

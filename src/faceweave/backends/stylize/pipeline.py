@@ -9,9 +9,9 @@
 Per call: the face is found and aligned with FFHQ's framing (which is CelebA-HQ's, what the
 real-face models are trained on), encoded into the generator's features at `split`, and
 decoded. One-shot fine-tunes a copy of the decoder for `tune_steps` Adam steps towards the
-reference: a style loss (Gram matrices, or channel moments, of the critic's block features,
-normalised by the reference's own, plus the sliced distance of the colours; Gatys et al.
-2016 eq. 3-5) and
+reference: a style loss (Gram matrices, or channel moments, of texture features: seeded
+random filter banks by default, or the critic's block features; normalised by the
+reference's own, plus the sliced distance of the colours; Gatys et al. 2016 eq. 3-5) and
 `structure_weight` times the structure loss of train.py (normalised luminance at a quarter
 of the side against the photo). `strength` (0..1) blends the decoder's weights from the
 model's own to the tuned ones (one-shot) or scales the text's W+ offsets (zero-shot). The
@@ -39,7 +39,7 @@ from ...io import resize_image
 from ...seeds import check_seeds
 from ..base import Backend, Pipeline, checked_keywords
 from ..wplus_edit import BLENDS
-from .networks import Stylizer
+from .networks import RandomFilters, Stylizer
 from .train import SAMPLING, structure, to_tensor, to_uint8
 
 FAMILY = "stylize"
@@ -125,20 +125,30 @@ _DIRECTIONS = torch.nn.functional.normalize(torch.tensor(
 
 
 STATISTICS = ("gram", "moments")
+FEATURES = ("random", "critic")     # what the statistics are taken on (sampling's style_features)
+
+
+def style_network(model: Stylizer, which: str):
+    """The network whose `block_features` the one-shot's texture statistics read: seeded random
+    filter banks ("random", networks.RandomFilters) or the model's critic ("critic")."""
+    if which not in FEATURES:
+        raise FaceweaveError(f"unknown style_features {which!r}; choose {' or '.join(FEATURES)}")
+    return model.critic if which == "critic" else RandomFilters().to(next(model.parameters()).device)
 
 
 def style_statistics(critic, images: torch.Tensor, blocks: int = 2, kind: str = "gram") -> dict[str, Any]:
-    """What the one-shot loss matches, over the critic's first `blocks` block features
-    (averaged over the images): their Gram matrices ("gram", Gatys et al. 2016) or their
-    channel means and standard deviations ("moments", the statistics AdaIN transfers, Huang &
-    Belongie 2017); and the sorted projections of all the images' pixel colours on fixed
-    directions (the colour distribution)."""
+    """What the one-shot loss matches, over the first `blocks` block features of `critic` (any
+    network with `block_features`: the model's critic or RandomFilters), averaged over the
+    images: their Gram matrices ("gram", Gatys et al. 2016) or their channel means and
+    standard deviations ("moments", the statistics AdaIN transfers, Huang & Belongie 2017);
+    and the sorted projections of all the images' pixel colours on fixed directions (the
+    colour distribution)."""
     if kind not in STATISTICS:
         raise FaceweaveError(f"unknown style statistic {kind!r}; choose {' or '.join(STATISTICS)}")
     feats = critic.block_features(images)
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= len(feats):
-        raise FaceweaveError(f"style_blocks must be a whole number from 1 to {len(feats)} (the critic's blocks), "
-                             f"got {blocks!r}")
+        raise FaceweaveError(f"style_blocks must be a whole number from 1 to {len(feats)} (the blocks of the "
+                             f"style features), got {blocks!r}")
     feats = feats[:blocks]
     colours = images.permute(0, 2, 3, 1).reshape(-1, 3) @ _DIRECTIONS.to(images).T
     if kind == "gram":
@@ -239,12 +249,13 @@ class StylizePipeline(Pipeline):
     def tune(self, features: torch.Tensor, skip: torch.Tensor, photo: torch.Tensor, references: torch.Tensor,
              steps: int, lr: float, style_weight: float, structure_weight: float,
              colour_weight: float = 1.0, colour_lr: float = 2e-2, statistic: str = "gram",
-             blocks: int = 2) -> tuple[torch.nn.Module, dict]:
+             blocks: int = 2, features_from: str = "critic") -> tuple[torch.nn.Module, dict]:
         """A copy of the decoder fine-tuned towards the references for this face (one-shot)."""
         m = self.model
+        net = style_network(m, features_from)
         decoder = copy.deepcopy(m.decoder).requires_grad_(True)
         with torch.no_grad():
-            target = style_statistics(m.critic, references, blocks, statistic)
+            target = style_statistics(net, references, blocks, statistic)
         wplus = m.neutral_wplus(1)
         # the skip's colour transform is 12 numbers that must travel far (a new palette): its own rate
         # the noise strengths stay: raising them is the cheapest way to fake texture (grain)
@@ -256,7 +267,7 @@ class StylizePipeline(Pipeline):
         with torch.enable_grad():
             for _ in range(steps):
                 out = decoder(features, skip, wplus)
-                ls = style_loss(style_statistics(m.critic, out, blocks, statistic), target, colour_weight)
+                ls = style_loss(style_statistics(net, out, blocks, statistic), target, colour_weight)
                 lk = structure(out, photo)
                 loss = style_weight * ls + structure_weight * lk
                 optim.zero_grad(set_to_none=True)
@@ -321,7 +332,7 @@ class StylizePipeline(Pipeline):
                                       float(sampling["tune_lr"]), float(sampling["style_weight"]),
                                       float(sampling["structure_weight"]), float(sampling["colour_weight"]),
                                       float(sampling["colour_lr"]), str(sampling["style_statistic"]),
-                                      int(sampling["style_blocks"]))
+                                      int(sampling["style_blocks"]), str(sampling["style_features"]))
             meta.update({"mode": "one-shot", "references": len(references), "tune_steps": int(steps),
                          "tune_seconds": round(time.perf_counter() - t1, 3), **report})
             own = dict(m.decoder.named_parameters())
