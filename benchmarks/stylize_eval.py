@@ -24,6 +24,9 @@ Per stylized face (all at the model's side, against the aligned input face):
              that reference among the four looks; on 4 celebamask-1k photos this held for
              4 of 4 looks with channel statistics and 3 of 4 with Gram matrices (the Gram
              matrix is dominated by the mean activations, i.e. by content).
+  joint      with --joint: the look in the stylizer's own image-text space (its image encoder,
+             trained on styles.py's looks, reads no parser): cosine of output and of photo to
+             the reference
   seconds    the whole call; tune_seconds the one-shot fine-tuning alone
 Zero-shot: the two texts' outputs differ by `text_pixel_distance` (mean |a - b| / 255) and
 their Gram distance to each other; identity and structure as above.
@@ -132,6 +135,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--tune-steps", type=int, default=None)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting of the model's sampling block (e.g. style_weight=5)")
+    ap.add_argument("--joint", default=None,
+                    help="a stylize_joint checkpoint (docs/stylize.md, Train): also score the look in its image "
+                         "space, a second view that reads no parser: cosine of output and of photo to the reference")
     ap.add_argument("--judge-loss", action="store_true",
                     help="a bound, not a stylizer: the one-shot tunes towards this measure's own statistics "
                          "(the parser's levels) instead of the model's texture features")
@@ -158,6 +164,16 @@ def main(argv=None) -> dict:
         overrides[key] = type(pipe.sampling[key])(value)
     pipe.meta["sampling"] = {**(pipe.meta.get("sampling") or {}), **overrides}
     ruler = ParserFeatures()
+    joint = None
+    if args.joint:
+        from faceweave.backends.stylize.train import load_joint
+        joint = load_joint(args.joint).eval()
+
+    def joint_cosine(a: np.ndarray, b: np.ndarray) -> float:
+        from faceweave.backends.stylize.train import to_tensor
+        with torch.no_grad():
+            e = joint(to_tensor([a, b], "cpu"))
+        return float((e[0] * e[1]).sum())
     if args.judge_loss:
         judge_as_loss(ruler)
     side = pipe.size
@@ -191,6 +207,10 @@ def main(argv=None) -> dict:
                          "style_distance": got, "photo_style_distance": own, "style_ratio": got / own,
                          "oracle_style_ratio": oracle,
                          "seconds": seconds, "tune_seconds": out.metadata[0]["tune_seconds"]})
+            if joint is not None:
+                sq = square(ref, side)
+                rows[-1].update(joint_cosine=joint_cosine(out.stylized, sq),
+                                joint_cosine_photo=joint_cosine(out.aligned, sq))
             print(f"{stem} <- {ref_name}: identity {ident[0]:.3f}, mIoU {miou[0]:.3f}, style {got:.3f} "
                   f"(photo {own:.3f}, ratio {got / own:.2f}), {seconds:.1f} s", flush=True)
     mean = lambda key, rs=rows: float(np.mean([r[key] for r in rs]))        # noqa: E731
@@ -211,6 +231,14 @@ def main(argv=None) -> dict:
                                                      "oracle_style_ratio", [r for r in rows if r["reference"] == n]))}
                                              for n, _, m in refs}},
               "rows": rows}
+    if joint is not None:
+        result["one_shot"].update(joint_cosine_mean=mean("joint_cosine"),
+                                  joint_cosine_photo_mean=mean("joint_cosine_photo"),
+                                  joint_nearer=float(np.mean([r["joint_cosine"] > r["joint_cosine_photo"]
+                                                              for r in rows])))
+        for n, _, _ in refs:
+            result["one_shot"]["per_reference"][n]["joint_cosine"] = mean("joint_cosine",
+                                                                         [r for r in rows if r["reference"] == n])
     # the stage-1 reconstruction (strength 0): what the encoder-decoder alone keeps
     base = []
     for stem, photo in photos:
@@ -229,7 +257,8 @@ def main(argv=None) -> dict:
             ident, miou = scores(a.aligned, [a.stylized, b.stylized])
             trows.append({"photo": stem, "identity": [float(i) for i in ident], "miou": miou,
                           "text_pixel_distance": float(np.abs(a.stylized.astype(float) - b.stylized).mean() / 255),
-                          "text_style_distance": style_distance(ruler.statistics(a.stylized), ruler.statistics(b.stylized)),
+                          "text_style_distance": style_distance(ruler.statistics(a.stylized),
+                                                                ruler.statistics(b.stylized)),
                           "seconds": seconds})
         result["zero_shot"] = {"texts": list(TEXTS), "model": args.text_model,
                                "identity_mean": float(np.mean([r["identity"] for r in trows])),

@@ -5,10 +5,11 @@
 
 Rows: the references of benchmarks/stylize_eval.py made from the photos after the first
 (as its --photos folder gives them). Columns: the reference, then the first photo's one-shot
-stylization with the model's own settings (critic features), with `style_features=random`
-(four random filter banks), and with stylize_eval.py's --judge-loss (the measure's own
-statistics as the loss: a bound, not a stylizer); each with its style ratio. Also printed:
-the mean absolute pixel difference (of 255) of each to the default's result.
+stylization with the model's own settings (the FaceSynth parser's levels), with
+`style_features=critic`, with `style_features=random` (four random filter banks), and with
+stylize_eval.py's --judge-loss (the measure's own statistics as the loss: a bound, not a
+stylizer). Printed: each one's style ratio and its mean absolute pixel difference (of 255)
+to the defaults' result.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ def main(argv=None) -> dict:
     ruler = ev.ParserFeatures()
     photo = read_photo(files[0])
     own = dict(pipe.meta.get("sampling") or {})
-    settings = {"defaults": own, "random": {**own, "style_features": "random", "style_blocks": 4}}
+    settings = {"defaults": own, "critic": {**own, "style_features": "critic", "style_blocks": 2},
+                "random": {**own, "style_features": "random", "style_blocks": 4}}
     results: dict[str, list] = {name: [] for name in [*settings, "judge-loss"]}
     for name, sampling in settings.items():
         pipe.meta["sampling"] = sampling

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import faceweave
 from faceweave.backends.stylize import styles
-from faceweave.backends.stylize.networks import RandomFilters, Stylizer, synthesis_until
+from faceweave.backends.stylize.networks import ParserLevels, RandomFilters, Stylizer, synthesis_until
 from faceweave.backends.stylize.pipeline import StylizePipeline
 from faceweave.cli import main
 from faceweave.errors import FaceweaveError
@@ -145,8 +145,31 @@ def test_random_filters_are_made_by_the_seed_see_edges_not_brightness_and_are_ne
         assert f_flat[inner].abs().max() < 1e-5 and f_edge[inner].abs().max() > 0.1
 
 
+def test_parser_levels_are_the_parser_encoder_outputs_and_stay_frozen():
+    from faceweave.backends.stylize.pipeline import style_network
+    from faceweave.ruler import load_parser
+    parser = load_parser("parser-64")
+    levels = ParserLevels(parser.model)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    feats = levels.block_features(x)
+    assert [f.shape[1:] for f in feats] == [(32, 32, 32), (64, 16, 16), (128, 8, 8), (256, 4, 4)]
+    seen = []
+    hooks = [s.register_forward_hook(lambda m, a, out: seen.append(out)) for s in parser.model.down]
+    with torch.no_grad():
+        parser.model(x)
+    for h in hooks:
+        h.remove()
+    assert all(torch.allclose(a, b) for a, b in zip(feats, seen))
+    assert not any(p.requires_grad for p in levels.parameters())
+    model = Stylizer.from_config(faceweave.load("stylize-64-real").config["stylizer"])
+    assert style_network(model, "parser-64") is style_network(model, "parser-64")       # loaded once
+    with pytest.raises(FaceweaveError, match="not a 'parser' model"):
+        style_network(model, "stylize-64-real")
+
+
 @pytest.mark.parametrize("statistic,features,blocks", [("gram", "critic", 1), ("moments", "critic", 3),
-                                                       ("gram", "random", 4), ("moments", "random", 2)])
+                                                       ("gram", "random", 4), ("moments", "random", 2),
+                                                       ("gram", "parser-64", 2), ("moments", "parser-64", 4)])
 def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, features, blocks):
     import copy
     other = copy.copy(pipe)
@@ -158,7 +181,7 @@ def test_either_style_statistic_tunes_towards_the_reference(pipe, statistic, fea
     with pytest.raises(FaceweaveError, match="unknown style statistic 'histogram'"):
         other(_face(), style=_reference(), tune_steps=1, align=False)
     other.meta["sampling"].update(style_statistic=statistic, style_features="vgg")
-    with pytest.raises(FaceweaveError, match="unknown style_features 'vgg'; choose random or critic"):
+    with pytest.raises(FaceweaveError, match="unknown style_features 'vgg'; choose critic, random or a face parser"):
         other(_face(), style=_reference(), tune_steps=1, align=False)
     other.meta["sampling"].update(style_features=features, style_blocks=0)
     with pytest.raises(FaceweaveError, match="style_blocks must be a whole number from 1 to"):

@@ -151,6 +151,24 @@ class RandomFilters(nn.Module):
         return [F.relu(F.conv2d(images, getattr(self, f"bank_{k}"), padding=k // 2)) for k in self.sizes]
 
 
+class ParserLevels(nn.Module):
+    """A face parser's encoder levels as texture features (`block_features`, finest first): a
+    perceptual network for faces, standing in for the VGG that style losses usually read
+    (Gatys et al. 2016) and that cannot be fetched here. Frozen; never part of a stylize
+    checkpoint (it is loaded by name)."""
+
+    def __init__(self, parser: nn.Module):
+        super().__init__()
+        self.parser = parser.eval().requires_grad_(False)
+
+    def block_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        out, x = [], images
+        for i, stage in enumerate(self.parser.down):
+            x = stage(x if i == 0 else F.max_pool2d(x, 2))
+            out.append(x)
+        return out
+
+
 class TextMapper(nn.Module):
     """Sentence embedding (N, text_dim) -> offsets (N, codes, w_dim) of the decoder's W+ codes
     (MMFS's mapping into W+) and a colour change (N, 3, 4) of the skip the decoder starts from

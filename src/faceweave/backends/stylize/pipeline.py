@@ -9,9 +9,10 @@
 Per call: the face is found and aligned with FFHQ's framing (which is CelebA-HQ's, what the
 real-face models are trained on), encoded into the generator's features at `split`, and
 decoded. One-shot fine-tunes a copy of the decoder for `tune_steps` Adam steps towards the
-reference: a style loss (Gram matrices, or channel moments, of texture features: seeded
-random filter banks by default, or the critic's block features; normalised by the
-reference's own, plus the sliced distance of the colours; Gatys et al. 2016 eq. 3-5) and
+reference: a style loss (Gram matrices, or channel moments, of texture features: a face
+parser's encoder levels by default, the critic's blocks or seeded random filter banks;
+normalised by the reference's own, plus the sliced distance of the colours; Gatys et al.
+2016 eq. 3-5) and
 `structure_weight` times the structure loss of train.py (normalised luminance at a quarter
 of the side against the photo). `strength` (0..1) blends the decoder's weights from the
 model's own to the tuned ones (one-shot) or scales the text's W+ offsets (zero-shot). The
@@ -39,7 +40,7 @@ from ...io import resize_image
 from ...seeds import check_seeds
 from ..base import Backend, Pipeline, checked_keywords
 from ..wplus_edit import BLENDS
-from .networks import RandomFilters, Stylizer
+from .networks import ParserLevels, RandomFilters, Stylizer
 from .train import SAMPLING, structure, to_tensor, to_uint8
 
 FAMILY = "stylize"
@@ -125,15 +126,29 @@ _DIRECTIONS = torch.nn.functional.normalize(torch.tensor(
 
 
 STATISTICS = ("gram", "moments")
-FEATURES = ("random", "critic")     # what the statistics are taken on (sampling's style_features)
+_PARSER_LEVELS: dict[tuple[str, str], ParserLevels] = {}
 
 
 def style_network(model: Stylizer, which: str):
-    """The network whose `block_features` the one-shot's texture statistics read: seeded random
-    filter banks ("random", networks.RandomFilters) or the model's critic ("critic")."""
-    if which not in FEATURES:
-        raise FaceweaveError(f"unknown style_features {which!r}; choose {' or '.join(FEATURES)}")
-    return model.critic if which == "critic" else RandomFilters().to(next(model.parameters()).device)
+    """The network whose `block_features` the one-shot's texture statistics read (sampling's
+    style_features): the model's critic ("critic"), seeded random filter banks ("random",
+    networks.RandomFilters) or a face parser checkpoint's encoder levels (a bundled name such
+    as "parser-64", or a folder; networks.ParserLevels, loaded once per process)."""
+    device = next(model.parameters()).device
+    if which == "critic":
+        return model.critic
+    if which == "random":
+        return RandomFilters().to(device)
+    key = (str(which), str(device))
+    if key not in _PARSER_LEVELS:
+        from ...ruler import load_parser
+        try:
+            parser = load_parser(which, device=device)
+        except FaceweaveError as exc:
+            raise FaceweaveError(f"unknown style_features {which!r}; choose critic, random or a face parser "
+                                 f"checkpoint such as parser-64 ({exc})") from None
+        _PARSER_LEVELS[key] = ParserLevels(parser.model)
+    return _PARSER_LEVELS[key]
 
 
 def style_statistics(critic, images: torch.Tensor, blocks: int = 2, kind: str = "gram") -> dict[str, Any]:

@@ -53,7 +53,7 @@ STAGES = ("encoder", "domain", "text")
 # a stylize call's defaults (StylizePipeline.SAMPLING; a checkpoint's "sampling" block overrides them)
 SAMPLING: dict[str, Any] = {"strength": 1.0, "tune_steps": 100, "tune_lr": 5e-3, "colour_lr": 1e-2,
                             "style_weight": 3.0, "colour_weight": 1.0, "structure_weight": 1.0,
-                            "style_statistic": "gram", "style_features": "critic", "style_blocks": 2}
+                            "style_statistic": "gram", "style_features": "parser-64", "style_blocks": 2}
 TEXT_DIM = 384
 
 
