@@ -14,20 +14,15 @@ to the defaults' result.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-
-
-def _eval_module():
-    spec = importlib.util.spec_from_file_location("stylize_eval", HERE / "stylize_eval.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(HERE))
+import stylize_eval as ev  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -44,7 +39,6 @@ def main(argv=None) -> dict:
     from faceweave.data.sheet import image_grid
     from faceweave.io import read_photo, resize_image, write_png
 
-    ev = _eval_module()
     files = sorted(Path(args.photos or ev.PHOTOS).glob("*.jpg"))
     refs = ev.references([], files)
     pipe = faceweave.load(args.model)
